@@ -1,0 +1,520 @@
+"""The trainer side of the transport: a ZeroMQ PULL socket on a background thread.
+
+The receiver binds, receives one multipart message per time step (see :mod:`gensim.transport.wire`),
+validates it completely and hands each accepted time step as a :class:`~gensim.simulations.base.Sample`
+to the sink registered for its simulation. Nothing that fails validation reaches a sink; every
+rejection is counted by reason and logged (rate-limited) on the ``gensim.transport`` logger.
+
+There is no Python-side queue: the receive thread calls the sink directly, so when the sink
+(a replay buffer insert) is slow, ZeroMQ's high-water marks fill up and the simulations block
+in ``send``, which is the intended back-pressure.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+from gensim.simulations.base import FieldSpec, Sample
+from gensim.transport import wire
+from gensim.transport.wire import WireError
+
+logger = logging.getLogger("gensim.transport")
+
+#: Poll period of the receive thread, in milliseconds (bounds how long ``stop`` waits).
+POLL_MS = 50
+#: The first this many rejections of each reason are logged, then every ``LOG_EVERY``-th.
+LOG_FIRST = 5
+LOG_EVERY = 1000
+#: Hard cap on one frame, enforced by ZeroMQ itself (``ZMQ_MAXMSGSIZE``): the larger of
+#: ``HARD_FRAME_FACTOR`` times the message size limit and ``HARD_FRAME_MIN_BYTES``. ZeroMQ drops
+#: (and never allocates) a larger frame and disconnects its sender, so such messages never reach
+#: the receiver and are not counted; anything between the limit and the cap is counted
+#: as ``"too_large"``. The cap only protects the trainer's memory against absurd frames.
+HARD_FRAME_FACTOR = 16
+HARD_FRAME_MIN_BYTES = 64 * 2**20
+
+Sink = Callable[[Sample], None]
+
+
+@dataclass(frozen=True)
+class ReceiverStats:
+    """A snapshot of a receiver's counters.
+
+    Attributes
+    ----------
+    accepted : int
+        DATA messages validated and taken by their sink.
+    rejected : dict of str to int
+        Rejected messages by reason (see :data:`gensim.transport.wire.REASONS`).
+    bytes_accepted : int
+        Total size (header and data frames) of the accepted DATA messages.
+    accepted_per_sim : dict of int to int
+        Accepted DATA messages per simulation id (registered ids only, zeros included).
+    finished : frozenset of int
+        Simulation ids whose END message was received.
+    """
+
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    bytes_accepted: int = 0
+    accepted_per_sim: dict[int, int] = field(default_factory=dict)
+    finished: frozenset[int] = frozenset()
+
+    @property
+    def n_rejected(self) -> int:
+        """Total number of rejected messages."""
+        return sum(self.rejected.values())
+
+
+class _Rejected(Exception):
+    """Internal: a validation failure with the sim id when known."""
+
+    def __init__(self, reason: str, message: str, sim_id: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.sim_id = sim_id
+
+
+@dataclass
+class _Sim:
+    params: np.ndarray
+    sink: Sink
+    accepted: int = 0
+
+
+class Receiver:
+    """Receive, validate and dispatch the time steps streamed by simulations.
+
+    Parameters
+    ----------
+    fields : sequence of FieldSpec
+        The fields every simulation of the study sends (names, shapes, dtypes). Messages are
+        matched by field name; the descriptor order in a message is free.
+    token : bytes or str
+        Study token (16 bytes, or 32 hex characters). Messages carrying another token are
+        rejected with reason ``"study"``.
+    address : str
+        ZeroMQ endpoint to bind. Default ``"tcp://127.0.0.1:*"``: loopback, ephemeral port.
+        ``"ipc:///private/dir/name"`` works too. Read the actual endpoint from :attr:`address`
+        after :meth:`start`.
+    max_message_bytes : int, optional
+        Largest accepted message (header plus data frames) in bytes. Default: twice the size of
+        a valid message. Larger messages are rejected with reason ``"too_large"``; a single frame
+        over :attr:`hard_frame_bytes` (16 times this limit, at least 64 MiB) is dropped by
+        ZeroMQ before allocation and is not counted.
+    rcvhwm : int
+        ZeroMQ receive high-water mark, in messages (bounds memory held by the socket).
+
+    Examples
+    --------
+    >>> with Receiver(fields, token) as rx:                      # doctest: +SKIP
+    ...     rx.register(0, params, buffer.add)
+    ...     launch_simulation(address=rx.address, token=token.hex(), sim_id=0)
+    ...     rx.wait_finished([0], timeout=60)
+    """
+
+    def __init__(
+        self,
+        fields: Sequence[FieldSpec],
+        token: bytes | str,
+        address: str = "tcp://127.0.0.1:*",
+        max_message_bytes: int | None = None,
+        rcvhwm: int = 64,
+    ) -> None:
+        self.fields = tuple(fields)
+        if not self.fields:
+            raise ValueError("a Receiver needs at least one FieldSpec, got none")
+        self._specs = {f.name: f for f in self.fields}
+        if len(self._specs) != len(self.fields):
+            names = [f.name for f in self.fields]
+            raise ValueError(f"field names must be unique, got {names}")
+        self._np_dtypes = {f.name: wire.numpy_dtype(f.dtype) for f in self.fields}
+        self.token = wire.parse_token(token)
+        self._bind_address = address
+        self.expected_message_bytes = wire.header_size(len(self.fields)) + sum(
+            f.size * self._np_dtypes[f.name].itemsize for f in self.fields
+        )
+        if max_message_bytes is None:
+            max_message_bytes = 2 * self.expected_message_bytes
+        if max_message_bytes <= 0:
+            raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
+        self.max_message_bytes = int(max_message_bytes)
+        if rcvhwm < 1:
+            raise ValueError(f"rcvhwm must be >= 1, got {rcvhwm}")
+        self.rcvhwm = int(rcvhwm)
+        #: Largest single frame ZeroMQ lets through (see :data:`HARD_FRAME_FACTOR`).
+        self.hard_frame_bytes = max(HARD_FRAME_FACTOR * self.max_message_bytes, HARD_FRAME_MIN_BYTES)
+
+        self._lock = threading.Lock()
+        self._finished_cond = threading.Condition(self._lock)
+        self._sims: dict[int, _Sim] = {}
+        self._finished: set[int] = set()
+        self._dropped_counts: dict[int, int] = {}  # accepted counts of sims no longer registered
+        self._accepted = 0
+        self._bytes_accepted = 0
+        self._rejected: dict[str, int] = {}
+
+        self._context: zmq.Context | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._endpoint: str | None = None
+        self._stopped = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def address(self) -> str:
+        """The bound endpoint (e.g. ``"tcp://127.0.0.1:53817"``) to hand to simulations."""
+        if self._endpoint is None:
+            raise RuntimeError("the receiver is not started; call start() first")
+        return self._endpoint
+
+    @property
+    def running(self) -> bool:
+        """Whether the receive thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> Receiver:
+        """Bind the socket and start the receive thread (a daemon). Returns ``self``.
+
+        Raises
+        ------
+        RuntimeError
+            If already started or stopped, or if binding fails (the cause is chained).
+        """
+        if self._thread is not None or self._stopped:
+            raise RuntimeError("a Receiver can be started once; create a new one")
+        self._context = zmq.Context()
+        self._thread = threading.Thread(
+            target=self._run, name="gensim-receiver", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(timeout=30.0):
+            self.stop()
+            raise RuntimeError(f"the receive thread did not bind {self._bind_address!r} in 30 s")
+        if self._start_error is not None:
+            err = self._start_error
+            self.stop()
+            raise RuntimeError(
+                f"cannot bind the receiver to {self._bind_address!r}: {err}; "
+                "use an ephemeral port ('tcp://127.0.0.1:*') or a private ipc:// path"
+            ) from err
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the receive thread, join it, close the socket (linger 0) and the context.
+
+        Idempotent. Messages still queued in ZeroMQ are dropped.
+        """
+        self._stopped = True
+        self._stop.set()
+        thread = self._thread
+        if thread is threading.current_thread():
+            return  # called from a sink: the thread exits after this message
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():  # pragma: no cover - a sink stuck forever
+                logger.error("gensim receiver thread did not stop within %.1f s (a sink blocks?)", timeout)
+                return
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+
+    def __enter__(self) -> Receiver:
+        if self._thread is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            if self._thread is not None and not self._stopped:
+                self.stop()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ registry
+    def register(self, sim_id: int, params: np.ndarray, sink: Sink) -> None:
+        """Accept messages from simulation ``sim_id`` and hand its samples to ``sink``.
+
+        Parameters
+        ----------
+        sim_id : int
+            Simulation id, as given to the simulation (``GENSIM_SIM_ID``).
+        params : ndarray, shape (n_params,)
+            Its parameter vector; copied (float64, read-only) into every :class:`Sample`.
+        sink : callable
+            Called on the receive thread with each accepted :class:`Sample`. It should be quick
+            (e.g. copy into a buffer); while it runs, nothing else is received. The field
+            arrays are views of the received ZeroMQ frames (a sink that keeps them keeps the
+            frames alive: copy into preallocated storage instead). An exception is counted as
+            ``"sink_error"`` and logged with its traceback; the receiver carries on.
+
+        Raises
+        ------
+        ValueError
+            If ``sim_id`` is already registered, or has already finished.
+        """
+        sim_id = int(sim_id)
+        p = np.array(params, dtype=np.float64, copy=True).reshape(-1)
+        p.setflags(write=False)
+        if not callable(sink):
+            raise TypeError(f"sink must be callable, got {type(sink).__name__}")
+        with self._lock:
+            if sim_id in self._sims or sim_id in self._finished:
+                raise ValueError(
+                    f"simulation id {sim_id} is already registered; give each simulation "
+                    "(and each restart) a new id"
+                )
+            self._sims[sim_id] = _Sim(p, sink)
+
+    def unregister(self, sim_id: int) -> None:
+        """Stop accepting messages from ``sim_id`` (e.g. a failed simulation). No-op if unknown.
+
+        Later messages from it are rejected as ``"unknown_sim"``; its counts stay in the stats.
+        """
+        with self._lock:
+            sim = self._sims.pop(int(sim_id), None)
+            if sim is not None:
+                self._dropped_counts[int(sim_id)] = sim.accepted
+
+    def is_finished(self, sim_id: int) -> bool:
+        """Whether the END message of ``sim_id`` was received."""
+        with self._lock:
+            return int(sim_id) in self._finished
+
+    def wait_finished(self, sim_ids: Iterable[int], timeout: float) -> bool:
+        """Wait until every simulation of ``sim_ids`` has sent END.
+
+        Returns
+        -------
+        bool
+            True if all finished within ``timeout`` seconds, False otherwise.
+        """
+        ids = {int(s) for s in sim_ids}
+        deadline = time.monotonic() + timeout
+        with self._finished_cond:
+            while not ids <= self._finished:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._finished_cond.wait(remaining)
+            return True
+
+    def stats(self) -> ReceiverStats:
+        """A consistent snapshot of the counters (thread-safe)."""
+        with self._lock:
+            per_sim = dict(self._dropped_counts)
+            per_sim.update({k: s.accepted for k, s in self._sims.items()})
+            return ReceiverStats(
+                accepted=self._accepted,
+                rejected=dict(self._rejected),
+                bytes_accepted=self._bytes_accepted,
+                accepted_per_sim=per_sim,
+                finished=frozenset(self._finished),
+            )
+
+    # ------------------------------------------------------------------ receive thread
+    def _run(self) -> None:
+        assert self._context is not None
+        try:
+            sock = self._context.socket(zmq.PULL)
+            sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
+            sock.setsockopt(zmq.MAXMSGSIZE, self.hard_frame_bytes)
+            sock.setsockopt(zmq.LINGER, 0)
+            try:
+                sock.bind(self._bind_address)
+                self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            except BaseException:
+                sock.close(linger=0)
+                raise
+        except BaseException as err:
+            self._start_error = err
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not sock.poll(POLL_MS, zmq.POLLIN):
+                        continue
+                    frames = sock.recv_multipart(copy=False)
+                except zmq.ContextTerminated:
+                    break
+                except zmq.ZMQError as err:  # pragma: no cover - transient socket error
+                    if self._stop.is_set():
+                        break
+                    logger.error("gensim receiver: socket error %s", err)
+                    continue
+                self._handle(frames)
+        finally:
+            sock.close(linger=0)
+
+    def _handle(self, frames: list[zmq.Frame]) -> None:
+        nbytes = 0
+        try:
+            nbytes = sum(len(f) for f in frames)
+            kind, sim_id, sample = self._validate(frames, nbytes)
+        except _Rejected as rej:
+            self._reject(rej.reason, rej.message, rej.sim_id)
+            return
+        except Exception as err:  # never let one message kill the thread
+            self._reject("internal", f"{type(err).__name__}: {err}", None, exc_info=True)
+            return
+
+        if kind == wire.KIND_END:
+            with self._finished_cond:
+                sim = self._sims.pop(sim_id, None)
+                if sim is None:  # unregistered meanwhile
+                    return
+                self._dropped_counts[sim_id] = sim.accepted
+                self._finished.add(sim_id)
+                self._finished_cond.notify_all()
+            return
+
+        with self._lock:
+            sim = self._sims.get(sim_id)
+        if sim is None:  # unregistered while validating
+            self._reject("unknown_sim", "simulation was unregistered", sim_id)
+            return
+        try:
+            sim.sink(sample)
+        except Exception as err:
+            self._reject(
+                "sink_error",
+                f"the sink raised {type(err).__name__}: {err} (step {sample.step})",
+                sim_id,
+                exc_info=True,
+            )
+            return
+        with self._lock:
+            self._accepted += 1
+            self._bytes_accepted += nbytes
+            sim.accepted += 1
+
+    def _validate(self, frames: list[zmq.Frame], nbytes: int) -> tuple[int, int, Sample | None]:
+        """Check a message completely; return (kind, sim_id, sample or None for END)."""
+        if nbytes > self.max_message_bytes:
+            raise _Rejected(
+                "too_large",
+                f"message of {nbytes} bytes over the limit of {self.max_message_bytes} bytes "
+                f"(a valid message is {self.expected_message_bytes} bytes)",
+            )
+        try:
+            header = wire.decode_header(frames[0].buffer)
+        except WireError as err:
+            raise _Rejected(err.reason, err.message) from None
+        sim_id = header.sim_id
+        if not hmac.compare_digest(header.token, self.token):
+            raise _Rejected(
+                "study",
+                f"study token {header.token.hex()[:8]}... does not match this study's "
+                f"{self.token.hex()[:8]}... (a simulation of another run?)",
+                sim_id,
+            )
+        with self._lock:
+            registered = sim_id in self._sims
+            finished = sim_id in self._finished
+        if finished:
+            raise _Rejected("finished_sim", "message after this simulation's END", sim_id)
+        if not registered:
+            raise _Rejected("unknown_sim", "simulation id not registered with the receiver", sim_id)
+        n_data = len(frames) - 1
+        if n_data != len(header.fields):
+            raise _Rejected(
+                "malformed",
+                f"header declares {len(header.fields)} field(s) but {n_data} data frame(s) came",
+                sim_id,
+            )
+        if header.kind == wire.KIND_END:
+            return wire.KIND_END, sim_id, None
+        if not math.isfinite(header.time):
+            raise _Rejected("non_finite", f"time is {header.time} at step {header.step}", sim_id)
+
+        names = [d.name for d in header.fields]
+        if len(set(names)) != len(names) or set(names) != self._specs.keys():
+            raise _Rejected(
+                "fields",
+                f"expected fields {sorted(self._specs)}, got {names}",
+                sim_id,
+            )
+        arrays: dict[str, np.ndarray] = {}
+        for desc, frame in zip(header.fields, frames[1:]):
+            spec = self._specs[desc.name]
+            if desc.dtype != spec.dtype:
+                raise _Rejected(
+                    "dtype",
+                    f"field {desc.name!r}: expected dtype {spec.dtype}, got {desc.dtype}",
+                    sim_id,
+                )
+            if desc.shape != spec.shape:
+                raise _Rejected(
+                    "shape",
+                    f"field {desc.name!r}: expected shape {spec.shape}, got {desc.shape}",
+                    sim_id,
+                )
+            buf = frame.buffer
+            if buf.nbytes != desc.nbytes:
+                raise _Rejected(
+                    "frame_size",
+                    f"field {desc.name!r}: expected {desc.nbytes} bytes for shape {desc.shape} "
+                    f"{desc.dtype}, got a frame of {buf.nbytes} bytes",
+                    sim_id,
+                )
+            arr = np.frombuffer(buf, dtype=self._np_dtypes[desc.name]).reshape(spec.shape)
+            if not arr.flags.aligned:
+                # Small frames can sit unaligned inside ZeroMQ's receive buffer: copy those.
+                arr = arr.copy()
+            # min/max propagate NaN and expose +-Inf, without allocating a mask.
+            lo, hi = arr.min(), arr.max()
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                n_bad = int(np.count_nonzero(~np.isfinite(arr)))
+                raise _Rejected(
+                    "non_finite",
+                    f"field {desc.name!r} at step {header.step}: {n_bad} NaN/Inf value(s), "
+                    "expected all finite",
+                    sim_id,
+                )
+            arrays[desc.name] = arr
+        with self._lock:
+            sim = self._sims.get(sim_id)
+        if sim is None:
+            raise _Rejected("unknown_sim", "simulation was unregistered", sim_id)
+        # Fields in declaration order, whatever their order on the wire.
+        fields = {name: arrays[name] for name in self._specs}
+        return wire.KIND_DATA, sim_id, Sample(sim_id, header.step, header.time, sim.params, fields)
+
+    def _reject(
+        self, reason: str, message: str, sim_id: int | None, exc_info: bool = False
+    ) -> None:
+        with self._lock:
+            n = self._rejected.get(reason, 0) + 1
+            self._rejected[reason] = n
+        if n <= LOG_FIRST or n % LOG_EVERY == 0:
+            who = f"simulation {sim_id}" if sim_id is not None else "unknown sender"
+            more = (
+                f" (rejection #{n} for this reason; further ones are logged every {LOG_EVERY}th)"
+                if n >= LOG_FIRST
+                else ""
+            )
+            logger.warning(
+                "gensim receiver rejected a message [%s] from %s: %s%s",
+                reason,
+                who,
+                message,
+                more,
+                exc_info=exc_info,
+            )

@@ -1,0 +1,400 @@
+"""The gensim wire format: one ZeroMQ multipart message per simulation time step.
+
+Frame 0 is a little-endian header with a fixed layout that a C program reads with a plain
+``struct`` (every field is naturally aligned, there is no padding); frames ``1..n_fields`` are
+the raw bytes of each field, C order, little-endian, in descriptor order. The full
+specification, with a C example, is ``docs/wire-format.md``.
+
+Header layout (version 1)::
+
+    preamble, 48 bytes
+      offset  size  type        field
+           0     4  char[4]     magic = b"GSIM"
+           4     2  uint16      version = 1
+           6     2  uint16      n_fields (0 for END)
+           8    16  uint8[16]   study token (raw bytes)
+          24     8  int64       simulation id
+          32     4  uint32      step
+          36     4  uint32      kind (0 = DATA, 1 = END)
+          40     8  float64     time
+    then n_fields descriptors, 64 bytes each
+           0    32  char[32]    name, UTF-8, NUL-padded (at most 31 bytes + NUL)
+          32     1  uint8       dtype code (1 = float32, 2 = float64)
+          33     1  uint8       ndim (1..4)
+          34     2  uint8[2]    reserved, zero
+          36    16  uint32[4]   shape (unused dims 0)
+          52    12  uint8[12]   reserved, zero
+
+This module imports numpy only (no zmq, no torch), so it can be used by any tool that reads or
+writes the format.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+#: First four bytes of every header.
+MAGIC = b"GSIM"
+#: Version of the wire format written by this module and the only one it accepts.
+VERSION = 1
+#: Message kinds.
+KIND_DATA = 0
+KIND_END = 1
+KINDS = (KIND_DATA, KIND_END)
+#: Length of the study token in bytes.
+TOKEN_BYTES = 16
+#: Longest field name in UTF-8 bytes (the 32-byte slot keeps a terminating NUL).
+MAX_NAME_BYTES = 31
+MAX_NDIM = 4
+
+_PREAMBLE = struct.Struct("<4sHH16sqIId")
+_DESCRIPTOR = struct.Struct("<32sBB2s4I12s")
+#: Size of the fixed preamble in bytes.
+PREAMBLE_SIZE = _PREAMBLE.size
+#: Size of one field descriptor in bytes.
+DESCRIPTOR_SIZE = _DESCRIPTOR.size
+assert PREAMBLE_SIZE == 48 and DESCRIPTOR_SIZE == 64
+
+#: Wire dtype codes and the numpy dtypes they stand for (always little-endian on the wire).
+DTYPE_CODES: dict[str, int] = {"float32": 1, "float64": 2}
+CODE_DTYPES: dict[int, str] = {code: name for name, code in DTYPE_CODES.items()}
+_NUMPY_DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
+
+#: Machine tags of the reasons a message can be rejected (``WireError.reason`` and the keys of
+#: ``ReceiverStats.rejected``).
+REASONS = (
+    "malformed",  # frame count, header size, magic, kind, descriptor layout, bad reserved bytes
+    "version",  # wire-format version other than VERSION
+    "study",  # study token does not match the receiver's
+    "unknown_sim",  # simulation id not registered
+    "finished_sim",  # simulation already sent END
+    "fields",  # field names or count differ from the declared FieldSpecs
+    "dtype",  # unknown dtype code, or dtype differs from the declared one
+    "shape",  # shape differs from the declared one
+    "frame_size",  # a data frame's byte size does not match its descriptor
+    "too_large",  # whole message over the receiver's size limit
+    "non_finite",  # NaN or Inf in a field, or non-finite time
+    "sink_error",  # the sink raised while taking the sample
+    "internal",  # any other exception while handling one message
+)
+
+
+class WireError(ValueError):
+    """A message that does not follow the wire format, or that a receiver refuses.
+
+    Parameters
+    ----------
+    reason : str
+        Short machine tag, one of :data:`REASONS` (used as the key of rejection counts).
+    message : str
+        Human-readable explanation: what was expected, what came.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"[{self.reason}] {self.message}"
+
+
+class _FieldLike(Protocol):
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class FieldDescriptor:
+    """One field as described in a header (not yet checked against any declaration).
+
+    Attributes
+    ----------
+    name : str
+        Field name.
+    dtype : str
+        ``"float32"`` or ``"float64"``.
+    shape : tuple of int
+        1 to 4 positive dimensions.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        """Byte size of the field's data frame."""
+        return int(np.prod(self.shape)) * _NUMPY_DTYPES[self.dtype].itemsize
+
+
+@dataclass(frozen=True)
+class Header:
+    """A decoded header (frame 0 of a message).
+
+    Attributes
+    ----------
+    version : int
+        Wire-format version.
+    token : bytes
+        Study token, 16 bytes.
+    sim_id : int
+        Simulation id.
+    step : int
+        Time-step index.
+    kind : int
+        :data:`KIND_DATA` or :data:`KIND_END`.
+    time : float
+        Physical time of the step (0.0 in END messages).
+    fields : tuple of FieldDescriptor
+        One descriptor per data frame, in frame order (empty for END).
+    """
+
+    version: int
+    token: bytes
+    sim_id: int
+    step: int
+    kind: int
+    time: float
+    fields: tuple[FieldDescriptor, ...]
+
+    @property
+    def size(self) -> int:
+        """Size of the encoded header in bytes."""
+        return header_size(len(self.fields))
+
+
+def header_size(n_fields: int) -> int:
+    """Byte size of a header with ``n_fields`` descriptors."""
+    return PREAMBLE_SIZE + DESCRIPTOR_SIZE * n_fields
+
+
+def numpy_dtype(dtype: str) -> np.dtype:
+    """Little-endian numpy dtype of a wire dtype name (``"float32"`` or ``"float64"``)."""
+    try:
+        return _NUMPY_DTYPES[dtype]
+    except KeyError:
+        raise ValueError(
+            f"dtype must be one of {tuple(DTYPE_CODES)}, got {dtype!r}"
+        ) from None
+
+
+def parse_token(token: bytes | str) -> bytes:
+    """Return the 16 raw bytes of a study token given as bytes or as 32 hexadecimal characters.
+
+    Raises
+    ------
+    ValueError
+        If the token is neither 16 bytes nor 32 hex characters.
+    """
+    if isinstance(token, str):
+        try:
+            raw = bytes.fromhex(token.strip())
+        except ValueError:
+            raise ValueError(
+                f"study token must be {TOKEN_BYTES} bytes or {2 * TOKEN_BYTES} hex characters, "
+                f"got the string {token!r}"
+            ) from None
+    elif isinstance(token, (bytes, bytearray, memoryview)):
+        raw = bytes(token)
+    else:
+        raise TypeError(f"study token must be bytes or a hex string, got {type(token).__name__}")
+    if len(raw) != TOKEN_BYTES:
+        raise ValueError(
+            f"study token must be {TOKEN_BYTES} bytes ({2 * TOKEN_BYTES} hex characters), "
+            f"got {len(raw)} bytes"
+        )
+    return raw
+
+
+def new_token() -> bytes:
+    """A fresh random study token (16 bytes); ``new_token().hex()`` is its environment form."""
+    return secrets.token_bytes(TOKEN_BYTES)
+
+
+def encode_descriptors(fields: Sequence[_FieldLike]) -> bytes:
+    """Encode field descriptors (objects with ``name``, ``shape``, ``dtype``, e.g. FieldSpec).
+
+    Raises
+    ------
+    ValueError
+        If a name, shape or dtype cannot be represented on the wire.
+    """
+    out = []
+    for f in fields:
+        name = f.name.encode("utf-8")
+        if not 1 <= len(name) <= MAX_NAME_BYTES or b"\0" in name:
+            raise ValueError(
+                f"field name must be 1 to {MAX_NAME_BYTES} UTF-8 bytes without NUL, got {f.name!r}"
+            )
+        shape = tuple(int(s) for s in f.shape)
+        if not 1 <= len(shape) <= MAX_NDIM or any(not 0 < s < 2**32 for s in shape):
+            raise ValueError(
+                f"field {f.name!r}: expected 1 to {MAX_NDIM} dimensions in 1..2**32-1, "
+                f"got shape {shape}"
+            )
+        dtype = np.dtype(f.dtype).name
+        if dtype not in DTYPE_CODES:
+            raise ValueError(
+                f"field {f.name!r}: dtype must be one of {tuple(DTYPE_CODES)}, got {f.dtype!r}"
+            )
+        padded = shape + (0,) * (MAX_NDIM - len(shape))
+        out.append(
+            _DESCRIPTOR.pack(name, DTYPE_CODES[dtype], len(shape), b"\0\0", *padded, b"\0" * 12)
+        )
+    return b"".join(out)
+
+
+def encode_preamble(
+    token: bytes, sim_id: int, step: int, time: float, n_fields: int, kind: int = KIND_DATA
+) -> bytes:
+    """Encode the 48-byte preamble; ``token`` must already be 16 raw bytes."""
+    if len(token) != TOKEN_BYTES:
+        raise ValueError(f"study token must be {TOKEN_BYTES} bytes, got {len(token)}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind}")
+    if not 0 <= step < 2**32:
+        raise ValueError(f"step must be in 0..2**32-1, got {step}")
+    if not -(2**63) <= sim_id < 2**63:
+        raise ValueError(f"simulation id must fit in an int64, got {sim_id}")
+    if not 0 <= n_fields < 2**16:
+        raise ValueError(f"n_fields must be in 0..65535, got {n_fields}")
+    return _PREAMBLE.pack(MAGIC, VERSION, n_fields, token, sim_id, step, kind, float(time))
+
+
+def encode_header(
+    token: bytes | str,
+    sim_id: int,
+    step: int,
+    time: float,
+    fields: Sequence[_FieldLike] = (),
+    kind: int = KIND_DATA,
+) -> bytes:
+    """Encode a header (frame 0).
+
+    Parameters
+    ----------
+    token : bytes or str
+        Study token, 16 bytes or 32 hex characters.
+    sim_id : int
+        Simulation id (int64).
+    step : int
+        Time-step index (uint32).
+    time : float
+        Physical time.
+    fields : sequence of FieldSpec-like
+        Objects with ``name``, ``shape`` and ``dtype``, in the order of the data frames.
+        Must be empty for :data:`KIND_END`.
+    kind : int
+        :data:`KIND_DATA` (default) or :data:`KIND_END`.
+
+    Returns
+    -------
+    bytes
+        ``48 + 64 * len(fields)`` bytes.
+    """
+    if kind == KIND_END and len(fields):
+        raise ValueError("an END message carries no fields")
+    return encode_preamble(parse_token(token), sim_id, step, time, len(fields), kind) + (
+        encode_descriptors(fields)
+    )
+
+
+def decode_header(buf: bytes | bytearray | memoryview) -> Header:
+    """Decode and check a header (frame 0).
+
+    Checks, in order: length of the preamble, magic, version, length matching ``n_fields``,
+    kind, and each descriptor (name, dtype code, ndim, shape, reserved bytes zero).
+
+    Parameters
+    ----------
+    buf : bytes-like
+        The whole frame 0.
+
+    Returns
+    -------
+    Header
+
+    Raises
+    ------
+    WireError
+        ``reason`` is ``"malformed"`` (truncated, wrong magic, wrong length, bad kind or
+        descriptor, non-zero reserved bytes), ``"version"`` or ``"dtype"`` (unknown dtype code).
+    """
+    view = memoryview(buf).cast("B")
+    n = view.nbytes
+    if n < PREAMBLE_SIZE:
+        raise WireError(
+            "malformed",
+            f"header is {n} bytes, shorter than the {PREAMBLE_SIZE}-byte preamble",
+        )
+    magic, version, n_fields, token, sim_id, step, kind, time = _PREAMBLE.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise WireError("malformed", f"magic is {bytes(magic)!r}, expected {MAGIC!r}")
+    if version != VERSION:
+        raise WireError(
+            "version",
+            f"wire-format version {version}, this receiver speaks version {VERSION}; "
+            "use a client of the same gensim version",
+        )
+    expected = header_size(n_fields)
+    if n != expected:
+        raise WireError(
+            "malformed",
+            f"header is {n} bytes, expected {expected} for {n_fields} field(s)",
+        )
+    if kind not in KINDS:
+        raise WireError("malformed", f"kind {kind}, expected {KIND_DATA} (DATA) or {KIND_END} (END)")
+    if kind == KIND_END and n_fields:
+        raise WireError("malformed", f"an END message must have 0 fields, got {n_fields}")
+    fields = []
+    for i in range(n_fields):
+        raw_name, code, ndim, res1, d0, d1, d2, d3, res2 = _DESCRIPTOR.unpack_from(
+            view, PREAMBLE_SIZE + i * DESCRIPTOR_SIZE
+        )
+        name_bytes, _, pad = raw_name.partition(b"\0")
+        if not name_bytes or pad.strip(b"\0"):
+            raise WireError(
+                "malformed", f"descriptor {i}: name must be 1 to 31 bytes then NUL padding, got {raw_name!r}"
+            )
+        try:
+            name = name_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            raise WireError("malformed", f"descriptor {i}: name {name_bytes!r} is not UTF-8") from None
+        if res1.strip(b"\0") or res2.strip(b"\0"):
+            raise WireError(
+                "malformed",
+                f"field {name!r}: reserved descriptor bytes must be zero "
+                "(check the C struct layout: no padding, little-endian)",
+            )
+        if code not in CODE_DTYPES:
+            raise WireError(
+                "dtype", f"field {name!r}: dtype code {code}, expected one of {CODE_DTYPES}"
+            )
+        if not 1 <= ndim <= MAX_NDIM:
+            raise WireError("malformed", f"field {name!r}: ndim {ndim}, expected 1 to {MAX_NDIM}")
+        dims = (d0, d1, d2, d3)
+        shape, unused = dims[:ndim], dims[ndim:]
+        if any(s == 0 for s in shape) or any(unused):
+            raise WireError(
+                "malformed",
+                f"field {name!r}: shape {dims} with ndim {ndim}; expected {ndim} positive "
+                "dimensions followed by zeros",
+            )
+        fields.append(FieldDescriptor(name, CODE_DTYPES[code], tuple(shape)))
+    return Header(
+        version=version,
+        token=bytes(token),
+        sim_id=sim_id,
+        step=step,
+        kind=kind,
+        time=time,
+        fields=tuple(fields),
+    )

@@ -1,0 +1,389 @@
+"""Receiver: end to end with the client, validation by reason, robustness, lifecycle."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from gensim.client import Client
+from gensim.simulations.base import FieldSpec
+from gensim.transport import Receiver, wire
+
+TOKEN = bytes(range(16))
+SPECS = (FieldSpec("u", (6, 5), "float32"), FieldSpec("v", (7,), "float64"))
+PARAMS = np.array([0.5, 2.0])
+
+
+def wait_until(pred, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.005)
+    return pred()
+
+
+@pytest.fixture
+def make_receiver():
+    """Factory of started receivers; all stopped at teardown, also on failure."""
+    started: list[Receiver] = []
+
+    def make(**kwargs) -> Receiver:
+        kwargs.setdefault("fields", SPECS)
+        kwargs.setdefault("token", TOKEN)
+        rx = Receiver(**kwargs)
+        started.append(rx)
+        return rx.start()
+
+    yield make
+    for rx in started:
+        rx.stop()
+
+
+@pytest.fixture
+def make_client():
+    clients: list[Client] = []
+
+    def make(address, sim_id=0, **kwargs) -> Client:
+        kwargs.setdefault("token", TOKEN)
+        c = Client(address, sim_id=sim_id, **kwargs)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.close(linger_s=0)
+
+
+@pytest.fixture
+def raw_push():
+    """Raw PUSH sockets connected to an address, for hand-made (bad) messages."""
+    ctx = zmq.Context()
+    sockets = []
+
+    def make(address):
+        s = ctx.socket(zmq.PUSH)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDTIMEO, 2000)
+        s.connect(address)
+        sockets.append(s)
+        return s
+
+    yield make
+    for s in sockets:
+        s.close(linger=0)
+    ctx.term()
+
+
+def fields_at(step):
+    return {
+        "u": (np.arange(30, dtype=np.float32).reshape(6, 5) + step) / 3,
+        "v": np.linspace(0, 1, 7) * step + 1 / 7,
+    }
+
+
+def valid_frames(sim_id=0, step=0, specs=SPECS, token=TOKEN, arrays=None):
+    arrays = fields_at(step) if arrays is None else arrays
+    header = wire.encode_header(token, sim_id, step, 0.1 * step, specs)
+    return [header] + [np.ascontiguousarray(arrays[s.name], dtype=s.dtype).tobytes() for s in specs]
+
+
+def test_end_to_end(make_receiver, make_client):
+    rx = make_receiver()
+    assert rx.address.startswith("tcp://127.0.0.1:")
+    got = []
+    rx.register(4, PARAMS, got.append)
+    c = make_client(rx.address, 4, fields=SPECS)
+    n = 25
+    for step in range(n):
+        f = fields_at(step)
+        f["u"] = f["u"].astype(np.float64)  # cast by the client
+        c.send(step, 0.1 * step, f)
+    c.end()
+    assert rx.wait_finished([4], timeout=5)
+    assert rx.is_finished(4)
+    assert [s.step for s in got] == list(range(n))
+    for s in got:
+        exp = fields_at(s.step)
+        assert s.sim_id == 4 and s.t == 0.1 * s.step
+        np.testing.assert_array_equal(s.params, PARAMS)
+        assert list(s.fields) == ["u", "v"]
+        assert s.fields["u"].dtype == np.float32 and s.fields["u"].shape == (6, 5)
+        assert s.fields["v"].dtype == np.float64 and s.fields["v"].shape == (7,)
+        np.testing.assert_array_equal(s.fields["u"], exp["u"].astype(np.float32))
+        np.testing.assert_array_equal(s.fields["v"], exp["v"])
+    st = rx.stats()
+    assert st.accepted == n and st.n_rejected == 0 and st.rejected == {}
+    assert st.accepted_per_sim == {4: n}
+    assert st.finished == frozenset({4})
+    assert st.bytes_accepted == n * rx.expected_message_bytes
+    assert rx.expected_message_bytes == 48 + 2 * 64 + 30 * 4 + 7 * 8
+
+
+def test_several_simulations_and_ipc(make_receiver, make_client, tmp_path):
+    rx = make_receiver(address=f"ipc://{tmp_path}/rx")
+    assert rx.address == f"ipc://{tmp_path}/rx"
+    got = {0: [], 1: []}
+    for i in got:
+        rx.register(i, PARAMS + i, got[i].append)
+    clients = [make_client(rx.address, i) for i in got]  # no declared fields
+    for step in range(5):
+        for c in clients:
+            c.send(step, step, fields_at(step))
+    for c in clients:
+        c.end()
+    assert rx.wait_finished([0, 1], timeout=5)
+    assert not rx.wait_finished([0, 1, 2], timeout=0.05)
+    for i in got:
+        assert [s.step for s in got[i]] == list(range(5))
+        assert got[i][0].params[0] == 0.5 + i
+    assert rx.stats().accepted_per_sim == {0: 5, 1: 5}
+
+
+def _bad_token():
+    return valid_frames(token=b"\xee" * 16)
+
+
+def _wrong_version():
+    f = valid_frames()
+    h = bytearray(f[0])
+    struct.pack_into("<H", h, 4, 2)
+    return [bytes(h)] + f[1:]
+
+
+def _wrong_shape():
+    specs = (FieldSpec("u", (5, 6), "float32"), SPECS[1])
+    arrays = fields_at(0)
+    arrays["u"] = arrays["u"].reshape(5, 6)
+    return valid_frames(specs=specs, arrays=arrays)
+
+
+def _wrong_dtype():
+    specs = (FieldSpec("u", (6, 5), "float64"), SPECS[1])
+    return valid_frames(specs=specs)
+
+
+def _with(name, value):
+    arrays = fields_at(0)
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[3] = value
+    return valid_frames(arrays=arrays)
+
+
+def _wrong_names():
+    specs = (FieldSpec("w", (6, 5), "float32"), SPECS[1])
+    arrays = fields_at(0)
+    arrays["w"] = arrays.pop("u")
+    return valid_frames(specs=specs, arrays=arrays)
+
+
+def _missing_frame():
+    return valid_frames()[:-1]
+
+
+def _short_frame():
+    f = valid_frames()
+    return f[:-1] + [f[-1][:-8]]
+
+
+def _oversize():
+    f = valid_frames()
+    return f[:-1] + [f[-1] * 100]
+
+
+def _nan_time():
+    f = valid_frames()
+    h = bytearray(f[0])
+    struct.pack_into("<d", h, 40, float("nan"))
+    return [bytes(h)] + f[1:]
+
+
+BAD_MESSAGES = {
+    "garbage": (lambda: [b"\x00garbage" * 9], "malformed"),
+    "garbage_multi": (lambda: [b"GSIM", b"xyz", b""], "malformed"),
+    "empty_frame": (lambda: [b""], "malformed"),
+    "wrong_version": (_wrong_version, "version"),
+    "wrong_token": (_bad_token, "study"),
+    "unknown_sim": (lambda: valid_frames(sim_id=99), "unknown_sim"),
+    "wrong_shape": (_wrong_shape, "shape"),
+    "wrong_dtype": (_wrong_dtype, "dtype"),
+    "wrong_names": (_wrong_names, "fields"),
+    "missing_frame": (_missing_frame, "malformed"),
+    "short_frame": (_short_frame, "frame_size"),
+    "nan": (lambda: _with("u", np.nan), "non_finite"),
+    "inf": (lambda: _with("v", np.inf), "non_finite"),
+    "minus_inf": (lambda: _with("u", -np.inf), "non_finite"),
+    "nan_time": (_nan_time, "non_finite"),
+    "oversize": (_oversize, "too_large"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MESSAGES))
+def test_rejection_counted_never_delivered(case, make_receiver, raw_push, caplog):
+    build, reason = BAD_MESSAGES[case]
+    rx = make_receiver()
+    got = []
+    rx.register(0, PARAMS, got.append)
+    push = raw_push(rx.address)
+    with caplog.at_level("WARNING", logger="gensim.transport"):
+        push.send_multipart(build())
+        assert wait_until(lambda: rx.stats().n_rejected == 1)
+        # training goes on: a valid message after the bad one is accepted
+        push.send_multipart(valid_frames(step=1))
+        assert wait_until(lambda: rx.stats().accepted == 1)
+    st = rx.stats()
+    assert st.rejected == {reason: 1}
+    assert [s.step for s in got] == [1]
+    assert any(reason in r.getMessage() for r in caplog.records)
+
+
+def test_end_then_data_is_rejected(make_receiver, raw_push):
+    rx = make_receiver()
+    got = []
+    rx.register(0, PARAMS, got.append)
+    push = raw_push(rx.address)
+    push.send_multipart([wire.encode_header(TOKEN, 0, 0, 0.0, kind=wire.KIND_END)])
+    assert rx.wait_finished([0], timeout=5)
+    push.send_multipart(valid_frames())
+    push.send_multipart([wire.encode_header(TOKEN, 0, 0, 0.0, kind=wire.KIND_END)])
+    assert wait_until(lambda: rx.stats().n_rejected == 2)
+    assert rx.stats().rejected == {"finished_sim": 2}
+    assert got == []
+    with pytest.raises(ValueError, match="already"):
+        rx.register(0, PARAMS, got.append)
+
+
+def test_unregister(make_receiver, raw_push):
+    rx = make_receiver()
+    got = []
+    rx.register(0, PARAMS, got.append)
+    push = raw_push(rx.address)
+    push.send_multipart(valid_frames())
+    assert wait_until(lambda: rx.stats().accepted == 1)
+    rx.unregister(0)
+    push.send_multipart(valid_frames(step=1))
+    assert wait_until(lambda: rx.stats().rejected == {"unknown_sim": 1})
+    assert rx.stats().accepted_per_sim == {0: 1}
+
+
+def test_custom_size_limit(make_receiver, make_client):
+    rx = make_receiver(max_message_bytes=100)
+    rx.register(0, PARAMS, lambda s: None)
+    make_client(rx.address, 0).send(0, 0.0, fields_at(0))
+    assert wait_until(lambda: rx.stats().rejected == {"too_large": 1})
+
+
+def test_rejection_log_is_rate_limited(make_receiver, raw_push, caplog):
+    rx = make_receiver()
+    push = raw_push(rx.address)
+    with caplog.at_level("WARNING", logger="gensim.transport"):
+        for _ in range(30):
+            push.send_multipart(valid_frames(sim_id=7))
+        assert wait_until(lambda: rx.stats().n_rejected == 30)
+    msgs = [r.getMessage() for r in caplog.records if r.name == "gensim.transport"]
+    assert len(msgs) == 5
+    assert all("unknown_sim" in m and "simulation 7" in m for m in msgs)
+
+
+def test_sink_error_does_not_kill_receiver(make_receiver, make_client):
+    rx = make_receiver()
+    got = []
+
+    def sink(sample):
+        if sample.step % 2 == 0:
+            raise RuntimeError("buffer is unhappy")
+        got.append(sample.step)
+
+    rx.register(0, PARAMS, sink)
+    c = make_client(rx.address, 0, fields=SPECS)
+    for step in range(6):
+        c.send(step, 0.0, fields_at(step))
+    c.end()
+    assert rx.wait_finished([0], timeout=5)
+    assert got == [1, 3, 5]
+    st = rx.stats()
+    assert st.rejected == {"sink_error": 3} and st.accepted == 3
+    assert rx.running
+
+
+def test_internal_error_is_counted(make_receiver, raw_push, monkeypatch):
+    rx = make_receiver()
+    rx.register(0, PARAMS, lambda s: None)
+    calls = {"n": 0}
+    real = wire.decode_header
+
+    def flaky(buf):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("boom")
+        return real(buf)
+
+    monkeypatch.setattr(wire, "decode_header", flaky)
+    push = raw_push(rx.address)
+    push.send_multipart(valid_frames())
+    push.send_multipart(valid_frames(step=1))
+    assert wait_until(lambda: rx.stats().accepted == 1)
+    assert rx.stats().rejected == {"internal": 1}
+
+
+def test_stop_is_prompt_and_idempotent():
+    rx = Receiver(SPECS, TOKEN)
+    try:
+        rx.start()
+        thread = rx._thread
+        assert thread.is_alive()
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        rx.stop()
+        assert time.monotonic() - t0 < 1.0
+        assert not thread.is_alive() and not rx.running
+        assert "gensim-receiver" not in [t.name for t in threading.enumerate()]
+        rx.stop()  # idempotent
+        with pytest.raises(RuntimeError):
+            rx.start()
+    finally:
+        rx.stop()
+
+
+def test_context_manager_and_bind_error(make_receiver):
+    with Receiver(SPECS, TOKEN) as rx:
+        address = rx.address
+        assert rx.running
+        other = Receiver(SPECS, TOKEN, address=address)
+        with pytest.raises(RuntimeError, match="cannot bind"):
+            other.start()
+        assert not other.running
+    assert not rx.running
+    with pytest.raises(RuntimeError, match="start"):
+        _ = Receiver(SPECS, TOKEN).address
+
+
+def test_constructor_checks():
+    with pytest.raises(ValueError, match="at least one"):
+        Receiver([], TOKEN)
+    with pytest.raises(ValueError, match="unique"):
+        Receiver([SPECS[0], SPECS[0]], TOKEN)
+    with pytest.raises(ValueError, match="16 bytes"):
+        Receiver(SPECS, b"x")
+
+
+def test_absurd_frame_dropped_by_zmq(make_receiver, raw_push, monkeypatch):
+    """A frame over the hard cap never gets allocated; the receiver carries on."""
+    from gensim.transport import receiver as receiver_module
+
+    monkeypatch.setattr(receiver_module, "HARD_FRAME_MIN_BYTES", 0)
+    rx = make_receiver(max_message_bytes=1000)
+    assert rx.hard_frame_bytes == 16_000
+    got = []
+    rx.register(0, PARAMS, got.append)
+    raw_push(rx.address).send_multipart(valid_frames()[:1] + [b"\0" * 20_000])
+    time.sleep(0.2)
+    raw_push(rx.address).send_multipart(valid_frames(step=1))
+    assert wait_until(lambda: rx.stats().accepted == 1)
+    assert [s.step for s in got] == [1]
+    assert rx.stats().rejected == {}
