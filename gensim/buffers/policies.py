@@ -1,0 +1,162 @@
+"""Insert policies: where an arriving sample goes, whether it is kept, and when ``add`` must wait.
+
+An insert policy returns the slot to write (overwriting a live sample there is an eviction) or
+``None`` to discard the sample, and says whether a sample can be placed now at all: when it
+cannot, :meth:`gensim.buffers.ReplayBuffer.add` waits for draws to free space, which is the
+back-pressure that reaches the simulations through the full ZeroMQ queue. Each policy names the
+draw rule it is designed for (:meth:`InsertPolicy.default_draw_rule`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from gensim.buffers.draw import ConsumeOldest, DrawRule, UniformDraw
+from gensim.buffers.storage import Storage
+from gensim.simulations.base import Sample
+
+
+class InsertPolicy(ABC):
+    """Decides the slot of each arriving sample.
+
+    The buffer calls :meth:`bind` once, then, under its lock and for each arrival,
+    :meth:`ready` (waiting while it is False) and :meth:`select_slot`.
+
+    Attributes
+    ----------
+    capacity : int
+        Number of slots, set by :meth:`bind`.
+    rng : numpy.random.Generator
+        Injected by :meth:`bind`; its state is part of :meth:`state_dict`.
+    """
+
+    def bind(self, capacity: int, rng: np.random.Generator) -> None:
+        """Attach the policy to a buffer of ``capacity`` slots and reset its state.
+
+        Parameters
+        ----------
+        capacity : int
+            Number of slots of the storage.
+        rng : numpy.random.Generator
+            The policy's own random stream.
+        """
+        self.capacity = capacity
+        self.rng = rng
+
+    def ready(self, storage: Storage) -> bool:
+        """Whether a sample can be placed now; False makes ``add`` wait for a draw.
+
+        The default never waits: policies that evict or discard always have an answer.
+        """
+        return True
+
+    @abstractmethod
+    def select_slot(self, sample: Sample, seq: int, storage: Storage) -> int | None:
+        """Choose where ``sample`` goes; called only when :meth:`ready` is True.
+
+        Parameters
+        ----------
+        sample : Sample
+            The arriving (validated) sample; stratified policies read its params or sim_id.
+        seq : int
+            Its arrival number: 0 for the first sample the buffer ever saw.
+        storage : Storage
+            Read only: occupancy, draw counts and stored data may guide the choice.
+
+        Returns
+        -------
+        int or None
+            Slot to write (``0 <= slot < capacity``), or None to discard the sample.
+        """
+
+    @abstractmethod
+    def default_draw_rule(self) -> DrawRule:
+        """A new instance of the draw rule this policy is designed for."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The policy's state: its generator state (subclasses add their own entries)."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.rng.bit_generator.state = state["rng"]
+
+
+class _Ring(InsertPolicy):
+    """Writes slots in ring order: 0, 1, ..., capacity - 1, 0, ...; the cursor is the oldest slot."""
+
+    def bind(self, capacity: int, rng: np.random.Generator) -> None:
+        """See :meth:`InsertPolicy.bind`; the write cursor starts at slot 0."""
+        super().bind(capacity, rng)
+        self.cursor = 0
+
+    def select_slot(self, sample: Sample, seq: int, storage: Storage) -> int:
+        """Write at the cursor and advance it; see :meth:`InsertPolicy.select_slot`."""
+        slot = self.cursor
+        self.cursor = (slot + 1) % self.capacity
+        return slot
+
+    def state_dict(self) -> dict[str, Any]:
+        """Generator state and write cursor."""
+        return {**super().state_dict(), "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        super().load_state_dict(state)
+        self.cursor = int(state["cursor"])
+
+
+class FIFO(_Ring):
+    """A queue: each sample is drawn exactly once, in arrival order; ``add`` waits when full.
+
+    A ring that never overwrites: the slot under the cursor holds the oldest sample, and it is
+    free only once a draw consumed it.
+    """
+
+    def ready(self, storage: Storage) -> bool:
+        """True while the slot under the cursor is free, i.e. the queue is not full."""
+        return not storage.live[self.cursor]
+
+    def default_draw_rule(self) -> DrawRule:
+        """Oldest first, consuming: :class:`~gensim.buffers.draw.ConsumeOldest`."""
+        return ConsumeOldest()
+
+
+class FIRO(_Ring):
+    """First in, random out: a ring that overwrites the oldest sample; uniform draws with replacement.
+
+    The buffer holds the last ``capacity`` samples of the stream: a sliding window.
+    """
+
+    def default_draw_rule(self) -> DrawRule:
+        """Uniform with replacement: :class:`~gensim.buffers.draw.UniformDraw`."""
+        return UniformDraw()
+
+
+class Reservoir(InsertPolicy):
+    """Vitter's algorithm R: a uniform random subset of everything seen; uniform draws.
+
+    The first ``capacity`` samples fill the slots; after that, the ``n``-th arrival (1-based)
+    is kept with probability ``capacity / n``, replacing a uniformly chosen slot. So after ``n``
+    arrivals every one of them is in the buffer with probability ``capacity / n``, whatever
+    its arrival time: early time steps are not forgotten as in a ring.
+    """
+
+    def select_slot(self, sample: Sample, seq: int, storage: Storage) -> int | None:
+        """Slot ``seq`` while filling, then a uniform slot with probability capacity / n.
+
+        See :meth:`InsertPolicy.select_slot`.
+        """
+        if seq < self.capacity:
+            return seq
+        # One integer in [0, n) decides both whether to keep (index < capacity, probability
+        # capacity / n) and, given that, a uniform slot to replace.
+        index = int(self.rng.integers(seq + 1))
+        return index if index < self.capacity else None
+
+    def default_draw_rule(self) -> DrawRule:
+        """Uniform with replacement: :class:`~gensim.buffers.draw.UniformDraw`."""
+        return UniformDraw()

@@ -1,0 +1,395 @@
+"""The thread-safe replay buffer between the receiver thread and the training loop."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gensim.buffers.draw import DrawRule
+from gensim.buffers.policies import InsertPolicy, Reservoir
+from gensim.buffers.storage import Storage
+from gensim.simulations.base import FieldSpec, Sample
+
+# Short names accepted for ``policy`` (the signature Hydra configs use); any other policy is
+# passed as an object, e.g. a nested ``_target_``.
+
+_STATE_VERSION = 1
+
+_COUNTERS = ("n_seen", "n_stored", "n_discarded", "n_evicted", "n_consumed", "n_drawn")
+
+
+class ReplayBuffer:
+    """Bounded replay memory fed by a stream of simulation time steps, drawn into batches.
+
+    It joins three parts, each with ``state_dict``: a :class:`~gensim.buffers.storage.Storage`
+    (preallocated arrays), an insert policy (which slot an arriving sample takes, if any) and a
+    draw rule (which slots a batch reads). One thread may :meth:`add` while another draws.
+
+    Parameters
+    ----------
+    capacity : int
+        Maximum number of stored samples, >= 1.
+    fields : sequence of FieldSpec
+        Fields of one sample; they are flattened and concatenated in this order.
+    n_params : int
+        Length of the parameter vector.
+    policy : InsertPolicy, optional
+        Insert policy (Hydra builds it from ``_target_``), default :class:`Reservoir`; its :meth:`~gensim.buffers.policies.InsertPolicy.default_draw_rule`
+        is used unless ``draw_rule`` is given.
+    seed : int, default 0
+        Seeds the insert policy's and the draw rule's generators (independent streams).
+    max_bytes : int, optional
+        Bound on the storage's bytes; ``capacity`` is lowered to fit (see :attr:`capacity`).
+    draw_rule : DrawRule, optional
+        Overrides the policy's draw rule.
+
+    Notes
+    -----
+    Built by Hydra with ``_partial_: true``; the data module supplies ``fields`` and
+    ``n_params`` at run time.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        fields: Sequence[FieldSpec],
+        n_params: int,
+        policy: InsertPolicy | None = None,
+        seed: int = 0,
+        max_bytes: int | None = None,
+        draw_rule: DrawRule | None = None,
+    ) -> None:
+        if policy is None:
+            policy = Reservoir()
+        elif not isinstance(policy, InsertPolicy):
+            raise TypeError(
+                f"policy must be an InsertPolicy instance, got {type(policy).__name__}; pass e.g. "
+                "gensim.buffers.Reservoir() (in a config: policy: {_target_: gensim.buffers.Reservoir})"
+            )
+        self._storage = Storage(capacity, fields, n_params, max_bytes=max_bytes)
+        self._policy = policy
+        self._draw_rule = draw_rule if draw_rule is not None else policy.default_draw_rule()
+        policy_seed, draw_seed = np.random.SeedSequence(seed).spawn(2)
+        self._policy.bind(self.capacity, np.random.default_rng(policy_seed))
+        self._draw_rule.bind(self.capacity, np.random.default_rng(draw_seed))
+        self._field_names = frozenset(self._storage.field_slices)
+
+        # One lock, two conditions: adders wait for space, drawers wait for data.
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._data = threading.Condition(self._lock)
+        self._closed = False
+        self._n_seen = self._n_stored = self._n_discarded = 0
+        self._n_evicted = self._n_consumed = self._n_drawn = 0
+
+    # --- description -------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Number of slots, after any lowering by ``max_bytes``."""
+        return self._storage.capacity
+
+    @property
+    def fields(self) -> tuple[FieldSpec, ...]:
+        """Fields of one sample, in the order of the columns of ``batch["fields"]``."""
+        return self._storage.field_specs
+
+    @property
+    def field_slices(self) -> dict[str, slice]:
+        """Columns of each field in ``batch["fields"]``; reshape them to ``spec.shape``."""
+        return dict(self._storage.field_slices)
+
+    @property
+    def storage(self) -> Storage:
+        """The storage; read it only while no other thread uses the buffer."""
+        return self._storage
+
+    @property
+    def policy(self) -> InsertPolicy:
+        """The insert policy."""
+        return self._policy
+
+    @property
+    def draw_rule(self) -> DrawRule:
+        """The draw rule."""
+        return self._draw_rule
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`: the stream has ended."""
+        return self._closed
+
+    def __len__(self) -> int:
+        """Number of samples stored now (drawable)."""
+        return self._storage.size
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(policy={type(self._policy).__name__}, "
+            f"draw_rule={type(self._draw_rule).__name__}, size={len(self)}/{self.capacity})"
+        )
+
+    # --- producer side -----------------------------------------------------------------------
+
+    def add(self, sample: Sample, timeout: float | None = None) -> bool:
+        """Offer one time step to the buffer; the insert policy stores it or discards it.
+
+        Fields are flattened in FieldSpec order and cast to float32. When the policy cannot
+        place a sample now (a full FIFO), this waits until a draw frees space.
+
+        Parameters
+        ----------
+        sample : Sample
+            A validated time step: ``fields`` has exactly the declared names and shapes,
+            ``params`` has shape (n_params,).
+        timeout : float, optional
+            Seconds to wait for space; None waits until space or :meth:`close`.
+
+        Returns
+        -------
+        bool
+            True if stored; False if the policy discarded it or the buffer is closed.
+
+        Raises
+        ------
+        ValueError
+            Wrong field names or shapes, or wrong params length.
+        TimeoutError
+            No space within ``timeout``.
+        """
+        self._check(sample)
+        with self._lock:
+            if not self._space.wait_for(lambda: self._closed or self._policy.ready(self._storage), timeout):
+                raise TimeoutError(
+                    f"add: the {type(self._policy).__name__} policy found no free slot within "
+                    f"{timeout} s ({len(self)}/{self.capacity} stored; it waits for draws to "
+                    "consume samples); check that the training loop is drawing, or raise the "
+                    "timeout or the capacity"
+                )
+            if self._closed:
+                return False
+            seq = self._n_seen
+            self._n_seen += 1
+            slot = self._policy.select_slot(sample, seq, self._storage)
+            if slot is None:
+                self._n_discarded += 1
+                return False
+            self._n_evicted += self._storage.write(slot, sample, seq)
+            self._n_stored += 1
+            self._data.notify_all()
+            return True
+
+    def _check(self, sample: Sample) -> None:
+        """Raise ValueError unless ``sample`` matches the declared fields and n_params.
+
+        Only names and shapes are compared (no per-element work): the receiver has already
+        validated values, and this runs for every time step.
+        """
+        fields = sample.fields
+        if fields.keys() != self._field_names:
+            raise ValueError(
+                f"sample (sim {sample.sim_id}, step {sample.step}): expected fields "
+                f"{sorted(self._field_names)}, got {sorted(fields)}; send exactly the fields "
+                "the simulation declares"
+            )
+        for spec in self._storage.field_specs:
+            shape = np.shape(fields[spec.name])
+            if shape != spec.shape:
+                raise ValueError(
+                    f"sample (sim {sample.sim_id}, step {sample.step}): field {spec.name!r} "
+                    f"expected shape {spec.shape}, got {shape}; send the shape its FieldSpec declares"
+                )
+        if np.shape(sample.params) != (self._storage.n_params,):
+            raise ValueError(
+                f"sample (sim {sample.sim_id}, step {sample.step}): expected params of shape "
+                f"({self._storage.n_params},), got {np.shape(sample.params)}; build the buffer "
+                "with the parameter space's dimension"
+            )
+
+    def close(self) -> None:
+        """Mark the end of the stream and wake every waiting :meth:`add`, :meth:`draw` and :meth:`wait_for`.
+
+        Stored samples stay drawable; later :meth:`add` calls return False.
+        """
+        with self._lock:
+            self._closed = True
+            self._space.notify_all()
+            self._data.notify_all()
+
+    # --- consumer side -----------------------------------------------------------------------
+
+    def draw(self, batch_size: int, timeout: float | None = None) -> dict[str, np.ndarray] | None:
+        """Draw one batch (copies) and count one draw for each drawn sample.
+
+        Waits until ``batch_size`` samples are stored (``min(batch_size, capacity)`` for a draw
+        rule with replacement) or the buffer is closed. After :meth:`close`, a consuming rule
+        (FIFO) returns the remaining samples, fewer than ``batch_size`` at the end, then None; a
+        rule with replacement keeps drawing full batches from what is stored.
+
+        Parameters
+        ----------
+        batch_size : int
+            Number of samples B, >= 1 (and <= capacity for a consuming rule).
+        timeout : float, optional
+            Seconds to wait; None waits until enough samples or :meth:`close`.
+
+        Returns
+        -------
+        dict or None
+            ``params`` (B, n_params) float32, ``t`` (B,) float32, ``fields`` (B, D) float32 (see
+            :attr:`field_slices`), ``sim_id`` (B,) int64, ``step`` (B,) int64; None when the
+            buffer is closed and empty.
+
+        Raises
+        ------
+        TimeoutError
+            Not enough samples within ``timeout``.
+        """
+        consumes = self._draw_rule.consumes
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if consumes and batch_size > self.capacity:
+            raise ValueError(
+                f"batch_size {batch_size} exceeds the capacity {self.capacity} of a consuming "
+                f"({type(self._draw_rule).__name__}) buffer, so a full batch could never be "
+                "there; lower batch_size or raise capacity"
+            )
+        need = batch_size if consumes else min(batch_size, self.capacity)
+        with self._lock:
+            if not self._data.wait_for(lambda: self._closed or self._storage.size >= need, timeout):
+                raise TimeoutError(
+                    f"draw({batch_size}): {len(self)} of the {need} samples needed arrived "
+                    f"within {timeout} s; check that simulations are running and sending, or "
+                    "raise the timeout"
+                )
+            if self._storage.size == 0:
+                return None
+            n = min(batch_size, self._storage.size) if consumes else batch_size
+            slots = self._draw_rule.select(n, self._storage)
+            batch = self._storage.read(slots)
+            self._n_drawn += n
+            if consumes:
+                self._storage.release(slots)
+                self._n_consumed += n
+                self._space.notify_all()
+            return batch
+
+    def wait_for(self, n: int, timeout: float | None = None) -> bool:
+        """Wait until at least ``n`` samples are stored (the watermark before training starts).
+
+        Parameters
+        ----------
+        n : int
+            Watermark, ``0 <= n <= capacity``.
+        timeout : float, optional
+            Seconds to wait; None waits until reached or closed.
+
+        Returns
+        -------
+        bool
+            True once ``len(self) >= n``; False on timeout or if the buffer was closed first.
+        """
+        if not 0 <= n <= self.capacity:
+            raise ValueError(
+                f"watermark must be in [0, capacity={self.capacity}], got {n}; lower it or "
+                "raise the capacity"
+            )
+        with self._lock:
+            self._data.wait_for(lambda: self._closed or self._storage.size >= n, timeout)
+            return self._storage.size >= n
+
+    # --- monitoring --------------------------------------------------------------------------
+
+    def draw_counts(self) -> np.ndarray:
+        """How many times each stored sample has been drawn.
+
+        Returns
+        -------
+        ndarray, shape (len(self),), int64
+            In slot order.
+        """
+        with self._lock:
+            return self._storage.draws[self._storage.live_slots()]
+
+    def stats(self) -> dict[str, float | int]:
+        """Counters for logging.
+
+        Returns
+        -------
+        dict
+            ``size``, ``capacity``; ``n_seen`` (arrivals offered to the policy) =
+            ``n_stored + n_discarded``; ``n_evicted`` (stored samples overwritten),
+            ``n_consumed`` (removed by a consuming draw), so ``size = n_stored - n_evicted -
+            n_consumed``; ``n_drawn`` (samples drawn, with repeats); ``bytes`` (allocated
+            storage); ``mean_draws`` (mean draw count of the stored samples, 0.0 when empty).
+        """
+        with self._lock:
+            draws = self._storage.draws[self._storage.live_slots()]
+            return {
+                "size": self._storage.size,
+                "capacity": self.capacity,
+                "n_seen": self._n_seen,
+                "n_stored": self._n_stored,
+                "n_discarded": self._n_discarded,
+                "n_evicted": self._n_evicted,
+                "n_consumed": self._n_consumed,
+                "n_drawn": self._n_drawn,
+                "bytes": self._storage.nbytes,
+                "mean_draws": float(draws.mean()) if len(draws) else 0.0,
+            }
+
+    # --- checkpointing -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: storage content, policy, draw rule, counters.
+
+        The closed flag is not saved: a restored buffer receives a new stream.
+
+        Returns
+        -------
+        dict
+            Plain numpy arrays, ints and dicts (picklable, ``torch.save``-able).
+        """
+        with self._lock:
+            return {
+                "version": _STATE_VERSION,
+                "policy_type": type(self._policy).__name__,
+                "draw_rule_type": type(self._draw_rule).__name__,
+                "storage": self._storage.state_dict(),
+                "policy": self._policy.state_dict(),
+                "draw_rule": self._draw_rule.state_dict(),
+                "counters": {name: getattr(self, f"_{name}") for name in _COUNTERS},
+            }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output into this buffer.
+
+        Parameters
+        ----------
+        state : dict
+            From a buffer built with the same capacity, fields, n_params, policy and draw rule
+            (the seed does not matter: the generator states are restored).
+        """
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(
+                f"expected a replay-buffer state of version {_STATE_VERSION}, got "
+                f"{state.get('version')!r}; it was saved by an incompatible gensim"
+            )
+        mine = (type(self._policy).__name__, type(self._draw_rule).__name__)
+        theirs = (state["policy_type"], state["draw_rule_type"])
+        if mine != theirs:
+            raise ValueError(
+                f"checkpoint was saved with (policy, draw rule) = {theirs}, this buffer has "
+                f"{mine}; build the buffer with the checkpoint's policy"
+            )
+        with self._lock:
+            self._storage.load_state_dict(state["storage"])
+            self._policy.load_state_dict(state["policy"])
+            self._draw_rule.load_state_dict(state["draw_rule"])
+            for name in _COUNTERS:
+                setattr(self, f"_{name}", int(state["counters"][name]))
+            self._space.notify_all()
+            self._data.notify_all()
