@@ -1,0 +1,5 @@
+"""Lightning callbacks of gensim."""
+
+from gensim.callbacks.ensemble import EnsembleProgressBar, TrainingThroughput
+
+__all__ = ["EnsembleProgressBar", "TrainingThroughput"]

@@ -1,0 +1,54 @@
+"""Callbacks that show and measure the ensemble while training runs."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+
+
+def _short(n: int) -> str:
+    return f"{n / 1000:.1f}k" if n >= 10_000 else str(n)
+
+
+class EnsembleProgressBar(TQDMProgressBar):
+    """Lightning's progress bar plus the ensemble status: simulations running/done, samples received."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        dm = trainer.datamodule
+        if dm is not None and hasattr(dm, "status"):
+            s = dm.status()
+            metrics["sims"] = f"{s['running']} run/{s['done']} done" + (f"/{s['failed']} failed" if s["failed"] else "")
+            metrics["recv"] = _short(s["received"])
+        return metrics
+
+
+class TrainingThroughput(Callback):
+    """Training samples per second, fed live: the time between consecutive training batch ends
+    (drawing from the buffer included), validation and the initial watermark wait excluded."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.seconds = 0.0
+        self._last: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._last is None:
+            self._last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self.seconds += now - self._last
+        self._last = now
+        self.samples += int(batch["fields"].shape[0])
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._last is not None:
+            self._last = time.perf_counter()
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0

@@ -1,0 +1,5 @@
+"""Surrogates: LightningModules over the shared networks of :mod:`gensim.models.components`."""
+
+from gensim.models.deterministic import DeterministicSurrogate
+
+__all__ = ["DeterministicSurrogate"]

@@ -1,0 +1,135 @@
+"""``gensim-train``: one on-line training study, configured by Hydra (``conf/train.yaml``).
+
+Example::
+
+    gensim-train simulation.grid=32 launcher.n_parallel=4 trainer.max_steps=500 hydra.run.dir=out/run1
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from gensim.callbacks import EnsembleProgressBar, TrainingThroughput
+from gensim.metrics import relative_l2, summarize_errors
+
+log = logging.getLogger("gensim.train")
+
+
+@torch.no_grad()
+def evaluate(model, datamodule) -> dict[str, float]:
+    """Held-out relative L2 of the model and of the trivial predictor (the training mean field).
+
+    Returns
+    -------
+    dict
+        ``val_rel_l2_mean``, ``val_rel_l2_p99``, ``trivial_rel_l2_mean``, ``trivial_rel_l2_p99``.
+    """
+    model.eval()
+    val = datamodule.validation_tensors()
+    fields = datamodule.simulation.fields
+    preds = torch.cat([model(p, t) for p, t in zip(val["params"].split(1024), val["t"].split(1024))])
+    ours = summarize_errors(relative_l2(preds, val["fields"], fields))
+    mean_field = torch.from_numpy(datamodule.stream_mean.mean()).expand_as(val["fields"])
+    trivial = summarize_errors(relative_l2(mean_field, val["fields"], fields))
+    return {"val_rel_l2_mean": ours["mean"], "val_rel_l2_p99": ours["p99"],
+            "trivial_rel_l2_mean": trivial["mean"], "trivial_rel_l2_p99": trivial["p99"]}
+
+
+def study_metrics(datamodule, throughput: TrainingThroughput, wall_s: float) -> dict:
+    """Ensemble, stream and throughput counters of a finished study."""
+    train = datamodule.launcher.counts("train")
+    stats = datamodule.receiver.stats()
+    return {
+        "simulations_started": sum(train[s] for s in ("running", "done", "failed", "cancelled")),
+        "simulations_finished": train["done"],
+        "simulations_failed": train["failed"],
+        "simulations_cancelled": train["cancelled"],
+        "validation_simulations": sum(datamodule.launcher.counts("validation").values()),
+        "samples_received": stats.accepted,
+        "samples_rejected": sum(stats.rejected.values()),
+        "samples_rejected_by_reason": dict(stats.rejected),
+        "train_samples": throughput.samples,
+        "train_samples_per_s": throughput.samples_per_s,
+        "wall_s": wall_s,
+    }
+
+
+def print_summary(metrics: dict, run_dir: Path) -> None:
+    """One screen of results at the end of a study."""
+    lines = [
+        "",
+        "=" * 64,
+        f" gensim study finished in {metrics['wall_s']:.1f} s  ->  {run_dir}",
+        "-" * 64,
+        f" held-out relative L2   mean {metrics['val_rel_l2_mean']:.4f}   p99 {metrics['val_rel_l2_p99']:.4f}",
+        f" trivial predictor      mean {metrics['trivial_rel_l2_mean']:.4f}   p99 {metrics['trivial_rel_l2_p99']:.4f}",
+        f" simulations            {metrics['simulations_started']} started, {metrics['simulations_finished']} done,"
+        f" {metrics['simulations_failed']} failed (+{metrics['validation_simulations']} held-out)",
+        f" samples                {metrics['samples_received']} received, {metrics['samples_rejected']} rejected",
+        f" training               {metrics['train_samples']} samples, {metrics['train_samples_per_s']:.0f} samples/s",
+        "=" * 64,
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run one study and return its metrics (also written to ``run_dir/metrics.json``)."""
+    start = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    simulation = instantiate(cfg.simulation)
+    launcher = instantiate(cfg.launcher)(simulation=OmegaConf.to_container(cfg.simulation, resolve=True),
+                                        log_dir=str(run_dir / "workers"))
+    datamodule = instantiate(cfg.data)(
+        simulation=simulation,
+        sampler=instantiate(cfg.sampler)(space=simulation.space),
+        launcher=launcher,
+        buffer=instantiate(cfg.buffer),
+        receiver=instantiate(cfg.transport),
+        seed=cfg.seed,
+    )
+    model = instantiate(cfg.model)(fields=simulation.fields, n_params=simulation.space.dim)
+    throughput = TrainingThroughput()
+    trainer = instantiate(cfg.trainer)(
+        default_root_dir=str(run_dir),
+        logger=CSVLogger(str(run_dir), name="logs", version=""),
+        # Redraw at every step on a terminal; every 50 steps into a log file or CI output.
+        callbacks=[EnsembleProgressBar(refresh_rate=1 if sys.stdout.isatty() else 50), throughput,
+                   ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)],
+    )
+    try:
+        trainer.fit(model, datamodule=datamodule)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        metrics = evaluate(model, datamodule)
+    finally:
+        datamodule.shutdown()
+        launcher.ledger.write_json(run_dir / "simulations.json")
+    metrics |= study_metrics(datamodule, throughput, time.perf_counter() - start)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print_summary(metrics, run_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="pkg://gensim.conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: the run directory is Hydra's output directory."""
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""StreamingDataModule end to end in one process: live simulations, bad messages, watermark."""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import partial
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import zmq
+
+from gensim.buffers import ReplayBuffer, Reservoir
+from gensim.client import Client
+from gensim.data import BufferStream, StreamingDataModule, ValidationStore
+from gensim.launch import LocalLauncher
+from gensim.models import DeterministicSurrogate
+from gensim.models.components import MLP
+from gensim.simulations import DecayingWave, Sample
+from gensim.transport.receiver import Receiver
+from sampling import Sobol
+
+SIM_CFG = {"_target_": "gensim.simulations.DecayingWave", "size": 8, "n_steps": 5}
+
+
+@pytest.fixture
+def datamodule(tmp_path):
+    sim = DecayingWave(size=8, n_steps=5)
+    dm = StreamingDataModule(
+        simulation=sim,
+        sampler=Sobol(sim.space, seed=0),
+        launcher=LocalLauncher(SIM_CFG, n_parallel=2, max_simulations=30, log_dir=str(tmp_path / "w")),
+        buffer=partial(ReplayBuffer, capacity=100, policy=Reservoir(), seed=0),
+        receiver=Receiver,
+        validation_sampler=partial(Sobol, seed=99),
+        batch_size=16, steps_per_epoch=50, watermark=40, n_validation=4, seed=0,
+    )
+    yield dm
+    dm.shutdown()
+
+
+def send_bad_messages(address: str, token: bytes, sim_id: int) -> None:
+    """Garbage bytes from a raw socket; a wrong shape and a NaN field from a registered simulation."""
+    ctx = zmq.Context()
+    try:
+        raw = ctx.socket(zmq.PUSH)
+        raw.connect(address)
+        raw.send(b"\x00garbage\xff" * 10)
+        raw.send_multipart([b"GSIM", b"not a header"])
+        raw.close(linger=2000)
+    finally:
+        ctx.term()
+    with Client(address, token, sim_id=sim_id) as client:
+        client.send(0, 0.1, {"u": np.zeros(9, np.float32)})             # wrong shape
+        client.send(0, 0.1, {"u": np.full(8, np.nan, np.float32)})      # NaN field
+
+
+def test_training_goes_on_through_bad_messages(datamodule, tmp_path):
+    torch.manual_seed(0)
+    model = DeterministicSurrogate(datamodule.simulation.fields, 2, net=partial(MLP, hidden=(32,)),
+                                   warmup_steps=5, normalizer_warmup_batches=5)
+    started = threading.Event()
+
+    class SendBadOnce(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 10 and not started.is_set():
+                started.set()
+                # A registered, running simulation whose messages are wrong in content only.
+                datamodule.receiver.register(10_000, np.array([1.5, 0.5]), datamodule._train_sink)
+                send_bad_messages(datamodule.receiver.address, datamodule.receiver.token, 10_000)
+                time.sleep(0.5)  # let the receiver thread handle them while training continues
+
+    trainer = L.Trainer(max_steps=150, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+                        callbacks=[SendBadOnce()])
+    trainer.fit(model, datamodule=datamodule)
+    assert started.is_set() and trainer.global_step == 150
+    rejected = datamodule.receiver.stats().rejected
+    assert rejected.get("malformed", 0) == 2, rejected
+    assert rejected.get("shape", 0) == 1 and rejected.get("non_finite", 0) == 1, rejected
+    # None of them reached the held-out set: 4 simulations x 5 steps, all finite.
+    val = datamodule.validation_tensors()
+    assert val["fields"].shape == (20, 8) and torch.isfinite(val["fields"]).all()
+    assert "val_rel_l2_mean" in trainer.callback_metrics
+
+
+def test_validation_set_is_the_fixed_sobol_design(datamodule):
+    datamodule.setup("fit")
+    val = datamodule.validation_tensors()
+    design = Sobol(datamodule.simulation.space, seed=99).sample(4)
+    params = val["params"].numpy().reshape(4, 5, 2)[:, 0, :]
+    np.testing.assert_allclose(params, design, rtol=1e-6)
+    sim = datamodule.simulation
+    expected = np.stack([sim.exact(p, t) for p in design for t in sim.times])
+    np.testing.assert_allclose(val["fields"].numpy(), expected, rtol=1e-6)
+
+
+class FakeBuffer:
+    """Just enough of a ReplayBuffer for BufferStream: never reaches the watermark."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def wait_for(self, n: int, timeout: float) -> bool:
+        time.sleep(min(timeout, 0.01))
+        return self.n >= n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def draw(self, batch_size: int, timeout: float):
+        return {"fields": np.zeros((batch_size, 1), np.float32)}
+
+    def close(self) -> None:
+        pass
+
+
+def test_stream_that_ends_empty_is_a_clear_error():
+    stream = BufferStream(FakeBuffer(0), 4, 3, watermark=10, stream_ended=lambda: True)
+    with pytest.raises(RuntimeError, match="simulations ended before sending any training sample"):
+        next(iter(stream))
+
+
+def test_stream_below_watermark_trains_on_what_it_has_when_the_stream_ended():
+    stream = BufferStream(FakeBuffer(5), 4, 3, watermark=10, stream_ended=lambda: True)
+    batches = list(stream)
+    assert len(batches) == 3 and batches[0]["fields"].shape == (4, 1)
+
+
+def test_validation_store_orders_rows_by_simulation_and_step():
+    sim = DecayingWave(size=2, n_steps=2)
+    store = ValidationStore(sim)
+    for sim_id, step in [(1, 1), (0, 1), (1, 0), (0, 0)]:
+        store.add(Sample(sim_id, step, 0.5 * (step + 1), np.array([1.0, 0.5]),
+                         {"u": np.full(2, 10 * sim_id + step, np.float32)}))
+    t = store.tensors()
+    assert t["sim_id"].tolist() == [0, 0, 1, 1]
+    assert t["fields"][:, 0].tolist() == [0, 1, 10, 11]
+
+
+def test_watermark_below_batch_size_is_rejected():
+    sim = DecayingWave()
+    with pytest.raises(ValueError, match="watermark"):
+        StreamingDataModule(sim, Sobol(sim.space), LocalLauncher(SIM_CFG), partial(ReplayBuffer, capacity=10),
+                            Receiver, partial(Sobol, seed=1), batch_size=32, watermark=8)

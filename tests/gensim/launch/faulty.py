@@ -1,0 +1,24 @@
+"""Simulations that fail on purpose, for launcher tests (workers import this via PYTHONPATH)."""
+
+import os
+
+from gensim.simulations import DecayingWave
+
+
+class RaisesOnLargeAmplitude(DecayingWave):
+    """Raises a Python error when a > 1.5: the worker survives and reports the failure."""
+
+    def run(self, params, seed=None):
+        if params[0] > 1.5:
+            raise RuntimeError("solver diverged (on purpose)")
+        yield from super().run(params, seed)
+
+
+class CrashesOnLargeAmplitude(DecayingWave):
+    """Kills its own process when a > 1.5, after one step: the worker dies mid-simulation."""
+
+    def run(self, params, seed=None):
+        for i, item in enumerate(super().run(params, seed)):
+            if i == 1 and params[0] > 1.5:
+                os._exit(3)
+            yield item

@@ -1,0 +1,101 @@
+"""End-to-end: ``gensim-train`` as a user runs it, on a tiny heat2d study."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+TINY = [
+    "simulation.grid=16", "simulation.n_steps=10",
+    "launcher.max_simulations=24", "data.n_validation=4",
+    "data.watermark=64", "data.batch_size=32", "data.steps_per_epoch=100",
+    "buffer.capacity=200", "model.net.hidden=[64,64]", "model.warmup_steps=20",
+    "model.normalizer_warmup_batches=10", "trainer.max_steps=300",
+]
+
+REQUIRED_KEYS = {
+    "val_rel_l2_mean", "val_rel_l2_p99", "trivial_rel_l2_mean", "simulations_started",
+    "simulations_finished", "simulations_failed", "samples_received", "samples_rejected",
+    "train_samples_per_s", "wall_s",
+}
+
+
+def _train_cmd(run_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "gensim.train", *overrides, f"hydra.run.dir={run_dir}"]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Teardown: end the study and any worker it left, also when the test failed."""
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(run_dir, *TINY), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, out[-4000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert REQUIRED_KEYS <= metrics.keys()
+    assert all(math.isfinite(metrics[k]) for k in REQUIRED_KEYS)
+    # The watermark (64 samples = 7 simulations of 10 steps) must have been reached by streaming.
+    assert metrics["simulations_finished"] >= 7
+    assert metrics["samples_received"] >= 64 + 4 * 10
+    assert metrics["samples_rejected"] == 0
+    assert metrics["simulations_failed"] == 0
+    assert metrics["train_samples_per_s"] > 0
+    # 300 steps are enough to beat the training-mean predictor on this smooth problem by far.
+    assert metrics["val_rel_l2_mean"] < 0.5 * metrics["trivial_rel_l2_mean"]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    records = json.loads((run_dir / "simulations.json").read_text())
+    assert sum(r["purpose"] == "validation" for r in records) == 4
+    # No simulation data on disk: all files but the checkpoint hold less than a tenth of the bytes
+    # streamed (16 x 16 float32 per sample), so the fields cannot be there.
+    streamed = metrics["samples_received"] * 16 * 16 * 4
+    on_disk = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file() and f.suffix != ".ckpt")
+    assert on_disk < 0.1 * streamed, f"{on_disk} bytes written beside the checkpoint, {streamed} streamed"
+    assert "held-out relative L2" in out
+
+
+def test_sigint_leaves_no_simulation_process(tmp_path: Path) -> None:
+    overrides = [o for o in TINY if not o.startswith(("trainer.max_steps", "launcher.max_simulations"))]
+    proc = subprocess.Popen(
+        _train_cmd(tmp_path / "run", *overrides, "trainer.max_steps=1000000", "launcher.max_simulations=100000"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[psutil.Process] = []
+        while time.monotonic() < deadline and len(workers) < 2:
+            workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                       if "gensim.launch.worker" in " ".join(p.cmdline())]
+            time.sleep(0.2)
+        assert len(workers) == 2, "the study did not start its two simulation workers within 60 s"
+        time.sleep(3.0)  # let training start, so the interrupt lands inside trainer.fit
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"simulation workers left running after SIGINT: {[p.pid for p in alive]}"
+    finally:
+        _stop(proc)
