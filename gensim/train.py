@@ -32,20 +32,25 @@ log = logging.getLogger("gensim.train")
 def evaluate(model, datamodule) -> dict[str, float]:
     """Held-out relative L2 of the model and of the trivial predictor (the training mean field).
 
+    A model may add its own held-out metrics (distribution metrics of a generative model, say)
+    through an optional method ``heldout_metrics(validation_tensors, datamodule) -> dict``.
+
     Returns
     -------
     dict
-        ``val_rel_l2_mean``, ``val_rel_l2_p99``, ``trivial_rel_l2_mean``, ``trivial_rel_l2_p99``.
+        ``val_rel_l2_mean``, ``val_rel_l2_p99``, ``trivial_rel_l2_mean``, ``trivial_rel_l2_p99``,
+        and the model's own.
     """
     model.eval()
     val = datamodule.validation_tensors()
+    extra = model.heldout_metrics(val, datamodule) if hasattr(model, "heldout_metrics") else {}
     fields = datamodule.simulation.fields
     preds = torch.cat([model(p, t) for p, t in zip(val["params"].split(1024), val["t"].split(1024))])
     ours = summarize_errors(relative_l2(preds, val["fields"], fields))
     mean_field = torch.from_numpy(datamodule.stream_mean.mean()).expand_as(val["fields"])
     trivial = summarize_errors(relative_l2(mean_field, val["fields"], fields))
     return {"val_rel_l2_mean": ours["mean"], "val_rel_l2_p99": ours["p99"],
-            "trivial_rel_l2_mean": trivial["mean"], "trivial_rel_l2_p99": trivial["p99"]}
+            "trivial_rel_l2_mean": trivial["mean"], "trivial_rel_l2_p99": trivial["p99"], **extra}
 
 
 def study_metrics(datamodule, throughput: TrainingThroughput, wall_s: float) -> dict:
@@ -64,6 +69,7 @@ def study_metrics(datamodule, throughput: TrainingThroughput, wall_s: float) -> 
         "train_samples": throughput.samples,
         "train_samples_per_s": throughput.samples_per_s,
         "wall_s": wall_s,
+        "buffer": datamodule.buffer.stats(),
     }
 
 
@@ -104,12 +110,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     )
     model = instantiate(cfg.model)(fields=simulation.fields, n_params=simulation.space.dim)
     throughput = TrainingThroughput()
+    # Extra callbacks come from the config group conf/callbacks (a name -> callback mapping).
+    extra_callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer = instantiate(cfg.trainer)(
         default_root_dir=str(run_dir),
         logger=CSVLogger(str(run_dir), name="logs", version=""),
         # Redraw at every step on a terminal; every 50 steps into a log file or CI output.
         callbacks=[EnsembleProgressBar(refresh_rate=1 if sys.stdout.isatty() else 50), throughput,
-                   ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)],
+                   ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0),
+                   *extra_callbacks],
     )
     try:
         trainer.fit(model, datamodule=datamodule)
