@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -137,7 +138,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 @hydra.main(version_base="1.3", config_path="pkg://gensim.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: the run directory is Hydra's output directory."""
+    # SIGTERM (a scheduler's or `kill`'s) ends the study like Ctrl-C does: through the `finally`
+    # that stops every simulation process, instead of leaving them to finish their current run.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     assert "held-out relative L2" in out
 
 
-def test_sigint_leaves_no_simulation_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_leaves_no_simulation_process(tmp_path: Path, sig: signal.Signals) -> None:
     overrides = [o for o in TINY if not o.startswith(("trainer.max_steps", "launcher.max_simulations"))]
     proc = subprocess.Popen(
         _train_cmd(tmp_path / "run", *overrides, "trainer.max_steps=1000000", "launcher.max_simulations=100000"),
@@ -93,9 +94,10 @@ def test_sigint_leaves_no_simulation_process(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert len(workers) == 2, "the study did not start its two simulation workers within 60 s"
         time.sleep(3.0)  # let training start, so the interrupt lands inside trainer.fit
-        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, sig)
         proc.wait(timeout=60)
         gone, alive = psutil.wait_procs(workers, timeout=10)
-        assert not alive, f"simulation workers left running after SIGINT: {[p.pid for p in alive]}"
+        assert not alive, f"simulation workers left running after {sig.name}: {[p.pid for p in alive]}"
+        assert proc.returncode != 0  # an interrupted study does not report success
     finally:
         _stop(proc)
