@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from gensim.callbacks import EnsembleProgressBar, TrainingThroughput
+from gensim.callbacks import EnsembleProgressBar, StopWhenStreamExhausted, TrainingThroughput
 from gensim.metrics import relative_l2, summarize_errors
 
 log = logging.getLogger("gensim.train")
@@ -118,6 +118,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         logger=CSVLogger(str(run_dir), name="logs", version=""),
         # Redraw at every step on a terminal; every 50 steps into a log file or CI output.
         callbacks=[EnsembleProgressBar(refresh_rate=1 if sys.stdout.isatty() else 50), throughput,
+                   StopWhenStreamExhausted(),
                    ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0),
                    *extra_callbacks],
     )

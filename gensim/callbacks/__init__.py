@@ -1,5 +1,5 @@
 """Lightning callbacks of gensim."""
 
-from gensim.callbacks.ensemble import EnsembleProgressBar, TrainingThroughput
+from gensim.callbacks.ensemble import EnsembleProgressBar, StopWhenStreamExhausted, TrainingThroughput
 
-__all__ = ["EnsembleProgressBar", "TrainingThroughput"]
+__all__ = ["EnsembleProgressBar", "StopWhenStreamExhausted", "TrainingThroughput"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+
+
+log = logging.getLogger("gensim.callbacks")
 
 
 def _short(n: int) -> str:
@@ -52,3 +56,15 @@ class TrainingThroughput(Callback):
     @property
     def samples_per_s(self) -> float:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+
+class StopWhenStreamExhausted(Callback):
+    """Stop training when the data module can serve no more batches (a FIFO buffer, used up,
+    after the last simulation), instead of looping over empty pseudo-epochs."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        if dm is not None and getattr(dm, "exhausted", False):
+            log.warning("the simulations ended and the buffer is used up: training stops at step %d "
+                        "(before trainer.max_steps=%s)", trainer.global_step, trainer.max_steps)
+            trainer.should_stop = True

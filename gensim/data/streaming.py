@@ -103,6 +103,8 @@ class BufferStream(IterableDataset):
         self.buffer, self.batch_size, self.steps_per_epoch = buffer, batch_size, steps_per_epoch
         self.watermark, self.stream_ended, self.wait_log_s = watermark, stream_ended, wait_log_s
         self._warm = False
+        #: True once a consuming buffer (FIFO) is empty and no more data can come.
+        self.exhausted = False
 
     def _wait_watermark(self) -> None:
         last = time.monotonic()
@@ -126,6 +128,7 @@ class BufferStream(IterableDataset):
         for _ in range(self.steps_per_epoch):
             batch = self._draw()
             if batch is None:  # a consuming buffer (FIFO) is empty and no more data will come
+                self.exhausted = True
                 return
             yield {k: torch.from_numpy(v) for k, v in batch.items()}
 
@@ -223,6 +226,11 @@ class StreamingDataModule(L.LightningDataModule):
     def stream_ended(self) -> bool:
         """True when no more training data can arrive."""
         return self.launcher.exhausted
+
+    @property
+    def exhausted(self) -> bool:
+        """True when training cannot get another batch: the stream ended and the buffer is used up."""
+        return self._stream is not None and self._stream.exhausted
 
     def train_dataloader(self) -> DataLoader:
         if self._stream is None:

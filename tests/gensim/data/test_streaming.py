@@ -145,3 +145,27 @@ def test_watermark_below_batch_size_is_rejected():
     with pytest.raises(ValueError, match="watermark"):
         StreamingDataModule(sim, Sobol(sim.space), LocalLauncher(SIM_CFG), partial(ReplayBuffer, capacity=10),
                             Receiver, partial(Sobol, seed=1), batch_size=32, watermark=8)
+
+
+def test_a_used_up_fifo_stream_stops_training(tmp_path):
+    from gensim.buffers import FIFO
+    from gensim.callbacks import StopWhenStreamExhausted
+
+    sim = DecayingWave(size=8, n_steps=5)
+    dm = StreamingDataModule(
+        simulation=sim, sampler=Sobol(sim.space, seed=0),
+        launcher=LocalLauncher(SIM_CFG, n_parallel=2, max_simulations=12, log_dir=str(tmp_path / "w")),
+        buffer=partial(ReplayBuffer, capacity=100, policy=FIFO()), receiver=Receiver,
+        validation_sampler=partial(Sobol, seed=99), batch_size=10, steps_per_epoch=4, watermark=10,
+        n_validation=2)
+    model = DeterministicSurrogate(sim.fields, 2, net=partial(MLP, hidden=(8,)), normalizer_warmup_batches=2)
+    trainer = L.Trainer(max_steps=10_000, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+                        callbacks=[StopWhenStreamExhausted()])
+    try:
+        trainer.fit(model, datamodule=dm)
+    finally:
+        dm.shutdown()
+    # FIFO: each of the 12 x 5 training samples is used exactly once, in batches of 10.
+    assert trainer.global_step == 6
+    assert dm.buffer.stats()["n_consumed"] == 60
