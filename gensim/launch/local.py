@@ -298,14 +298,18 @@ class LocalLauncher:
         w.current = None
 
     def _loop(self) -> None:
-        while not self._stop.is_set() and self.error is None:
-            with self._lock:
-                self._dispatch()
-            try:
-                index, event = self._events.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            with self._lock:
-                if not self._stop.is_set():
-                    self._handle(index, event)
+        try:
+            while not self._stop.is_set() and self.error is None:
+                with self._lock:
+                    self._dispatch()
+                try:
+                    index, event = self._events.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                with self._lock:
+                    if not self._stop.is_set():
+                        self._handle(index, event)
+        except Exception as exc:  # e.g. a sampler that raises: say so instead of dying silently
+            self.error = f"the launcher stopped: {type(exc).__name__}: {exc}"
+            log.exception(self.error)
 

@@ -169,3 +169,15 @@ def test_state_round_trip(make_launcher, receiver):
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="n_parallel must be >= 1, got 0"):
         LocalLauncher({"_target_": "x"}, n_parallel=0)
+
+
+def test_a_failing_sampler_stops_the_launcher_with_a_clear_error(make_launcher, receiver):
+    class BrokenSampler(Sobol):
+        def sample(self, n):
+            raise RuntimeError("acquisition failed")
+
+    launcher = make_launcher(n_parallel=1, max_simulations=4)
+    launcher.start(receiver, BrokenSampler(DecayingWave().space, seed=0), Collect())
+    assert wait_until(lambda: launcher.error is not None, timeout=30)
+    assert "RuntimeError: acquisition failed" in launcher.error
+    assert launcher.exhausted
