@@ -207,35 +207,69 @@ class Halton(_ScrambledSequence):
 class LatinHypercube(Sampler):
     """Latin hypercube designs (``scipy.stats.qmc.LatinHypercube``).
 
-    Each :meth:`sample` call of ``n`` points is one Latin hypercube: in every dimension each of
-    ``n`` equal strata of the unit interval (before the mapping to physical units) holds one
-    point. Successive calls draw new, independent designs.
+    In a Latin hypercube of ``m`` points, in every dimension each of ``m`` equal strata of the
+    unit interval (before the mapping to physical units) holds one point.
 
     Parameters
     ----------
     space : ParameterSpace
     seed : int, optional
         See :class:`Sampler`.
+    design_size : int, optional
+        None (default): each :meth:`sample` call of ``n`` points is one Latin hypercube of ``n``
+        points, and successive calls draw new, independent designs. An int ``m >= 1``: designs of
+        ``m`` points are drawn whole and their points handed out in order across calls, the next
+        design when one is spent. Set it to the simulation budget when points are asked one at a
+        time (the launcher calls ``sample(1)``, and a one-point Latin hypercube is a uniform
+        point).
 
     Examples
     --------
     >>> space = ParameterSpace(["a", "b"], [0.0, 0.0], [1.0, 2.0])
     >>> LatinHypercube(space, seed=0).sample(10).shape
     (10, 2)
+    >>> one_at_a_time = LatinHypercube(space, seed=0, design_size=4)
+    >>> bool(np.allclose(np.vstack([one_at_a_time.sample(1) for _ in range(4)]),
+    ...                  LatinHypercube(space, seed=0).sample(4)))
+    True
     """
+
+    def __init__(self, space: ParameterSpace, seed: int | None = None, design_size: int | None = None) -> None:
+        if design_size is not None and (isinstance(design_size, bool)
+                                        or not isinstance(design_size, (int, np.integer)) or design_size < 1):
+            raise ValueError(f"design_size: expected None or an int >= 1 (the simulation budget), got {design_size!r}")
+        self.design_size = None if design_size is None else int(design_size)
+        super().__init__(space, seed)
 
     def reset(self) -> None:
         self._engine = qmc.LatinHypercube(self.space.dim, rng=self.seed)
+        self._design = np.empty((0, self.space.dim))  # the current design when design_size is set
+        self._next = 0
 
     def _random(self, n: int) -> np.ndarray:
-        return self._engine.random(n)
+        if self.design_size is None:
+            return self._engine.random(n)
+        out = np.empty((n, self.space.dim))
+        for i in range(n):
+            if self._next == len(self._design):
+                self._design, self._next = self._engine.random(self.design_size), 0
+            out[i] = self._design[self._next]
+            self._next += 1
+        return out
 
     def _state(self) -> dict[str, Any]:
-        return {"bit_generator": self._engine.rng.bit_generator.state}
+        return {"bit_generator": self._engine.rng.bit_generator.state, "design_size": self.design_size,
+                "design": self._design.tolist(), "next": self._next}
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
+        self.design_size = state.get("design_size")
         self.reset()
         self._engine.rng.bit_generator.state = state["bit_generator"]
+        self._design = np.array(state.get("design", []), dtype=float).reshape(-1, self.space.dim)
+        self._next = int(state.get("next", 0))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.space!r}, seed={self.seed}, design_size={self.design_size})"
 
 
 class Uniform(Sampler):

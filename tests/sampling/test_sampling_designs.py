@@ -156,6 +156,11 @@ class TestLatinHypercube(SamplerContract):
         return LatinHypercube(space, seed=seed)
 
 
+class TestLatinHypercubeOfABudget(SamplerContract):
+    def make(self, space, seed):
+        return LatinHypercube(space, seed=seed, design_size=10)
+
+
 class TestUniform(SamplerContract):
     def make(self, space, seed):
         return Uniform(space, seed=seed)
@@ -217,6 +222,33 @@ def test_latin_hypercube_one_point_per_stratum(space, n):
     first, second = sampler.sample(n), sampler.sample(n)
     assert one_point_per_stratum(space.to_unit(first), n)
     assert one_point_per_stratum(space.to_unit(second), n)
+
+
+@pytest.mark.parametrize("design_size", [1, 16, 50])
+def test_latin_hypercube_of_a_budget_asked_one_point_at_a_time(space, design_size):
+    """As the launcher asks (sample(1) per simulation), each run of design_size points is one
+    Latin hypercube; without design_size the same calls would be i.i.d. uniform points."""
+    sampler = LatinHypercube(space, seed=3, design_size=design_size)
+    points = np.vstack([sampler.sample(1) for _ in range(2 * design_size)])
+    assert one_point_per_stratum(space.to_unit(points[:design_size]), design_size)
+    assert one_point_per_stratum(space.to_unit(points[design_size:]), design_size)
+
+
+def test_latin_hypercube_of_a_budget_restores_mid_design(space):
+    sampler = LatinHypercube(space, seed=5, design_size=12)
+    sampler.sample(5)
+    state = json_round_trip(sampler.state_dict())
+    expected = sampler.sample(10)
+    restored = LatinHypercube(space, seed=0)
+    restored.load_state_dict(state)
+    assert restored.design_size == 12
+    np.testing.assert_array_equal(restored.sample(10), expected)
+
+
+@pytest.mark.parametrize("bad", [0, -4, 2.5, True, "64"])
+def test_latin_hypercube_rejects_bad_design_size(space, bad):
+    with pytest.raises(ValueError, match="design_size: expected None or an int >= 1"):
+        LatinHypercube(space, seed=0, design_size=bad)
 
 
 @pytest.mark.parametrize("scramble", [True, False])
