@@ -1,5 +1,9 @@
 """Surrogates: LightningModules over the shared networks of :mod:`gensim.models.components`."""
 
+from gensim.models.autoencoder import Autoencoder
+from gensim.models.cgan import ConditionalGAN
+from gensim.models.cvae import ConditionalVAE
 from gensim.models.deterministic import DeterministicSurrogate
+from gensim.models.generative import DistributionCheck
 
-__all__ = ["DeterministicSurrogate"]
+__all__ = ["Autoencoder", "ConditionalGAN", "ConditionalVAE", "DeterministicSurrogate", "DistributionCheck"]

@@ -4,6 +4,7 @@ from functools import partial
 
 import lightning as L
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -58,3 +59,23 @@ def test_learns_the_decaying_wave_and_restores_from_checkpoint(tmp_path):
     restored.eval()
     with torch.no_grad():
         assert torch.equal(restored(test["params"], test["t"]), pred)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # training_step called outside a Trainer
+def test_importance_weights_of_the_batch_weight_the_loss():
+    """A batch with ``weight`` (from a distribution-aware buffer) gives the weighted mean of the
+    per-sample squared errors; weights of one give the plain mean."""
+    torch.manual_seed(0)
+    sim = DecayingWave(size=8, n_steps=4)
+    model = DeterministicSurrogate(sim.fields, len(sim.space.names), partial(MLP, hidden=(8,)),
+                                   normalizer_warmup_batches=1)
+    batch = {"params": torch.rand(6, len(sim.space.names)), "t": torch.rand(6), "fields": torch.randn(6, 8)}
+    plain = model.training_step(dict(batch), 0)
+    ones = model.training_step(dict(batch, weight=torch.ones(6)), 0)
+    torch.testing.assert_close(ones, plain)
+
+    cond, y = model.normalized_batch(batch)
+    per_sample = (model.decoder(cond) - y).pow(2).mean(dim=1)
+    weight = torch.tensor([0.0, 0.0, 0.0, 2.0, 2.0, 2.0])
+    weighted = model.training_step(dict(batch, weight=weight), 0)
+    torch.testing.assert_close(weighted, per_sample[3:].mean())

@@ -1,0 +1,144 @@
+"""What every surrogate shares: field layout, stream-fitted normalizers, conditioning, schedule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+
+from gensim.metrics import relative_l2, summarize_errors
+from gensim.models.components import RunningNormalizer
+from gensim.simulations.base import FieldSpec
+
+
+def as_field_specs(fields: Sequence[FieldSpec | dict]) -> tuple[FieldSpec, ...]:
+    """FieldSpecs from FieldSpecs or dicts of their arguments (as stored in hyperparameters)."""
+    return tuple(f if isinstance(f, FieldSpec) else FieldSpec(**f) for f in fields)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, final_ratio: float) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up over ``warmup_steps``, then a cosine decay to
+    ``final_ratio`` at ``total_steps`` (constant after)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class FieldSurrogate(L.LightningModule):
+    """Base of the surrogates: flattened fields in and out, normalized with frozen stream statistics.
+
+    The conditioning is (parameters, t), normalized by ``in_norm``; fields are normalized per
+    value by ``out_norm``. Both normalizers learn from the first training batches of the stream
+    (:class:`RunningNormalizer`), then freeze; they are module buffers, so checkpoints restore them
+    exactly. Subclasses call :meth:`record_fields` after ``save_hyperparameters`` and read their
+    optimizer settings (``lr``, ``weight_decay``, ``warmup_steps``, ``final_lr_ratio``) from
+    ``hparams``.
+
+    Validation computes the held-out relative L2 of ``self(params, t)`` (the point prediction) and
+    logs ``val_rel_l2_mean`` and ``val_rel_l2_p99``.
+
+    Parameters
+    ----------
+    fields : sequence of FieldSpec (or dicts of its arguments)
+        Output fields, in buffer order.
+    n_params : int
+        Length of the parameter vector.
+    normalizer_warmup_batches : int
+        Batches whose statistics define the normalization.
+    """
+
+    def __init__(self, fields: Sequence[FieldSpec | dict], n_params: int, normalizer_warmup_batches: int) -> None:
+        super().__init__()
+        self.fields = as_field_specs(fields)
+        self.n_params = int(n_params)
+        self.n_out = sum(f.size for f in self.fields)
+        self.n_cond = self.n_params + 1
+        self.in_norm = RunningNormalizer(self.n_cond, normalizer_warmup_batches, rel_floor=0.0)
+        self.out_norm = RunningNormalizer(self.n_out, normalizer_warmup_batches)
+        self._val_errors: list[torch.Tensor] = []
+
+    def record_fields(self) -> None:
+        """Store the field layout in ``hparams`` as plain data (checkpoints rebuild the model)."""
+        self.hparams["fields"] = [vars(f) | {"shape": list(f.shape)} for f in self.fields]
+
+    # -- conditioning and normalization ---------------------------------------------------------
+    @staticmethod
+    def inputs(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Condition in physical units (B, n_params + 1): the parameters and the time."""
+        return torch.cat([batch["params"], batch["t"].reshape(-1, 1).to(batch["params"].dtype)], dim=1)
+
+    def condition(self, params: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Normalized condition, shape (B, n_params + 1), from params (B, n_params) and t (B,)."""
+        return self.in_norm.normalize(self.inputs({"params": params, "t": t}))
+
+    def normalized_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized (condition (B, n_params + 1), fields (B, D)) of a training batch.
+
+        Feeds the normalizers first while they are still learning.
+        """
+        x, y = self.inputs(batch), batch["fields"]
+        self.in_norm.update(x)
+        self.out_norm.update(y)
+        return self.in_norm.normalize(x), self.out_norm.normalize(y)
+
+    @staticmethod
+    def batch_mean(per_sample: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean of a per-sample loss over the batch, with the buffer's importance weights if any.
+
+        A replay policy that keeps its content balanced over (parameters, time), such as
+        :class:`~gensim.buffers.DistributionAware`, adds ``batch["weight"]`` (B,) so that the
+        weighted loss is unbiased for its target law; other batches have no weights.
+
+        Parameters
+        ----------
+        per_sample : Tensor, shape (B,)
+        batch : dict
+            The training batch, optionally with ``"weight"`` (B,).
+
+        Returns
+        -------
+        Tensor, shape ()
+        """
+        weight = batch.get("weight")
+        if weight is None:
+            return per_sample.mean()
+        return (weight.to(per_sample.dtype) * per_sample).mean()
+
+    # -- validation: the point prediction ------------------------------------------------------
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        pred = self(batch["params"], batch["t"])
+        self._val_errors.append(relative_l2(pred, batch["fields"], self.fields).cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_errors:
+            return
+        summary = summarize_errors(torch.cat(self._val_errors))
+        self._val_errors.clear()
+        self.log("val_rel_l2_mean", summary["mean"], prog_bar=True)
+        self.log("val_rel_l2_p99", summary["p99"])
+
+    # -- optimization ---------------------------------------------------------------------------
+    def total_steps(self) -> int | None:
+        """``trainer.max_steps`` when it is set (> 0), else None."""
+        steps = self.trainer.max_steps if self._trainer is not None else None
+        return int(steps) if steps and steps > 0 else None
+
+    def scheduled(self, optimizer: torch.optim.Optimizer) -> dict:
+        """The optimizer with the warm-up + cosine schedule of ``hparams``, stepped per batch."""
+        total = self.total_steps()
+        if total is None:
+            return {"optimizer": optimizer}
+        factor = warmup_cosine(self.hparams.warmup_steps, total, self.hparams.final_lr_ratio)
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return self.scheduled(opt)
