@@ -131,6 +131,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         datamodule.shutdown()
         launcher.ledger.write_json(run_dir / "simulations.json")
     metrics |= study_metrics(datamodule, throughput, time.perf_counter() - start)
+    # Extra callbacks may report study-level numbers too (BufferStats: the buffer's divergence).
+    for callback in extra_callbacks:
+        if hasattr(callback, "study_metrics"):
+            metrics |= callback.study_metrics()
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print_summary(metrics, run_dir)
     return metrics

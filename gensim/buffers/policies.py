@@ -4,7 +4,8 @@ An insert policy returns the slot to write (overwriting a live sample there is a
 ``None`` to discard the sample, and says whether a sample can be placed now at all: when it
 cannot, :meth:`gensim.buffers.ReplayBuffer.add` waits for draws to free space, which is the
 back-pressure that reaches the simulations through the full ZeroMQ queue. Each policy names the
-draw rule it is designed for (:meth:`InsertPolicy.default_draw_rule`).
+draw rule it is designed for (:meth:`InsertPolicy.default_draw_rule`). The stratified
+:class:`~gensim.buffers.DistributionAware` policy lives in :mod:`gensim.buffers.distribution`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,35 @@ class InsertPolicy(ABC):
     @abstractmethod
     def default_draw_rule(self) -> DrawRule:
         """A new instance of the draw rule this policy is designed for."""
+
+    def released(self, slots: np.ndarray, storage: Storage) -> None:
+        """Called after a consuming draw freed ``slots``; policies that track their content update it.
+
+        Parameters
+        ----------
+        slots : ndarray, shape (B,), int64
+            Slots that no longer hold a live sample.
+        storage : Storage
+            Read only.
+        """
+
+    def batch_weights(self, slots: np.ndarray, storage: Storage) -> np.ndarray | None:
+        """Importance weights of the samples of a batch, or None for an unweighted batch.
+
+        Parameters
+        ----------
+        slots : ndarray, shape (B,), int64
+            The batch's slots, as the draw rule chose them.
+        storage : Storage
+            Read only.
+
+        Returns
+        -------
+        ndarray, shape (B,), float32, or None
+            When given, the buffer adds them to the batch as ``"weight"``; a model that
+            multiplies its per-sample loss by them trains toward the policy's target law.
+        """
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """The policy's state: its generator state (subclasses add their own entries)."""
@@ -156,6 +186,48 @@ class Reservoir(InsertPolicy):
         # capacity / n) and, given that, a uniform slot to replace.
         index = int(self.rng.integers(seq + 1))
         return index if index < self.capacity else None
+
+    def default_draw_rule(self) -> DrawRule:
+        """Uniform with replacement: :class:`~gensim.buffers.draw.UniformDraw`."""
+        return UniformDraw()
+
+
+class MelissaReservoir(InsertPolicy):
+    """Melissa's reservoir: a sample leaves the buffer only after it was drawn ``min_draws`` times.
+
+    Arrivals fill the free slots. In a full buffer an arrival replaces a uniformly chosen sample
+    among those drawn at least ``min_draws`` times; while none is, ``add`` waits for draws,
+    which slows the simulations down through the full ZeroMQ queue instead of throwing data
+    away unseen. Draws are uniform with replacement. As in Melissa, training starts only once
+    the buffer holds a watermark of samples: that is the data module's ``data.watermark``,
+    shared by every policy.
+
+    Parameters
+    ----------
+    min_draws : int, default 1
+        Draws a sample needs before it can be evicted, >= 1.
+    """
+
+    def __init__(self, min_draws: int = 1) -> None:
+        if int(min_draws) != min_draws or min_draws < 1:
+            raise ValueError(
+                f"min_draws must be an integer >= 1, got {min_draws!r}; use the FIRO or "
+                "Reservoir policy to evict samples that were never drawn"
+            )
+        self.min_draws = int(min_draws)
+
+    def ready(self, storage: Storage) -> bool:
+        """True while a slot is free or some stored sample was drawn ``min_draws`` times."""
+        # A full storage has every slot live, so the draw counts of all slots are current.
+        return storage.size < storage.capacity or bool((storage.draws >= self.min_draws).any())
+
+    def select_slot(self, sample: Sample, seq: int, storage: Storage) -> int:
+        """A free slot, else a uniform choice among the evictable slots; see :meth:`InsertPolicy.select_slot`."""
+        free = storage.free_slot()
+        if free is not None:
+            return free
+        evictable = np.flatnonzero(storage.draws >= self.min_draws)
+        return int(evictable[self.rng.integers(len(evictable))])
 
     def default_draw_rule(self) -> DrawRule:
         """Uniform with replacement: :class:`~gensim.buffers.draw.UniformDraw`."""

@@ -13,10 +13,11 @@ from gensim.buffers.policies import InsertPolicy, Reservoir
 from gensim.buffers.storage import Storage
 from gensim.simulations.base import FieldSpec, Sample
 
-# Short names accepted for ``policy`` (the signature Hydra configs use); any other policy is
-# passed as an object, e.g. a nested ``_target_``.
+_STATE_VERSION = 2
 
-_STATE_VERSION = 1
+# Lifetime draw counts of retired samples are histogrammed in bins 0 .. _MAX_DRAWS_BIN, the
+# last bin holding every count >= _MAX_DRAWS_BIN: bounded memory whatever the stream.
+_MAX_DRAWS_BIN = 64
 
 _COUNTERS = ("n_seen", "n_stored", "n_discarded", "n_evicted", "n_consumed", "n_drawn")
 
@@ -84,6 +85,7 @@ class ReplayBuffer:
         self._closed = False
         self._n_seen = self._n_stored = self._n_discarded = 0
         self._n_evicted = self._n_consumed = self._n_drawn = 0
+        self._retired_draws = np.zeros(_MAX_DRAWS_BIN + 1, dtype=np.int64)
 
     # --- description -------------------------------------------------------------------------
 
@@ -176,7 +178,10 @@ class ReplayBuffer:
             slot = self._policy.select_slot(sample, seq, self._storage)
             if slot is None:
                 self._n_discarded += 1
+                self._retired_draws[0] += 1
                 return False
+            if self._storage.live[slot]:
+                self._retired_draws[min(int(self._storage.draws[slot]), _MAX_DRAWS_BIN)] += 1
             self._n_evicted += self._storage.write(slot, sample, seq)
             self._n_stored += 1
             self._data.notify_all()
@@ -240,8 +245,10 @@ class ReplayBuffer:
         -------
         dict or None
             ``params`` (B, n_params) float32, ``t`` (B,) float32, ``fields`` (B, D) float32 (see
-            :attr:`field_slices`), ``sim_id`` (B,) int64, ``step`` (B,) int64; None when the
-            buffer is closed and empty.
+            :attr:`field_slices`), ``sim_id`` (B,) int64, ``step`` (B,) int64, and ``weight``
+            (B,) float32 when the policy gives importance weights
+            (:meth:`~gensim.buffers.policies.InsertPolicy.batch_weights`); None when the buffer
+            is closed and empty.
 
         Raises
         ------
@@ -270,11 +277,19 @@ class ReplayBuffer:
             n = min(batch_size, self._storage.size) if consumes else batch_size
             slots = self._draw_rule.select(n, self._storage)
             batch = self._storage.read(slots)
+            weights = self._policy.batch_weights(slots, self._storage)
+            if weights is not None:
+                batch["weight"] = weights
             self._n_drawn += n
             if consumes:
+                drawn = np.minimum(self._storage.draws[slots], _MAX_DRAWS_BIN)
+                self._retired_draws += np.bincount(drawn, minlength=_MAX_DRAWS_BIN + 1)
                 self._storage.release(slots)
+                self._policy.released(slots, self._storage)
                 self._n_consumed += n
-                self._space.notify_all()
+            # Drawing frees space for a consuming rule, and makes samples evictable for a policy
+            # that evicts only drawn samples (MelissaReservoir): wake a waiting add either way.
+            self._space.notify_all()
             return batch
 
     def wait_for(self, n: int, timeout: float | None = None) -> bool:
@@ -313,6 +328,36 @@ class ReplayBuffer:
         """
         with self._lock:
             return self._storage.draws[self._storage.live_slots()]
+
+    def contents(self) -> dict[str, np.ndarray]:
+        """The metadata of the stored samples (no fields), copied under the lock.
+
+        Returns
+        -------
+        dict
+            ``params`` (N, n_params) float32, ``t`` (N,) float64, ``sim_id``, ``step``,
+            ``draws``, ``seq`` (N,) int64, in slot order, N = ``len(self)``.
+        """
+        with self._lock:
+            live = self._storage.live_slots()
+            return {name: getattr(self._storage, name)[live]
+                    for name in ("params", "t", "sim_id", "step", "draws", "seq")}
+
+    def retired_draws(self) -> np.ndarray:
+        """Histogram of how many times each sample that left the buffer had been drawn.
+
+        A discarded arrival counts as 0 draws, an evicted or consumed sample with its draw
+        count when it left (1 for a FIFO). Stored samples are not included (see
+        :meth:`draw_counts`).
+
+        Returns
+        -------
+        ndarray, shape (65,), int64
+            Entry k counts samples drawn k times; the last entry counts those drawn 64 times
+            or more.
+        """
+        with self._lock:
+            return self._retired_draws.copy()
 
     def stats(self) -> dict[str, float | int]:
         """Counters for logging.
@@ -362,6 +407,7 @@ class ReplayBuffer:
                 "policy": self._policy.state_dict(),
                 "draw_rule": self._draw_rule.state_dict(),
                 "counters": {name: getattr(self, f"_{name}") for name in _COUNTERS},
+                "retired_draws": self._retired_draws.copy(),
             }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -391,5 +437,6 @@ class ReplayBuffer:
             self._draw_rule.load_state_dict(state["draw_rule"])
             for name in _COUNTERS:
                 setattr(self, f"_{name}", int(state["counters"][name]))
+            self._retired_draws[:] = state["retired_draws"]
             self._space.notify_all()
             self._data.notify_all()

@@ -196,6 +196,21 @@ class Storage:
         self.live[slots] = False
         self.size -= len(slots)
 
+    def free_slot(self) -> int | None:
+        """A slot that holds no live sample, or None when the storage is full.
+
+        Never-written slots come first, in order; then the lowest slot a consuming draw freed.
+
+        Returns
+        -------
+        int or None
+        """
+        if self.filled < self.capacity:
+            return self.filled
+        if self.size < self.capacity:
+            return int(np.argmin(self.live))
+        return None
+
     def live_slots(self) -> np.ndarray:
         """Indices of the live slots, ascending.
 

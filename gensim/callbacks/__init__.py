@@ -1,7 +1,8 @@
 """Lightning callbacks of gensim."""
 
 from gensim.callbacks.active_learning import ActiveLearning, SimulationPacing, SnapshotDisagreement
+from gensim.callbacks.buffer_stats import BufferStats
 from gensim.callbacks.ensemble import EnsembleProgressBar, StopWhenStreamExhausted, TrainingThroughput
 
-__all__ = ["ActiveLearning", "EnsembleProgressBar", "SimulationPacing", "SnapshotDisagreement",
+__all__ = ["ActiveLearning", "BufferStats", "EnsembleProgressBar", "SimulationPacing", "SnapshotDisagreement",
            "StopWhenStreamExhausted", "TrainingThroughput"]

@@ -51,7 +51,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(run_dir, *TINY), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # With the BufferStats callback, whose final numbers go into metrics.json too.
+    proc = subprocess.Popen(_train_cmd(run_dir, *TINY, "callbacks=buffer_stats"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -66,6 +68,7 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     assert metrics["samples_rejected"] == 0
     assert metrics["simulations_failed"] == 0
     assert metrics["train_samples_per_s"] > 0
+    assert math.isfinite(metrics["buffer_chi_square"]) and math.isfinite(metrics["buffer_energy_distance"])
     # 300 steps are enough to beat the training-mean predictor on this smooth problem by far.
     assert metrics["val_rel_l2_mean"] < 0.5 * metrics["trivial_rel_l2_mean"]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()

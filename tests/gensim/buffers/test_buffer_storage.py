@@ -7,8 +7,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from gensim.buffers import FIFO, FIRO, ReplayBuffer, Reservoir, Storage
+from gensim.buffers import FIFO, FIRO, DistributionAware, MelissaReservoir, ReplayBuffer, Reservoir, Storage, Strata
 from gensim.simulations.base import FieldSpec, Sample
+from sampling import ParameterSpace
 
 FIELDS = (FieldSpec("u", (32, 32)), FieldSpec("v", (7,), "float64"))
 N_PARAMS = 3
@@ -65,7 +66,14 @@ def test_max_bytes_bounds_capacity():
         ReplayBuffer(1000, FIELDS, N_PARAMS, max_bytes=per_sample - 1)
 
 
-@pytest.mark.parametrize("policy", [FIFO, FIRO, Reservoir])
+def distribution_aware() -> DistributionAware:
+    # Covers the parameters of make_sample(i) for i < 50 * 64.
+    space = ParameterSpace(["a", "b", "c"], [0.0] * 3, [3200.0] * 3)
+    return DistributionAware(Strata(space, n_steps=1, n_cells=8, n_time_bins=1))
+
+
+@pytest.mark.parametrize("policy", [FIFO, FIRO, Reservoir, MelissaReservoir, distribution_aware],
+                         ids=["FIFO", "FIRO", "Reservoir", "MelissaReservoir", "DistributionAware"])
 def test_memory_flat_over_50x_capacity(policy):
     capacity = 64
     buf = ReplayBuffer(capacity, FIELDS, N_PARAMS, policy=policy())
@@ -76,7 +84,7 @@ def test_memory_flat_over_50x_capacity(policy):
     try:
         baseline = tracemalloc.get_traced_memory()[0]
         for i in range(50 * capacity):
-            if policy is FIFO and len(buf) == capacity:
+            if not buf.policy.ready(buf.storage):  # FIFO and Melissa wait for draws
                 buf.draw(capacity // 2, timeout=1)
             buf.add(make_sample(i), timeout=1)
         grown = tracemalloc.get_traced_memory()[0] - baseline
@@ -105,3 +113,13 @@ def test_state_dict_saves_up_to_fill_level_and_restores_exactly():
         np.testing.assert_array_equal(getattr(restored, name), getattr(storage, name), err_msg=name)
     assert (restored.size, restored.filled) == (2, 3)
     np.testing.assert_array_equal(restored.live_slots(), [1, 2])
+
+
+def test_free_slot_prefers_unwritten_slots_then_released_ones():
+    storage = Storage(3, FIELDS, N_PARAMS)
+    assert storage.free_slot() == 0
+    for slot in range(3):
+        storage.write(slot, make_sample(slot), seq=slot)
+    assert storage.free_slot() is None
+    storage.release(np.array([2, 1]))
+    assert storage.free_slot() == 1
