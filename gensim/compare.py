@@ -16,7 +16,7 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,3 +158,35 @@ def markdown_table(results: Sequence[StudyResult], columns: Mapping[str, str], f
         cells.append(", ".join(dirs))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def cached_study(run_dir: str | Path, compute: Callable[[Path], dict]) -> dict:
+    """A study computed in this process, such as an off-line baseline fitted on another study's data.
+
+    Runs ``compute(run_dir)`` unless ``run_dir/metrics.json`` exists, and writes what it returns
+    there: the study is traced like a ``gensim-train`` run, and is not computed again when a
+    comparison resumes.
+
+    Parameters
+    ----------
+    run_dir : path
+        The study's directory; ``compute`` may write its own files there.
+    compute : callable
+        ``compute(run_dir) -> metrics`` (a JSON-serializable dict).
+
+    Returns
+    -------
+    dict
+        The metrics.
+    """
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists():
+        return json.loads(metrics_path.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = compute(run_dir)
+    # Written last, through a temporary file: an interrupted computation leaves no metrics.json.
+    tmp = metrics_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(metrics_path)
+    return metrics
