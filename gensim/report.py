@@ -669,7 +669,10 @@ def generative_section(cfg: DictConfig, rows: Sequence[Row], figure: dict, spec:
         "sets of simulator realizations of the same size; energy distance and sliced Wasserstein on PCA "
         "coefficients, as ratios to their floors (1 is as good as the simulator's own sampling noise). "
         "*Diversity ratio*: the spread of a model's samples over the simulator's; *mode collapse* is flagged (1) "
-        "below the configured threshold.",
+        "below the configured threshold. On a stochastic problem the held-out relative L2 of the table above "
+        "compares one prediction with one realization: even the exact conditional mean scores the size of the "
+        "fluctuations there, and a model that follows the noise of its training samples scores worse than the "
+        "trivial predictor. These law metrics are the comparison that counts.",
         "",
         table,
         "",
