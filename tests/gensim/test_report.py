@@ -7,7 +7,6 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
@@ -24,21 +23,12 @@ TINY = [
 ]
 
 
-@pytest.fixture
-def one_torch_thread():
-    """The trainer in this process (off-line neural) is tiny: thread pools only spin (measured 6x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_flatten_overrides():
     assert flatten_overrides({"trainer": {"max_steps": 3}, "model": {"net": {"hidden": [8, 8]}}, "seed": 1}) == [
         "trainer.max_steps=3", "model.net.hidden=[8, 8]", "seed=1"]
 
 
-def test_report_smoke(tmp_path: Path, one_torch_thread) -> None:
+def test_report_smoke(tmp_path: Path, single_threaded) -> None:
     with initialize_config_module(version_base="1.3", config_module="gensim.conf"):
         cfg = compose("report", overrides=[*TINY, f"out_dir={tmp_path / 'report'}"])
     path = make_report(cfg, command="gensim-report <overrides>")
@@ -98,7 +88,7 @@ GENERATIVE_TINY = [
 ]
 
 
-def test_report_with_a_generative_surrogate(tmp_path: Path, one_torch_thread) -> None:
+def test_report_with_a_generative_surrogate(tmp_path: Path, single_threaded) -> None:
     """A generative variant is trained on-line beside the deterministic one; its law gets its own
     table (distribution metrics beside their floors) and figures (mean/std maps, spectra)."""
     with initialize_config_module(version_base="1.3", config_module="gensim.conf"):
