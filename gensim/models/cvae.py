@@ -82,7 +82,11 @@ class ConditionalVAE(GenerativeSurrogate):
         Add ``s * N(0, I)`` to samples (the full generative model); off by default, as white
         pixel noise is foreign to smooth fields and ``s`` ends small.
     energy_score_weight : float
-        Weight of the energy-score term on prior samples (see above; 0: the plain ELBO).
+        Weight of the energy-score term on prior samples (see above; 0: the plain ELBO, the
+        default here). ``conf/model/cvae.yaml`` sets 0.2: on heat2d (deterministic) the mean
+        prediction's held-out error went from 26x to 0.81x the deterministic surrogate's, on the
+        stochastic heat field the energy distance / floor from 1.81 to 2.06 and the pixel std
+        error from 0.094 to 0.054 (one seed each, ``reports/generative/distribution.md``).
     lr, weight_decay, warmup_steps, final_lr_ratio, normalizer_warmup_batches
         As for :class:`~gensim.models.DeterministicSurrogate`.
     n_mean_samples : int

@@ -6,7 +6,6 @@ from functools import partial
 
 import lightning as L
 import numpy as np
-import pytest
 import torch
 from generative_toy import FIELDS, N_PARAMS, ToyBatches, toy_batch
 from torch.utils.data import DataLoader
@@ -15,21 +14,12 @@ from gensim.models import Autoencoder
 from gensim.models.components import MLP
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks: a second thread only adds contention on shared CI machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_ae(latent_dim: int) -> Autoencoder:
     return Autoencoder(FIELDS, N_PARAMS, net=partial(MLP, hidden=(64,)), encoder_net=partial(MLP, hidden=(64,)),
                        latent_dim=latent_dim, lr=3e-3, warmup_steps=20, normalizer_warmup_batches=5)
 
 
-def test_reconstructs_the_toy_through_three_numbers(tmp_path, one_thread):
+def test_reconstructs_the_toy_through_three_numbers(tmp_path, single_threaded):
     # The toy's fields span 3 directions (the mean's sin(pi x), cos(pi x), sin(2 pi x)): a latent
     # of 3 can reconstruct them, a latent of 1 cannot.
     torch.manual_seed(0)

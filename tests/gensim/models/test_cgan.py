@@ -19,15 +19,6 @@ from gensim.models import ConditionalGAN
 from gensim.models.components import MLP
 
 
-@pytest.fixture
-def one_thread():
-    """Small networks: a second thread only adds contention on shared CI machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class RecordLosses(Callback):
     """Every logged loss value of every step."""
 
@@ -46,7 +37,7 @@ def default_gan() -> ConditionalGAN:
     return instantiate(cfg.model)(fields=FIELDS, n_params=N_PARAMS)
 
 
-def test_default_config_trains_finitely_and_alternates_updates(tmp_path, one_thread):
+def test_default_config_trains_finitely_and_alternates_updates(tmp_path, single_threaded):
     # 120 optimizer steps = 100 critic + 20 generator steps of the default WGAN-GP; the learning
     # rate is still warming up, so this checks numerics and bookkeeping, not convergence.
     torch.manual_seed(0)

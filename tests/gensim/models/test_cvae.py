@@ -15,15 +15,6 @@ from gensim.models import ConditionalVAE
 from gensim.models.components import MLP
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks: a second thread only adds contention on shared CI machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_vae(**kwargs) -> ConditionalVAE:
     args = dict(net=partial(MLP, hidden=(64, 64)), encoder_net=partial(MLP, hidden=(64,)),
                 prior_net=partial(MLP, hidden=(32,)), latent_dim=4, lr=3e-3, warmup_steps=20, kl_warmup_steps=100,
@@ -31,7 +22,7 @@ def make_vae(**kwargs) -> ConditionalVAE:
     return ConditionalVAE(FIELDS, N_PARAMS, **(args | kwargs))
 
 
-def test_learns_the_toy_law_and_restores_from_checkpoint(tmp_path, one_thread):
+def test_learns_the_toy_law_and_restores_from_checkpoint(tmp_path, single_threaded):
     torch.manual_seed(0)
     model = make_vae()
     trainer = L.Trainer(max_steps=500, logger=False, enable_progress_bar=False, enable_model_summary=False,
@@ -81,3 +72,27 @@ def test_without_a_prior_network_the_prior_is_standard_normal():
     model = make_vae(prior_net=None)
     mean, tril = model.prior_params(torch.zeros(3, N_PARAMS + 1))
     assert torch.equal(mean, torch.zeros(3, 4)) and torch.equal(tril, torch.eye(4).expand(3, 4, 4))
+
+
+def test_energy_score_term_trains_finite_and_is_logged(tmp_path, single_threaded):
+    """With ``energy_score_weight`` > 0 the loss gains the energy score of prior samples: training
+    stays finite and the term is logged."""
+    torch.manual_seed(0)
+    model = make_vae(energy_score_weight=1.0)
+    logged = {}
+
+    class Keep(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            logged.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    trainer = L.Trainer(max_steps=100, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, default_root_dir=tmp_path, callbacks=[Keep()])
+    trainer.fit(model, DataLoader(ToyBatches(seed=0), batch_size=None))
+    assert "train_prior_energy_score" in logged and np.isfinite(logged["train_prior_energy_score"])
+    assert np.isfinite(logged["train_loss"])
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_negative_energy_score_weight_is_rejected():
+    with pytest.raises(ValueError, match="energy_score_weight >= 0"):
+        make_vae(energy_score_weight=-1.0)
