@@ -160,6 +160,32 @@ def markdown_table(results: Sequence[StudyResult], columns: Mapping[str, str], f
     return "\n".join(lines)
 
 
+def finished_studies(out_dir: str | Path, variants: Sequence[str], seeds: Sequence[int]) -> list[StudyResult]:
+    """The studies of a comparison that have finished (their ``metrics.json`` exists), in order.
+
+    For rebuilding a table without running anything: the layout is :func:`run_comparison`'s,
+    ``out_dir/<variant>/seed<k>/``.
+
+    Parameters
+    ----------
+    out_dir : path
+    variants : sequence of str
+    seeds : sequence of int
+
+    Returns
+    -------
+    list of StudyResult
+        Variant-major; missing studies are skipped.
+    """
+    results = []
+    for variant in variants:
+        for seed in seeds:
+            path = Path(out_dir) / variant / f"seed{seed}" / "metrics.json"
+            if path.exists():
+                results.append(StudyResult(variant, seed, path.parent, json.loads(path.read_text())))
+    return results
+
+
 def cached_study(run_dir: str | Path, compute: Callable[[Path], dict]) -> dict:
     """A study computed in this process, such as an off-line baseline fitted on another study's data.
 

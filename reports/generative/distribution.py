@@ -34,11 +34,10 @@ Run from the repository root (a finished study is not run again, so an interrupt
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
-from gensim.compare import StudyResult, markdown_table, run_comparison
+from gensim.compare import finished_studies, markdown_table, run_comparison
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
@@ -94,16 +93,6 @@ HEAT_COLUMNS = {"val_rel_l2_mean": "rel L2 mean", "val_rel_l2_p99": "rel L2 p99"
                 "trivial_rel_l2_mean": "trivial rel L2", "diversity_ratio": "diversity ratio", "wall_s": "wall s"}
 
 
-def collect(name: str, seeds) -> list[StudyResult]:
-    """Finished studies of one comparison, from their metrics.json."""
-    results = []
-    for variant in COMPARISONS[name]["variants"]:
-        for seed in seeds:
-            path = RUNS / name / variant / f"seed{seed}" / "metrics.json"
-            if path.exists():
-                results.append(StudyResult(variant, seed, path.parent, json.loads(path.read_text())))
-    return results
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -117,7 +106,7 @@ def main() -> None:
     sections = []
     for name in args.comparisons:
         spec = COMPARISONS[name]
-        results = collect(name, args.seeds) if args.report_only else run_comparison(
+        results = finished_studies(RUNS / name, list(COMPARISONS[name]["variants"]), args.seeds) if args.report_only else run_comparison(
             RUNS / name, spec["variants"], seeds=args.seeds, common=spec["common"], timeout_s=7200)
         table = markdown_table(results, DIST_COLUMNS if name == "stochastic" else HEAT_COLUMNS, relative_to=HERE)
         variants = "\n".join(f"- `{v}`: `{' '.join(o)}`" for v, o in spec["variants"].items())

@@ -38,7 +38,7 @@ import numpy as np
 
 from gensim.buffers import buffer_divergence
 from gensim.callbacks import BufferStats
-from gensim.compare import StudyResult, markdown_table, run_comparison
+from gensim.compare import StudyResult, finished_studies, markdown_table, run_comparison
 from gensim.simulations import Heat2D
 
 HERE = Path(__file__).resolve().parent
@@ -111,17 +111,6 @@ def divergence_floor(n_samples: int = CAPACITY, repeats: int = 20) -> str:
             f"{chi.std(ddof=1):.3f}.")
 
 
-def collect(variants: list[str], seeds: list[int]) -> list[StudyResult]:
-    """Finished studies only, from their metrics.json (for --report-only)."""
-    results = []
-    for name in variants:
-        for seed in seeds:
-            path = RUNS / name / f"seed{seed}" / "metrics.json"
-            if path.exists():
-                results.append(StudyResult(name, seed, path.parent, json.loads(path.read_text())))
-    return results
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -130,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.report_only:
-        results = collect(args.variants, args.seeds)
+        results = finished_studies(RUNS, args.variants, args.seeds)
     else:
         # Seed-major, so that a partial run already compares every policy.
         results = [r for seed in args.seeds
