@@ -113,6 +113,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     throughput = TrainingThroughput()
     # Extra callbacks come from the config group conf/callbacks (a name -> callback mapping).
     extra_callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    # Callbacks that must act before the data module starts the simulations (SimulationPacing).
+    for callback in extra_callbacks:
+        if hasattr(callback, "attach"):
+            callback.attach(datamodule)
     trainer = instantiate(cfg.trainer)(
         default_root_dir=str(run_dir),
         logger=CSVLogger(str(run_dir), name="logs", version=""),

@@ -230,10 +230,12 @@ class SimulationPacing(Callback):
 
     Notes
     -----
-    Pacing starts at the callbacks' ``setup``, after the data module has started the launcher
-    and simulated the held-out set; training simulations started meanwhile (a few, more when
-    simulations are cheap) count against the allowance, and their number is kept in
-    :attr:`started_before` and logged when it exceeds ``n_initial``.
+    Call :meth:`attach` with the data module before ``trainer.fit`` (``gensim-train`` does): the
+    data module starts the launcher, and simulates the held-out set, before any callback's
+    ``setup``, and cheap training simulations would otherwise all start meanwhile. Without
+    ``attach``, pacing starts at ``setup``; training simulations started before count against the
+    allowance, and their number is kept in :attr:`started_before` and logged when it exceeds
+    ``n_initial``.
 
     The launcher's ``exhausted`` is true between releases once the allowed simulations are done;
     a buffer that draws with replacement (reservoir, FIRO) ignores it.
@@ -253,6 +255,18 @@ class SimulationPacing(Callback):
         """Simulations the launcher may have started by training step ``step``."""
         progress = min(step / (self.release_until * max_steps), 1.0)
         return min(self.budget, self.n_initial + math.floor(progress * (self.budget - self.n_initial)))
+
+    def attach(self, datamodule) -> None:
+        """Cap the launcher at ``n_initial`` simulations before the data module starts it.
+
+        Parameters
+        ----------
+        datamodule : StreamingDataModule
+            Not set up yet; its launcher's ``max_simulations`` is the budget to pace.
+        """
+        if self.budget is None:
+            self.budget = int(datamodule.launcher.max_simulations)
+        datamodule.launcher.max_simulations = min(self.n_initial, self.budget)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         dm = trainer.datamodule

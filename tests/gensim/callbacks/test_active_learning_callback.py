@@ -165,6 +165,7 @@ def test_loss_driven_loop_tells_the_sampler_and_paces_the_launcher(tmp_path):
     dm = make_datamodule(tmp_path, sampler)
     active, spy = ActiveLearning(tell_every_n_steps=5), LauncherSpy()
     pacing = SimulationPacing(n_initial=8, release_until=0.5)
+    pacing.attach(dm)  # as gensim-train does: no training simulation starts ahead of the pacing
     try:
         trainer(tmp_path, [active, pacing, spy]).fit(tiny_model(), datamodule=dm)
     finally:
@@ -178,9 +179,9 @@ def test_loss_driven_loop_tells_the_sampler_and_paces_the_launcher(tmp_path):
     assert sampler.n_acquired > 0  # the later simulations followed the scores
     # Pacing: never more started than allowed at that step (or than had started before pacing
     # could begin, while the held-out set was simulated), and the whole budget in the end.
-    assert pacing.started_before < BUDGET  # else this test checks nothing: lower the load
+    assert pacing.started_before <= 8  # attached: at most n_initial before training, whatever the load
     for step, started in spy.started:
-        assert started <= max(pacing.allowance(step, 120), pacing.started_before)
+        assert started <= pacing.allowance(step, 120)
     assert dm.launcher.counts("train")["done"] == BUDGET
 
 
@@ -218,6 +219,16 @@ def test_pacing_lowers_the_budget_to_the_first_allowance_and_remembers_it():
     pacing.setup(fake, Toy(), "fit")
     assert pacing.budget == BUDGET and fake.datamodule.launcher.max_simulations == 8
     assert pacing.state_dict() == {"budget": BUDGET}
+
+
+def test_attach_caps_the_launcher_before_the_data_module_starts_it():
+    fake = fake_trainer()
+    pacing = SimulationPacing(n_initial=8)
+    pacing.attach(fake.datamodule)
+    assert pacing.budget == BUDGET and fake.datamodule.launcher.max_simulations == 8
+    pacing.setup(fake, Toy(), "fit")  # the budget attach saw is kept, not the lowered one
+    assert pacing.budget == BUDGET
+    assert pacing.allowance(120, 120) == BUDGET
 
 
 @pytest.mark.parametrize(
