@@ -190,8 +190,10 @@ def test_uncertainty_loop_supplies_the_score_function(tmp_path):
                             n_initial=8, ramp=0, max_fraction=1.0)
     dm = make_datamodule(tmp_path, sampler)
     active = ActiveLearning(uncertainty=SnapshotDisagreement(n_snapshots=2, every_n_steps=10))
+    pacing = SimulationPacing(n_initial=8, release_until=0.6)
+    pacing.attach(dm)  # else cheap simulations may all start before the first snapshot can score
     try:
-        trainer(tmp_path, [active, SimulationPacing(n_initial=8, release_until=0.6)]).fit(tiny_model(), datamodule=dm)
+        trainer(tmp_path, [active, pacing]).fit(tiny_model(), datamodule=dm)
     finally:
         dm.shutdown()
     assert sampler.acquisition.score_fn is active.uncertainty
