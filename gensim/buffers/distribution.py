@@ -53,8 +53,8 @@ class DistributionAware(InsertPolicy):
         The partition of (parameters, time) and the target mass of each stratum.
     follow : {"target", "arrivals"}, default "target"
         The law ``rho`` the importance weights make the loss follow. ``"target"``: the strata's
-        target mass (the design distribution times uniform time steps), whatever the sampler
-        chose. ``"arrivals"``: each stratum's share of all arrivals so far, so that a region an
+        target mass (the design distribution times uniform time steps) at the resolution of the
+        quotas, ``quotas / capacity``, whatever the sampler chose. ``"arrivals"``: each stratum's share of all arrivals so far, so that a region an
         adaptive sampler over-samples on purpose weighs more in the loss, while the buffer
         still covers the whole target (and the arrival-order bias, steps in order and
         simulations in waves, stays out of it).
@@ -63,7 +63,10 @@ class DistributionAware(InsertPolicy):
         stratum ``s`` (``N`` stored in all), scaled so that their mean over the stored samples
         is 1. A loss averaged with these weights is unbiased for ``rho`` at the strata's
         resolution, also while some strata are short of samples. Strata with no sample at all
-        cannot be represented; their mass is spread over the others.
+        cannot be represented; their mass is spread over the others. With ``follow="target"``
+        a buffer whose strata hold their quotas has every weight exactly 1: the weights correct
+        strata short of their quota, not the rounding of the quotas (within 1 sample of the
+        exact share), which would only add gradient noise.
 
     Notes
     -----
@@ -106,12 +109,15 @@ class DistributionAware(InsertPolicy):
         Returns
         -------
         ndarray, shape (n_strata,), float64
-            Sums to 1; the target mass before any arrival, whatever ``follow``.
+            Sums to 1. ``"target"``: ``quotas / capacity``, the target mass rounded to whole
+            samples (so a balanced buffer has weights of exactly 1); ``"arrivals"``: each
+            stratum's share of the arrivals, the target before any arrival.
         """
+        target = self._quotas / self.capacity
         if self.follow == "target":
-            return self.strata.mass
+            return target
         total = self.arrivals.sum()
-        return self.arrivals / total if total else self.strata.mass
+        return self.arrivals / total if total else target
 
     def quotas(self) -> np.ndarray:
         """Integer share of the capacity of each stratum, ``capacity * mass`` by largest remainders.

@@ -142,8 +142,9 @@ def test_importance_weights_make_the_buffer_average_the_target():
 def test_follow_arrivals_weighs_the_samplers_emphasis():
     # A sampler that puts 3 of 4 simulations in one of two cells on purpose. The buffer holds
     # the target shares either way (coverage); the weights make the loss follow the target
-    # ("target": weighted shares = target masses) or the arrivals ("arrivals": weighted shares
-    # = shares of the arrivals, here 0.75 / 0.25). Exact: counts equal their quotas.
+    # ("target": weighted shares = target masses rounded to the quotas, so every weight is 1)
+    # or the arrivals ("arrivals": weighted shares = shares of the arrivals, here 0.75 / 0.25).
+    # Exact: counts equal their quotas.
     strata = Strata(SPACE, N_STEPS, n_cells=2, n_time_bins=1, seed=3)
     candidates = SPACE.from_unit(np.random.default_rng(0).random((2000, 2)))
     cell = strata.assign(candidates, np.zeros(2000))
@@ -156,9 +157,25 @@ def test_follow_arrivals_weighs_the_samplers_emphasis():
         arrival_share = policy.arrivals / policy.arrivals.sum()
         np.testing.assert_allclose(arrival_share, [0.75, 0.25])
         weighted_share = policy.stratum_weights() * policy.counts / policy.counts.sum()
-        expected = arrival_share if follow == "arrivals" else strata.mass
+        expected = arrival_share if follow == "arrivals" else policy.quotas() / 200
         np.testing.assert_allclose(weighted_share, expected, rtol=1e-9)
+    # The rounded target is within one sample of the exact one.
+    assert np.abs(policy.quotas() - strata.mass * 200).max() < 1
     assert abs(strata.mass[0] - 0.75) > 0.1, "the emphasis must differ from the target to test anything"
+
+
+def test_target_weights_are_one_once_strata_hold_their_quotas():
+    # 8 cells x 3 time bins of unequal Voronoi masses: capacity * mass is not a whole number,
+    # so weights from the exact masses would differ from 1 by the rounding of the quotas
+    # (checked below); the weights correct strata short of their quotas, not that rounding.
+    strata = Strata(SPACE, N_STEPS, n_cells=8, n_time_bins=3, seed=2)
+    buf = make_buffer(301, strata)
+    stream(buf, Sobol(SPACE, seed=0).sample(256))
+    policy = buf.policy
+    np.testing.assert_array_equal(policy.counts, policy.quotas())
+    np.testing.assert_allclose(policy.stratum_weights(), np.ones(strata.n_strata), rtol=1e-12)
+    exact = strata.mass * 301 / policy.quotas()
+    assert np.abs(exact - 1).max() > 0.01, "the quotas must round for this test to tell anything"
 
 
 def test_weights_can_be_turned_off():
