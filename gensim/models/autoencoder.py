@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from gensim.metrics import relative_l2, summarize_errors
 from gensim.models.base import FieldSurrogate
@@ -79,7 +78,7 @@ class Autoencoder(FieldSurrogate):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         _, y = self.normalized_batch(batch)
-        loss = nn.functional.mse_loss(self.decoder(z=self.encoder(y)), y)
+        loss = self.batch_mean((self.decoder(z=self.encoder(y)) - y).pow(2).mean(dim=1), batch)
         self.log("train_loss", loss, prog_bar=True)
         return loss
 

@@ -130,11 +130,51 @@ class ConditionalGAN(GenerativeSurrogate):
             avg.lerp_(new, 1.0 - decay)
 
     def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """``E (||grad_x f(x_hat, c)|| - 1)^2`` on random points between real and fake (B, D)."""
+        """``(||grad_x f(x_hat, c)|| - 1)^2`` (B,) on random points between real and fake (B, D)."""
         eps = torch.rand(real.shape[0], 1, device=real.device, dtype=real.dtype)
         x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
         grad, = torch.autograd.grad(self.critic(x_hat, cond).sum(), x_hat, create_graph=True)
-        return ((grad.norm(dim=1) - 1.0) ** 2).mean()
+        return (grad.norm(dim=1) - 1.0) ** 2
+
+    def critic_loss(self, cond: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+                    batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The critic's loss (see the class notes) on a normalized batch, and what to log.
+
+        Every expectation is over the batch's conditions, so each per-sample term is averaged
+        with the buffer's importance weights, if any (:meth:`batch_mean`).
+
+        Parameters
+        ----------
+        cond : Tensor, shape (B, n_params + 1)
+        y : Tensor, shape (B, D)
+        z : Tensor, shape (B, latent_dim)
+        batch : dict
+            The training batch, for ``"weight"``.
+        """
+        fake = self.generator(cond, z).detach()
+        real_score, fake_score = self.critic(y, cond), self.critic(fake, cond)
+        gp = self.batch_mean(self.gradient_penalty(y, fake, cond), batch)
+        gap = self.batch_mean(real_score - fake_score, batch)
+        loss = (-gap + self.hparams.gp_weight * gp
+                + self.hparams.drift_weight * self.batch_mean(real_score**2, batch))
+        return loss, {"critic_loss": loss.detach(), "wasserstein": gap.detach(), "gradient_penalty": gp.detach()}
+
+    def generator_loss(self, cond: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+                       batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The generator's loss (see the class notes) on a normalized batch, and what to log.
+
+        Parameters are those of :meth:`critic_loss`; importance weights apply the same way.
+        """
+        fake = self.generator(cond, z)
+        loss = -self.batch_mean(self.critic(fake, cond), batch)
+        logs = {}
+        if self.hparams.energy_score_weight > 0:
+            other = self.generator(cond, torch.randn_like(z))
+            score = self.batch_mean(0.5 * ((fake - y).norm(dim=1) + (other - y).norm(dim=1))
+                                    - 0.5 * (fake - other).norm(dim=1), batch)
+            loss = loss + self.hparams.energy_score_weight * score
+            logs["generator_energy_score"] = score.detach()
+        return loss, {"generator_loss": loss.detach(), **logs}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         opt_g, opt_c = self.optimizers()
@@ -145,31 +185,18 @@ class ConditionalGAN(GenerativeSurrogate):
         self._follow_schedule(opt_c if critic_turn else opt_g,
                               (self.hparams.critic_lr or self.hparams.lr) if critic_turn else self.hparams.lr)
         if critic_turn:
-            fake = self.generator(cond, z).detach()
-            real_score, fake_score = self.critic(y, cond), self.critic(fake, cond)
-            gp = self.gradient_penalty(y, fake, cond)
-            loss = (fake_score.mean() - real_score.mean() + self.hparams.gp_weight * gp
-                    + self.hparams.drift_weight * (real_score**2).mean())
+            loss, logs = self.critic_loss(cond, y, z, batch)
             opt_c.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             opt_c.step()
-            self.log_dict({"critic_loss": loss.detach(), "wasserstein": (real_score - fake_score).mean().detach(),
-                           "gradient_penalty": gp.detach()})
         else:
-            fake = self.generator(cond, z)
-            loss = -self.critic(fake, cond).mean()
-            if self.hparams.energy_score_weight > 0:
-                other = self.generator(cond, torch.randn_like(z))
-                score = (0.5 * ((fake - y).norm(dim=1) + (other - y).norm(dim=1))
-                         - 0.5 * (fake - other).norm(dim=1)).mean()
-                loss = loss + self.hparams.energy_score_weight * score
-                self.log("generator_energy_score", score.detach())
+            loss, logs = self.generator_loss(cond, y, z, batch)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             opt_g.step()
             if self.generator_ema is not None:
                 self._update_ema()
-            self.log("generator_loss", loss.detach())
+        self.log_dict(logs)
 
     def _follow_schedule(self, optimizer, base_lr: float) -> None:
         """Set the learning rate of the optimizer about to step from the global step.

@@ -169,19 +169,21 @@ class ConditionalVAE(GenerativeSurrogate):
         mean, log_var = self.encoder(y, cond)
         z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
         s = self.noise_std()
-        sq_err = ((self.decoder(cond, z) - y) ** 2).sum(1).mean()
+        # Every per-sample term is averaged with the buffer's importance weights, if any.
+        sq_err = self.batch_mean(((self.decoder(cond, z) - y) ** 2).sum(1), batch)
         nll = sq_err / (2 * s**2) + self.n_out * torch.log(s)
         posterior = MultivariateNormal(mean, scale_tril=torch.diag_embed((0.5 * log_var).exp()), validate_args=False)
         p_mean, p_tril = self.prior_params(cond)
-        kl = kl_divergence(posterior, MultivariateNormal(p_mean, scale_tril=p_tril, validate_args=False)).mean()
+        kl = self.batch_mean(kl_divergence(posterior, MultivariateNormal(p_mean, scale_tril=p_tril,
+                                                                         validate_args=False)), batch)
         beta = self.kl_beta(self.global_step)
         loss = (nll + beta * kl) / self.n_out
         if self.hparams.energy_score_weight > 0:
             # Two decodings of prior samples at the real field's condition (see the class notes).
             first = self.generate(cond, torch.randn_like(mean))
             second = self.generate(cond, torch.randn_like(mean))
-            score = (0.5 * ((first - y).norm(dim=1) + (second - y).norm(dim=1))
-                     - 0.5 * (first - second).norm(dim=1)).mean()
+            score = self.batch_mean(0.5 * ((first - y).norm(dim=1) + (second - y).norm(dim=1))
+                                    - 0.5 * (first - second).norm(dim=1), batch)
             loss = loss + self.hparams.energy_score_weight * score / (s.detach() * math.sqrt(self.n_out))
             self.log("train_prior_energy_score", score.detach())
         self.log("train_loss", loss, prog_bar=True)
