@@ -160,6 +160,47 @@ def markdown_table(results: Sequence[StudyResult], columns: Mapping[str, str], f
     return "\n".join(lines)
 
 
+def paired_ratio(results: Sequence[StudyResult], metric: str, variant: str, baseline: str) -> dict:
+    """Seed-paired comparison of two variants: the ratio ``variant / baseline`` of a metric, per seed.
+
+    Studies of the same seed share their design, held-out set and initial network, so the
+    ratio within a seed removes that common noise; the spread of the ratios across seeds is
+    what remains.
+
+    Parameters
+    ----------
+    results : sequence of StudyResult
+    metric : str
+        Key in ``metrics.json``, lower is better.
+    variant, baseline : str
+        Variant names; only the seeds that both finished count.
+
+    Returns
+    -------
+    dict
+        ``n`` (paired seeds), ``mean`` and ``se`` (mean of the per-seed ratios and its standard
+        error; ``se`` is nan for one seed), ``lower`` (seeds where the variant is lower),
+        ``ratios`` (per seed, in seed order).
+
+    Raises
+    ------
+    ValueError
+        When no seed has both variants.
+    """
+    def by_seed(name: str) -> dict[int, float]:
+        return {r.seed: float(r.metrics[metric]) for r in results if r.variant == name and metric in r.metrics}
+
+    ours, theirs = by_seed(variant), by_seed(baseline)
+    seeds = sorted(ours.keys() & theirs.keys())
+    if not seeds:
+        raise ValueError(f"no seed has both {variant!r} (seeds {sorted(ours)}) and {baseline!r} "
+                         f"(seeds {sorted(theirs)}) with {metric!r}; run the missing studies")
+    ratios = [ours[s] / theirs[s] for s in seeds]
+    mean, std = _mean_std(ratios)
+    return {"n": len(seeds), "mean": mean, "se": std / math.sqrt(len(seeds)) if len(seeds) > 1 else math.nan,
+            "lower": sum(r < 1 for r in ratios), "ratios": ratios}
+
+
 def finished_studies(out_dir: str | Path, variants: Sequence[str], seeds: Sequence[int]) -> list[StudyResult]:
     """The studies of a comparison that have finished (their ``metrics.json`` exists), in order.
 

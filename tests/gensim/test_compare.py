@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gensim.compare import StudyResult, cached_study, finished_studies, markdown_table
+from gensim.compare import StudyResult, cached_study, finished_studies, markdown_table, paired_ratio
 
 
 def _study(root: Path, variant: str, seed: int, metrics: dict) -> Path:
@@ -61,3 +61,17 @@ def test_cached_study_that_fails_leaves_no_metrics(tmp_path):
     with pytest.raises(RuntimeError, match="diverged"):
         cached_study(run_dir, compute)
     assert not (run_dir / "metrics.json").exists()  # so a resumed comparison computes it again
+
+
+def test_paired_ratio_pairs_by_seed(tmp_path):
+    results = [StudyResult("base", 0, tmp_path, {"p99": 2.0}), StudyResult("base", 1, tmp_path, {"p99": 4.0}),
+               StudyResult("base", 2, tmp_path, {"p99": 1.0}),
+               StudyResult("new", 0, tmp_path, {"p99": 1.0}), StudyResult("new", 1, tmp_path, {"p99": 6.0})]
+    out = paired_ratio(results, "p99", "new", "base")
+    # Seed 2 has no "new" study: it is left out, not compared with another seed.
+    assert out["ratios"] == [0.5, 1.5]
+    assert out["n"] == 2 and out["lower"] == 1
+    assert out["mean"] == pytest.approx(1.0)
+    assert out["se"] == pytest.approx(0.5)  # sample std 1/sqrt(2) over sqrt(2)
+    with pytest.raises(ValueError, match="no seed has both"):
+        paired_ratio(results, "p99", "new", "missing")
