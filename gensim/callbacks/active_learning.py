@@ -231,8 +231,8 @@ class SimulationPacing(Callback):
     Notes
     -----
     Call :meth:`attach` with the data module before ``trainer.fit`` (``gensim-train`` does): the
-    data module starts the launcher, and simulates the held-out set, before any callback's
-    ``setup``, and cheap training simulations would otherwise all start meanwhile. Without
+    data module releases the launcher's budget once the held-out set is in, before any
+    callback's ``setup``, and cheap training simulations would otherwise all start meanwhile. Without
     ``attach``, pacing starts at ``setup``; training simulations started before count against the
     allowance, and their number is kept in :attr:`started_before` and logged when it exceeds
     ``n_initial``.

@@ -199,20 +199,28 @@ class StreamingDataModule(L.LightningDataModule):
         if self._val is not None:
             return
         self.receiver.start()
-        self.launcher.start(self.receiver, self.sampler, self._train_sink, seed=self.seed)
-        val_ids = self.launcher.submit(self.validation_sampler.sample(self.n_validation),
-                                       self.validation.add, purpose="validation")
-        log.info("simulating %d held-out simulations (training simulations start alongside)", len(val_ids))
-        deadline = time.monotonic() + self.validation_timeout_s
-        while not self._settled(val_ids):
-            if self.launcher.error is not None:
-                raise RuntimeError(f"the launcher stopped: {self.launcher.error}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"held-out simulations not finished after {self.validation_timeout_s} s "
-                    f"({self.launcher.counts('validation')}); raise data.validation_timeout_s "
-                    "or use a smaller problem")
-            time.sleep(0.1)
+        # Training simulations start once the held-out set is in. One receiver thread feeds
+        # both sinks, and a full buffer that waits for draws (FIFO, Melissa's reservoir) blocks
+        # it: held-out samples queued behind would never arrive, and training, whose draws
+        # would free space, only starts after them.
+        budget, self.launcher.max_simulations = self.launcher.max_simulations, 0
+        try:
+            self.launcher.start(self.receiver, self.sampler, self._train_sink, seed=self.seed)
+            val_ids = self.launcher.submit(self.validation_sampler.sample(self.n_validation),
+                                           self.validation.add, purpose="validation")
+            log.info("simulating %d held-out simulations", len(val_ids))
+            deadline = time.monotonic() + self.validation_timeout_s
+            while not self._settled(val_ids):
+                if self.launcher.error is not None:
+                    raise RuntimeError(f"the launcher stopped: {self.launcher.error}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"held-out simulations not finished after {self.validation_timeout_s} s "
+                        f"({self.launcher.counts('validation')}); raise data.validation_timeout_s "
+                        "or use a smaller problem")
+                time.sleep(0.1)
+        finally:
+            self.launcher.max_simulations = budget
         failed = self.launcher.counts("validation")["failed"]
         if failed:
             log.warning("%d of %d held-out simulations failed; validating on the others", failed, len(val_ids))

@@ -12,7 +12,7 @@ import pytest
 import torch
 import zmq
 
-from gensim.buffers import ReplayBuffer, Reservoir
+from gensim.buffers import FIFO, ReplayBuffer, Reservoir
 from gensim.client import Client
 from gensim.data import BufferStream, StreamingDataModule, ValidationStore
 from gensim.launch import LocalLauncher
@@ -147,18 +147,21 @@ def test_watermark_below_batch_size_is_rejected():
                             Receiver, partial(Sobol, seed=1), batch_size=32, watermark=8)
 
 
-def test_a_used_up_fifo_stream_stops_training(tmp_path):
-    from gensim.buffers import FIFO
-    from gensim.callbacks import StopWhenStreamExhausted
-
+def fifo_datamodule(tmp_path, capacity: int, **kwargs) -> StreamingDataModule:
+    """12 training simulations of 5 steps into a FIFO buffer, 2 at a time."""
     sim = DecayingWave(size=8, n_steps=5)
-    dm = StreamingDataModule(
+    return StreamingDataModule(
         simulation=sim, sampler=Sobol(sim.space, seed=0),
         launcher=LocalLauncher(SIM_CFG, n_parallel=2, max_simulations=12, log_dir=str(tmp_path / "w")),
-        buffer=partial(ReplayBuffer, capacity=100, policy=FIFO()), receiver=Receiver,
-        validation_sampler=partial(Sobol, seed=99), batch_size=10, steps_per_epoch=4, watermark=10,
-        n_validation=2)
-    model = DeterministicSurrogate(sim.fields, 2, net=partial(MLP, hidden=(8,)), normalizer_warmup_batches=2)
+        buffer=partial(ReplayBuffer, capacity=capacity, policy=FIFO()), receiver=Receiver,
+        validation_sampler=partial(Sobol, seed=99), steps_per_epoch=4, **kwargs)
+
+
+def test_a_used_up_fifo_stream_stops_training(tmp_path):
+    from gensim.callbacks import StopWhenStreamExhausted
+
+    dm = fifo_datamodule(tmp_path, 100, batch_size=10, watermark=10, n_validation=2)
+    model = DeterministicSurrogate(dm.simulation.fields, 2, net=partial(MLP, hidden=(8,)), normalizer_warmup_batches=2)
     trainer = L.Trainer(max_steps=10_000, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
                         callbacks=[StopWhenStreamExhausted()])
@@ -169,3 +172,27 @@ def test_a_used_up_fifo_stream_stops_training(tmp_path):
     # FIFO: each of the 12 x 5 training samples is used exactly once, in batches of 10.
     assert trainer.global_step == 6
     assert dm.buffer.stats()["n_consumed"] == 60
+
+
+def test_held_out_set_arrives_before_a_full_fifo_can_block_the_receiver(tmp_path):
+    # A FIFO of 6 samples is full after one training simulation and a bit (5 steps each): its
+    # add then waits for draws, holding the receiver thread that also takes the held-out
+    # samples. Training simulations must therefore start only once the held-out set is in,
+    # or setup waits for held-out samples queued behind a sink that training alone can free.
+    dm = fifo_datamodule(tmp_path, 6, batch_size=2, watermark=2, n_validation=4, validation_timeout_s=30.0)
+    arrivals: list[str] = []  # in the receiver thread's order
+    val_add, buffer_add = dm.validation.add, dm.buffer.add
+    dm.validation.add = lambda sample: (arrivals.append("validation"), val_add(sample))[1]
+    dm.buffer.add = lambda sample, timeout=None: (arrivals.append("train"), buffer_add(sample, timeout))[1]
+    try:
+        dm.setup("fit")
+        assert dm.validation_tensors()["fields"].shape == (4 * 5, 8)
+        assert dm.launcher.max_simulations == 12  # the budget is back for training
+        deadline = time.monotonic() + 30.0
+        while "train" not in arrivals and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        dm.shutdown()
+    assert arrivals.count("validation") == 4 * 5
+    assert "train" in arrivals, "training simulations never started after the held-out set"
+    assert arrivals.index("train") == 4 * 5, "a training sample arrived before the held-out set was complete"
