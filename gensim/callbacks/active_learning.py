@@ -275,7 +275,8 @@ class SimulationPacing(Callback):
                              f"{trainer.max_steps}; set trainer.max_steps")
         if dm.buffer.draw_rule.consumes:
             raise ValueError(f"SimulationPacing needs a buffer whose draws do not consume samples, got draw "
-                             f"rule {type(dm.buffer.draw_rule).__name__}; use buffer=reservoir")
+                             f"rule {type(dm.buffer.draw_rule).__name__}; use buffer=distribution or "
+                             "buffer=reservoir")
         if self.budget is None:  # not restored from a checkpoint
             self.budget = int(dm.launcher.max_simulations)
         if self.n_initial * dm.simulation.n_steps < dm.watermark:
