@@ -43,6 +43,7 @@ N_INITIAL, RELEASE_UNTIL = 16, 0.75
 COMMON = [
     "data.n_validation=16", "data.watermark=128", "data.batch_size=64",
     "data.steps_per_epoch=1000000",  # one pseudo-epoch: no validation pass during the study
+    "buffer=reservoir",              # the policy these studies ran with (the default then)
     "buffer.capacity=4000",          # holds all 256 x 10 samples: no eviction at any budget
     "model.net.hidden=[128,128,128]", "model.warmup_steps=50", "model.normalizer_warmup_batches=20",
 ]
