@@ -1,8 +1,18 @@
-"""StreamingDataModule: training batches drawn from a replay buffer fed live by simulations."""
+"""StreamingDataModule: training batches drawn from a replay buffer fed live by simulations.
+
+With data-parallel training (``trainer=ddp``) every rank runs one :class:`StreamingDataModule`:
+its own receiver and replay buffer, fed by the simulations routed to it; rank 0 alone runs the
+launcher, the sampler and the held-out simulations (see :mod:`gensim.transport.routing`). The
+ranks agree, through a few collectives (:mod:`gensim.data.ranks`), on when training may start
+(every rank at its watermark) and when it must stop (a consuming buffer used up), so that every
+rank takes the same optimizer steps and none is left alone in an all-reduce.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import queue
 import secrets
 import threading
 import time
@@ -13,9 +23,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, StackDataset
 
+from gensim.data.ranks import Ranks
 from gensim.simulations.base import Sample, Simulation
+from gensim.transport.routing import Endpoint, RankRouter, Registrar, RoutingRule, advertised, control_address
 
 log = logging.getLogger("gensim.data")
+
+Batch = dict[str, np.ndarray]
 
 
 def flatten_fields(sample: Sample, simulation: Simulation) -> np.ndarray:
@@ -24,39 +38,79 @@ def flatten_fields(sample: Sample, simulation: Simulation) -> np.ndarray:
 
 
 class ValidationStore:
-    """Held-out simulations kept in memory: one row per (simulation, step), all steps.
+    """Held-out simulations kept in memory once: one row per (simulation, step), all steps.
 
-    Thread-safe ``add`` (called by the receiver thread); :meth:`tensors` stacks the rows in
-    (sim_id, step) order, so the validation set is the same whatever the arrival order.
+    Rows live in arrays preallocated for ``n_simulations x simulation.n_steps`` samples, in
+    (simulation, step) order whatever the arrival order: a simulation's position is the rank
+    of its id among the ids given to :meth:`expect`. Thread-safe ``add`` (the receiver thread).
+
+    Parameters
+    ----------
+    simulation : Simulation
+        For its fields, parameter dimension and number of steps.
+    n_simulations : int
+        Held-out simulations to hold.
     """
 
-    def __init__(self, simulation: Simulation) -> None:
+    def __init__(self, simulation: Simulation, n_simulations: int) -> None:
         self.simulation = simulation
-        self._rows: dict[tuple[int, int], tuple[np.ndarray, float, np.ndarray]] = {}
+        self.n_steps = int(simulation.n_steps)
+        n = int(n_simulations) * self.n_steps
+        self._params = np.zeros((n, simulation.space.dim), np.float32)
+        self._t = np.zeros(n, np.float32)
+        self._fields = np.zeros((n, sum(f.size for f in simulation.fields)), np.float32)
+        self._sim_id = np.full(n, -1, np.int64)
+        self._present = np.zeros(n, bool)
+        self._position: dict[int, int] | None = None
+        self._early: list[Sample] = []  # arrivals before expect(): the launcher runs in its own thread
         self._lock = threading.Lock()
 
-    def add(self, sample: Sample) -> None:
-        row = (np.asarray(sample.params, np.float32), float(sample.t), flatten_fields(sample, self.simulation))
+    def expect(self, sim_ids: list[int]) -> None:
+        """Declare the held-out simulation ids; rows are ordered by id."""
+        if len(sim_ids) * self.n_steps > len(self._present):
+            raise ValueError(f"{len(sim_ids)} held-out simulations do not fit a store made for "
+                             f"{len(self._present) // self.n_steps}")
         with self._lock:
-            self._rows[(sample.sim_id, sample.step)] = row
+            self._position = {int(s): k for k, s in enumerate(sorted(sim_ids))}
+            early, self._early = self._early, []
+        for sample in early:
+            self.add(sample)
+
+    def add(self, sample: Sample) -> None:
+        """Store one held-out time step (the receiver's sink)."""
+        with self._lock:
+            if self._position is None:
+                self._early.append(sample)
+                return
+            pos = self._position.get(sample.sim_id)
+            if pos is None or not 0 <= sample.step < self.n_steps:
+                log.warning("held-out sample (simulation %d, step %d) is not part of the held-out design "
+                            "of %d steps; dropped", sample.sim_id, sample.step, self.n_steps)
+                return
+            row = pos * self.n_steps + sample.step
+            self._params[row] = sample.params
+            self._t[row] = sample.t
+            self._fields[row] = flatten_fields(sample, self.simulation)
+            self._sim_id[row] = sample.sim_id
+            self._present[row] = True
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return int(self._present.sum())
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """``{"params": (N, P), "t": (N,), "fields": (N, D), "sim_id": (N,)}`` with N = sims x steps."""
+        """``{"params": (N, P), "t": (N,), "fields": (N, D), "sim_id": (N,)}`` with N = sims x steps.
+
+        Shares memory with the store when every row arrived (no copy of the held-out set); rows
+        of failed simulations are left out.
+        """
         with self._lock:
-            keys = sorted(self._rows)
-            rows = [self._rows[k] for k in keys]
-        if not rows:
-            raise RuntimeError("no held-out data was received: every validation simulation failed; "
-                               "read the worker logs in the run directory")
-        return {
-            "params": torch.from_numpy(np.stack([r[0] for r in rows])),
-            "t": torch.tensor([r[1] for r in rows], dtype=torch.float32),
-            "fields": torch.from_numpy(np.stack([r[2] for r in rows])),
-            "sim_id": torch.tensor([k[0] for k in keys]),
-        }
+            if not self._present.any():
+                raise RuntimeError("no held-out data was received: every validation simulation failed; "
+                                   "read the worker logs in the run directory")
+            arrays = {"params": self._params, "t": self._t, "fields": self._fields, "sim_id": self._sim_id}
+            if not self._present.all():
+                arrays = {k: v[self._present] for k, v in arrays.items()}
+            return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
 class StreamMean:
@@ -79,46 +133,129 @@ class StreamMean:
         return (self.sum / self.count).astype(np.float32)
 
 
+class _Prefetcher:
+    """Draws the next batches on a background thread while the current one trains.
+
+    Batches are converted to tensors there and, with ``pin_memory``, copied into page-locked
+    memory, so that the copy to the GPU can be asynchronous (``non_blocking=True``). A None from
+    ``draw`` ends the stream: it is passed on and the thread stops.
+    """
+
+    def __init__(self, draw: Callable[[], Batch | None], depth: int, pin_memory: bool) -> None:
+        self._draw, self._pin = draw, pin_memory
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, name="gensim-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        item: object
+        try:
+            while not self._stop.is_set():
+                batch = self._draw()
+                item = None if batch is None else _as_tensors(batch, self._pin)
+                self._put(item)
+                if item is None:
+                    return
+        except BaseException as err:  # handed to the training thread, which raises it
+            self._put(err)
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def get(self) -> dict[str, torch.Tensor] | None:
+        """The next batch; None, now and after, once the stream has ended."""
+        if self._ended:
+            return None
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        self._ended = item is None
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+
+def _as_tensors(batch: Batch, pin_memory: bool) -> dict[str, torch.Tensor]:
+    out = {k: torch.from_numpy(v) for k, v in batch.items()}
+    return {k: v.pin_memory() for k, v in out.items()} if pin_memory else out
+
+
 class BufferStream(IterableDataset):
     """An endless source of batches drawn from a live replay buffer, in pseudo-epochs.
 
     Each ``iter()`` yields ``steps_per_epoch`` batches. The first one waits until the buffer holds
     ``watermark`` samples, so early batches are not drawn from a handful of time steps.
 
+    With several ranks, the watermark wait and, for a consuming buffer (FIFO), every draw are
+    agreed upon by all ranks: training starts when every rank reached its watermark (or the
+    stream ended), and an epoch ends on every rank as soon as one rank's consuming buffer is
+    used up, so all ranks take the same steps.
+
     Parameters
     ----------
     buffer : gensim.buffers.ReplayBuffer
     batch_size : int
+        This rank's batch size.
     steps_per_epoch : int
     watermark : int
-        Minimum fill before the first batch.
+        Minimum fill of this rank's buffer before the first batch.
     stream_ended : callable
-        True when no more data can come (budget spent, or the launcher failed).
+        True when no more data can come (budget spent, or the launcher failed). Only the rank
+        that runs the launcher knows; the others are told through the collectives.
+    ranks : Ranks
+        This process's rank; default a single process.
+    prefetch : int
+        Batches drawn ahead on a background thread (0: draw on the training thread). Ignored for
+        a consuming buffer on several ranks, whose draws are collective.
+    pin_memory : bool
+        Batches in page-locked memory, for asynchronous copies to a GPU.
     wait_log_s : float
         Seconds between progress messages while waiting.
     """
 
     def __init__(self, buffer, batch_size: int, steps_per_epoch: int, watermark: int,
-                 stream_ended: Callable[[], bool], wait_log_s: float = 10.0) -> None:
+                 stream_ended: Callable[[], bool], ranks: Ranks = Ranks(), prefetch: int = 0,
+                 pin_memory: bool = False, wait_log_s: float = 10.0) -> None:
         self.buffer, self.batch_size, self.steps_per_epoch = buffer, batch_size, steps_per_epoch
         self.watermark, self.stream_ended, self.wait_log_s = watermark, stream_ended, wait_log_s
+        self.ranks, self.prefetch, self.pin_memory = ranks, int(prefetch), bool(pin_memory)
+        self._collective_draws = ranks.distributed and bool(getattr(buffer.draw_rule, "consumes", False))
         self._warm = False
+        self._prefetcher: _Prefetcher | None = None
         #: True once a consuming buffer (FIFO) is empty and no more data can come.
         self.exhausted = False
 
     def _wait_watermark(self) -> None:
         last = time.monotonic()
-        while not self.buffer.wait_for(self.watermark, timeout=0.5):
-            if self.stream_ended():
-                if len(self.buffer) == 0:
+        while True:
+            reached = self.buffer.wait_for(self.watermark, timeout=0.5)
+            # Every rank's (reached, stream ended, size): all ranks take the same decision.
+            status = self.ranks.gather([reached, self.stream_ended(), len(self.buffer)])
+            if status[:, 0].all():
+                break
+            if status[:, 1].any():
+                empty = [r for r, n in enumerate(status[:, 2]) if n == 0]
+                if empty:
+                    where = "" if not self.ranks.distributed else f" to rank(s) {empty}"
                     raise RuntimeError(
-                        "the simulations ended before sending any training sample; read the worker "
-                        "logs in the run directory (launcher.log_dir) for the cause")
+                        f"the simulations ended before sending any training sample{where}; read the "
+                        "worker logs in the run directory (launcher.log_dir) for the cause")
                 log.warning("the stream ended with %d samples, below the watermark %d; training on them",
                             len(self.buffer), self.watermark)
+                self.buffer.close()  # draws no longer wait for samples that will not come
                 break
             if time.monotonic() - last > self.wait_log_s:
-                log.info("waiting for the buffer watermark: %d / %d samples", len(self.buffer), self.watermark)
+                log.info("waiting for the buffer watermark: %d / %d samples (per rank: %s)", len(self.buffer),
+                         self.watermark, status[:, 2].astype(int).tolist())
                 last = time.monotonic()
         self._warm = True
 
@@ -126,13 +263,24 @@ class BufferStream(IterableDataset):
         if not self._warm:
             self._wait_watermark()
         for _ in range(self.steps_per_epoch):
-            batch = self._draw()
+            batch = self._next()
             if batch is None:  # a consuming buffer (FIFO) is empty and no more data will come
                 self.exhausted = True
                 return
-            yield {k: torch.from_numpy(v) for k, v in batch.items()}
+            yield batch
 
-    def _draw(self) -> dict[str, np.ndarray] | None:
+    def _next(self) -> dict[str, torch.Tensor] | None:
+        if self._collective_draws:
+            batch = self._draw_agreed()
+            return None if batch is None else _as_tensors(batch, self.pin_memory)
+        if self.prefetch > 0:
+            if self._prefetcher is None:
+                self._prefetcher = _Prefetcher(self._draw, self.prefetch, self.pin_memory)
+            return self._prefetcher.get()
+        batch = self._draw()
+        return None if batch is None else _as_tensors(batch, self.pin_memory)
+
+    def _draw(self) -> Batch | None:
         while True:
             try:
                 return self.buffer.draw(self.batch_size, timeout=1.0)
@@ -140,53 +288,114 @@ class BufferStream(IterableDataset):
                 if self.stream_ended():
                     self.buffer.close()  # wakes a consuming draw to return what is left
 
+    def _draw_agreed(self) -> Batch | None:
+        """One consuming draw per rank, agreed by all: a batch on every rank, or None on every rank."""
+        batch: Batch | None = None
+        done = False  # this rank's buffer is closed and used up
+        while True:
+            if batch is None and not done:
+                try:
+                    batch = self.buffer.draw(self.batch_size, timeout=0.5)
+                    done = batch is None
+                except TimeoutError:
+                    pass
+            status = self.ranks.gather([batch is not None, done, self.stream_ended()])
+            if status[:, 0].all():
+                return batch
+            if status[:, 1].any():
+                # A batch drawn here goes back to no one: the epoch and training stop on every
+                # rank now, and a consuming draw has already removed it from this buffer.
+                if batch is not None:
+                    log.info("rank %d drops its last batch of %d samples: another rank's stream is used up",
+                             self.ranks.rank, len(batch["t"]))
+                return None
+            if status[:, 2].any():
+                self.buffer.close()  # the stream ended: a consuming draw returns what is left
+
+    def close(self) -> None:
+        """Stop the prefetch thread, if any. Idempotent."""
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
+
 
 class StreamingDataModule(L.LightningDataModule):
     """Runs the ensemble for a study and serves its stream to Lightning.
 
-    At ``setup`` it starts the receiver and the launcher, simulates the held-out design (a Sobol
-    design with its own seed, all steps, kept in memory), and streams training simulations into
-    the replay buffer. Stop everything with :meth:`shutdown` (also called by ``teardown``).
+    At ``setup`` it starts the receiver and, on rank 0, the launcher; simulates the held-out
+    design (a Sobol design with its own seed, all steps, kept in memory once, then sent to every
+    rank); and streams training simulations into the replay buffers. Stop everything with
+    :meth:`shutdown` (also called by ``teardown``).
+
+    On several ranks, ``batch_size`` and ``watermark`` are global: each rank draws
+    ``batch_size / world_size`` samples per step and waits for ``watermark / world_size`` samples
+    in its own buffer before the first step.
 
     Parameters
     ----------
     simulation : Simulation
         The solver (for its parameter space and fields).
     sampler : sampling.Sampler
-        Chooses the training simulations' parameters.
-    launcher : gensim.launch.LocalLauncher
+        Chooses the training simulations' parameters (used on rank 0).
+    launcher : gensim.launch.Launcher
+        Runs the simulations (started on rank 0 only).
     buffer : callable
         ``buffer(fields=..., n_params=...) -> ReplayBuffer`` (a Hydra partial).
     receiver : callable
-        ``receiver(fields=..., token=...) -> Receiver`` (a Hydra partial).
+        ``receiver(fields=..., token=...) -> Receiver`` (a Hydra partial); its ``address`` is the
+        bind address of every rank.
     validation_sampler : callable
         ``validation_sampler(space=...) -> Sampler`` for the held-out design.
     batch_size, steps_per_epoch, watermark : int
-        See :class:`BufferStream`.
+        See :class:`BufferStream`; ``batch_size`` and ``watermark`` over all ranks.
     n_validation : int
         Held-out simulations.
     validation_timeout_s : float
         Longest wait for the held-out simulations.
     seed : int
         Study seed, passed to the launcher.
+    routing : RoutingRule, optional
+        Which rank each training simulation streams to; default round-robin.
+    advertise_host : str, optional
+        Host name that simulations on other nodes use to reach a receiver bound to every
+        interface (``tcp://*:*``); default this node's fully qualified name.
+    prefetch : int
+        Batches drawn ahead on a background thread.
+    pin_memory : bool, optional
+        Page-locked batches; default when CUDA is available.
     """
 
     def __init__(self, simulation: Simulation, sampler, launcher, buffer: Callable, receiver: Callable,
                  validation_sampler: Callable, batch_size: int = 128, steps_per_epoch: int = 500,
                  watermark: int = 1000, n_validation: int = 16, validation_timeout_s: float = 600.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, routing: RoutingRule | None = None, advertise_host: str | None = None,
+                 prefetch: int = 1, pin_memory: bool | None = None) -> None:
         super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         if watermark < batch_size:
             raise ValueError(f"data.watermark ({watermark}) must be >= data.batch_size ({batch_size})")
+        if steps_per_epoch < 1:
+            raise ValueError(f"data.steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        if n_validation < 1:
+            raise ValueError(f"data.n_validation must be >= 1 (the held-out set scores the model), got {n_validation}")
         self.simulation, self.sampler, self.launcher = simulation, sampler, launcher
-        n_params = simulation.space.dim
-        self.buffer = buffer(fields=simulation.fields, n_params=n_params)
-        self.receiver = receiver(fields=simulation.fields, token=secrets.token_bytes(16))
+        self._buffer_factory, self._receiver_factory = buffer, receiver
         self.validation_sampler = validation_sampler(space=simulation.space)
         self.batch_size, self.steps_per_epoch, self.watermark = batch_size, steps_per_epoch, watermark
         self.n_validation, self.validation_timeout_s, self.seed = n_validation, validation_timeout_s, seed
+        self.routing, self.advertise_host = routing or RoutingRule(), advertise_host
+        self.prefetch = int(prefetch)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.ranks = Ranks()
         self.stream_mean = StreamMean(sum(f.size for f in simulation.fields))
-        self.validation = ValidationStore(simulation)
+        self.validation = ValidationStore(simulation, n_validation)
+        # The buffer is built here (configs and tests read it before setup); the receiver needs
+        # the study token, which rank 0 chooses and sends to the others at setup.
+        self.buffer = buffer(fields=simulation.fields, n_params=simulation.space.dim)
+        self.receiver = None
+        self.registrar: Registrar | None = None
+        self.router: RankRouter | None = None
         self._val: dict[str, torch.Tensor] | None = None
         self._stream: BufferStream | None = None
 
@@ -198,16 +407,41 @@ class StreamingDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if self._val is not None:
             return
+        self.ranks = Ranks.of(self.trainer)
+        world, rank = self.ranks.world_size, self.ranks.rank
+        if self.batch_size % world:
+            raise ValueError(f"data.batch_size={self.batch_size} is the global batch: it must be a multiple of "
+                             f"the {world} trainer ranks")
+        token = self.ranks.broadcast(secrets.token_bytes(16) if rank == 0 else None)
+        self.receiver = self._receiver_factory(fields=self.simulation.fields, token=token)
         self.receiver.start()
+        control = None
+        if world > 1 and rank > 0:
+            self.registrar = Registrar(self.receiver, {"train": self._train_sink}, token,
+                                       control_address(self.receiver._bind_address))
+            control = advertised(self.registrar.address, self.advertise_host)
+        endpoints = [Endpoint(r, data, ctl) for r, (data, ctl) in enumerate(self.ranks.gather_objects(
+            (advertised(self.receiver.address, self.advertise_host), control)))]
+        val = self._start_ensemble(endpoints, token) if rank == 0 else None
+        # The held-out set, once per rank: every rank scores its share of it (val_dataloader).
+        self._val = self.ranks.broadcast(val)
+        if rank > 0:
+            self.validation = None  # rank 0's store is the only one filled
+
+    def _start_ensemble(self, endpoints: list[Endpoint], token: bytes) -> dict[str, torch.Tensor]:
+        """Rank 0: start the launcher, simulate the held-out set, then release the training budget."""
+        self.router = RankRouter(self.receiver, {"train": self._train_sink, "validation": self.validation.add},
+                                 endpoints, token, self.routing)
         # Training simulations start once the held-out set is in. One receiver thread feeds
         # both sinks, and a full buffer that waits for draws (FIFO, Melissa's reservoir) blocks
         # it: held-out samples queued behind would never arrive, and training, whose draws
         # would free space, only starts after them.
-        budget, self.launcher.max_simulations = self.launcher.max_simulations, 0
+        budget = self.launcher.budget
+        self.launcher.set_budget(0)
         try:
-            self.launcher.start(self.receiver, self.sampler, self._train_sink, seed=self.seed)
-            val_ids = self.launcher.submit(self.validation_sampler.sample(self.n_validation),
-                                           self.validation.add, purpose="validation")
+            self.launcher.start(self.router, self.sampler, token, seed=self.seed)
+            val_ids = self.launcher.submit(self.validation_sampler.sample(self.n_validation), purpose="validation")
+            self.validation.expect(val_ids)
             log.info("simulating %d held-out simulations", len(val_ids))
             deadline = time.monotonic() + self.validation_timeout_s
             while not self._settled(val_ids):
@@ -220,11 +454,11 @@ class StreamingDataModule(L.LightningDataModule):
                         "or use a smaller problem")
                 time.sleep(0.1)
         finally:
-            self.launcher.max_simulations = budget
+            self.launcher.set_budget(budget)
         failed = self.launcher.counts("validation")["failed"]
         if failed:
             log.warning("%d of %d held-out simulations failed; validating on the others", failed, len(val_ids))
-        self._val = self.validation.tensors()
+        return self.validation.tensors()
 
     def _settled(self, ids: list[int]) -> bool:
         """Every id either finished on the wire or failed in the launcher."""
@@ -232,8 +466,8 @@ class StreamingDataModule(L.LightningDataModule):
         return all(self.receiver.is_finished(i) or recs[i].state == "failed" for i in ids)
 
     def stream_ended(self) -> bool:
-        """True when no more training data can arrive."""
-        return self.launcher.exhausted
+        """True when no more training data can arrive (known on rank 0, which runs the launcher)."""
+        return self.ranks.rank == 0 and self.launcher.exhausted
 
     @property
     def exhausted(self) -> bool:
@@ -242,49 +476,64 @@ class StreamingDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self._stream is None:
-            self._stream = BufferStream(self.buffer, self.batch_size, self.steps_per_epoch,
-                                        self.watermark, self.stream_ended)
+            world = self.ranks.world_size
+            self._stream = BufferStream(self.buffer, self.batch_size // world, self.steps_per_epoch,
+                                        min(math.ceil(self.watermark / world), self.buffer.capacity),
+                                        self.stream_ended, self.ranks, self.prefetch, self.pin_memory)
         # num_workers=0: a worker process would get a copy of the buffer, not the live one.
         return DataLoader(self._stream, batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
+        """This rank's contiguous share of the held-out set (every row once over all ranks)."""
         data = self.validation_tensors()
-        return DataLoader(StackDataset(**{k: data[k] for k in ("params", "t", "fields")}),
+        n, world, rank = len(data["t"]), self.ranks.world_size, self.ranks.rank
+        rows = slice(rank * n // world, (rank + 1) * n // world)
+        return DataLoader(StackDataset(**{k: data[k][rows] for k in ("params", "t", "fields")}),
                           batch_size=512, shuffle=False)
 
     def validation_tensors(self) -> dict[str, torch.Tensor]:
-        """The held-out set (see :meth:`ValidationStore.tensors`)."""
+        """The whole held-out set (see :meth:`ValidationStore.tensors`), on every rank."""
         if self._val is None:
             raise RuntimeError("call setup() first: the held-out simulations are run there")
         return self._val
 
     # -- status and shutdown ----------------------------------------------------------------
     def status(self) -> dict[str, int]:
-        """Ensemble and stream counters for progress display and metrics."""
+        """Ensemble and stream counters for progress display and metrics (this rank's stream)."""
         train = self.launcher.counts("train")
-        stats = self.receiver.stats()
+        stats = self.receiver.stats() if self.receiver is not None else None
         return {
             "running": train["running"], "done": train["done"], "failed": train["failed"],
             "started": sum(train[s] for s in ("running", "done", "failed", "cancelled")),
-            "received": stats.accepted, "rejected": sum(stats.rejected.values()),
+            "received": stats.accepted if stats else 0, "rejected": stats.n_rejected if stats else 0,
             "buffer": len(self.buffer),
         }
 
     def shutdown(self) -> None:
         """Stop the launcher (and every simulation process), the buffer and the receiver. Idempotent."""
         self.launcher.shutdown()
-        self.buffer.close()
-        self.receiver.stop()
+        self.buffer.close()  # before the stream: a prefetch thread waiting in a draw wakes up
+        if self._stream is not None:
+            self._stream.close()
+        if self.router is not None:
+            self.router.close()
+        if self.registrar is not None:
+            self.registrar.stop()
+        if self.receiver is not None:
+            self.receiver.stop()
 
     def teardown(self, stage: str) -> None:
         self.shutdown()
 
     def state_dict(self) -> dict:
         return {"sampler": self.sampler.state_dict(), "launcher": self.launcher.state_dict(),
+                "routing": self.routing.state_dict(),
                 "stream_mean_sum": self.stream_mean.sum.copy(), "stream_mean_count": self.stream_mean.count}
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state["sampler"])
         self.launcher.load_state_dict(state["launcher"])
+        if "routing" in state:
+            self.routing.load_state_dict(state["routing"])
         self.stream_mean.sum[:] = state["stream_mean_sum"]
         self.stream_mean.count = int(state["stream_mean_count"])

@@ -129,15 +129,85 @@ def test_stream_below_watermark_trains_on_what_it_has_when_the_stream_ended():
     assert len(batches) == 3 and batches[0]["fields"].shape == (4, 1)
 
 
+def wave_sample(sim_id: int, step: int) -> Sample:
+    return Sample(sim_id, step, 0.5 * (step + 1), np.array([1.0, 0.5]), {"u": np.full(2, 10 * sim_id + step, np.float32)})
+
+
 def test_validation_store_orders_rows_by_simulation_and_step():
     sim = DecayingWave(size=2, n_steps=2)
-    store = ValidationStore(sim)
-    for sim_id, step in [(1, 1), (0, 1), (1, 0), (0, 0)]:
-        store.add(Sample(sim_id, step, 0.5 * (step + 1), np.array([1.0, 0.5]),
-                         {"u": np.full(2, 10 * sim_id + step, np.float32)}))
+    store = ValidationStore(sim, n_simulations=2)
+    store.add(wave_sample(1, 1))  # before expect(): the launcher may start a simulation first
+    store.expect([0, 1])
+    for sim_id, step in [(0, 1), (1, 0), (0, 0)]:
+        store.add(wave_sample(sim_id, step))
     t = store.tensors()
     assert t["sim_id"].tolist() == [0, 0, 1, 1]
     assert t["fields"][:, 0].tolist() == [0, 1, 10, 11]
+    # The held-out set is stored once: the tensors are views of the store's arrays.
+    assert t["fields"].data_ptr() == store.tensors()["fields"].data_ptr()
+
+
+def test_validation_store_leaves_out_missing_rows_and_foreign_samples():
+    sim = DecayingWave(size=2, n_steps=2)
+    store = ValidationStore(sim, n_simulations=2)
+    store.expect([3, 7])
+    store.add(wave_sample(7, 0))
+    store.add(wave_sample(7, 5))    # a step the simulation does not have
+    store.add(wave_sample(99, 0))   # not a held-out simulation
+    t = store.tensors()
+    assert t["sim_id"].tolist() == [7] and len(store) == 1
+    with pytest.raises(RuntimeError, match="every validation simulation failed"):
+        ValidationStore(sim, n_simulations=2).tensors()
+
+
+def filled_buffer(n: int = 64) -> ReplayBuffer:
+    buffer = ReplayBuffer(capacity=100, fields=DecayingWave(size=2).fields, n_params=2, seed=3)
+    for k in range(n):
+        buffer.add(Sample(k // 10, k % 10, 0.1 * k, np.array([1.0, 0.5]), {"u": np.full(2, k, np.float32)}))
+    return buffer
+
+
+def test_prefetch_draws_the_same_batches_ahead_of_training():
+    plain = BufferStream(filled_buffer(), 8, 5, watermark=8, stream_ended=lambda: False)
+    ahead = BufferStream(filled_buffer(), 8, 5, watermark=8, stream_ended=lambda: False, prefetch=2)
+    try:
+        for a, b in zip(plain, ahead, strict=True):
+            assert torch.equal(a["fields"], b["fields"]) and torch.equal(a["sim_id"], b["sim_id"])
+    finally:
+        ahead.close()
+
+
+def test_prefetch_passes_on_the_end_of_a_consuming_stream_and_errors():
+    buffer = ReplayBuffer(capacity=100, fields=DecayingWave(size=2).fields, n_params=2, policy=FIFO())
+    for k in range(20):
+        buffer.add(Sample(0, k, 0.1 * k, np.array([1.0, 0.5]), {"u": np.zeros(2, np.float32)}))
+    stream = BufferStream(buffer, 8, 10, watermark=8, stream_ended=lambda: True, prefetch=1)
+    try:
+        sizes = [len(b["t"]) for b in stream]
+        assert sizes == [8, 8, 4] and stream.exhausted
+        assert list(stream) == []  # and stays ended
+    finally:
+        stream.close()
+
+    class Broken(FakeBuffer):
+        def draw(self, batch_size, timeout):
+            raise ValueError("storage is corrupt")
+
+    broken = BufferStream(Broken(100), 4, 3, watermark=10, stream_ended=lambda: False, prefetch=1)
+    try:
+        with pytest.raises(ValueError, match="corrupt"):
+            next(iter(broken))
+    finally:
+        broken.close()
+
+
+def test_batches_are_pinned_when_asked(monkeypatch):
+    # No GPU here, so pinning itself cannot run: check that every tensor of the batch goes through it.
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: pinned.append(self) or self)
+    batch = next(iter(BufferStream(filled_buffer(), 8, 1, watermark=8, stream_ended=lambda: False,
+                                   pin_memory=True)))
+    assert len(pinned) == len(batch) and {"params", "t", "fields", "sim_id", "step"} <= batch.keys()
 
 
 def test_watermark_below_batch_size_is_rejected():
