@@ -7,6 +7,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -30,11 +32,13 @@ log = logging.getLogger("gensim.train")
 
 
 @torch.no_grad()
-def evaluate(model, datamodule) -> dict[str, float]:
+def evaluate(model, datamodule, device: torch.device | str = "cpu", chunk: int = 1024) -> dict[str, float]:
     """Held-out relative L2 of the model and of the trivial predictor (the training mean field).
 
-    A model may add its own held-out metrics (distribution metrics of a generative model, say)
-    through an optional method ``heldout_metrics(validation_tensors, datamodule) -> dict``.
+    Predictions run on ``device`` (the training device) ``chunk`` samples at a time and only the
+    errors come back to the host. A model may add its own held-out metrics (distribution metrics
+    of a generative model, say) through an optional method
+    ``heldout_metrics(validation_tensors, datamodule) -> dict``.
 
     Returns
     -------
@@ -42,35 +46,73 @@ def evaluate(model, datamodule) -> dict[str, float]:
         ``val_rel_l2_mean``, ``val_rel_l2_p99``, ``trivial_rel_l2_mean``, ``trivial_rel_l2_p99``,
         and the model's own.
     """
-    model.eval()
+    model.to(device).eval()
     val = datamodule.validation_tensors()
     extra = model.heldout_metrics(val, datamodule) if hasattr(model, "heldout_metrics") else {}
     fields = datamodule.simulation.fields
-    preds = torch.cat([model(p, t) for p, t in zip(val["params"].split(1024), val["t"].split(1024))])
-    ours = summarize_errors(relative_l2(preds, val["fields"], fields))
+    errors = [relative_l2(model(p.to(device), t.to(device)), y.to(device), fields).cpu()
+              for p, t, y in zip(*(val[k].split(chunk) for k in ("params", "t", "fields")))]
+    ours = summarize_errors(torch.cat(errors))
     mean_field = torch.from_numpy(datamodule.stream_mean.mean()).expand_as(val["fields"])
     trivial = summarize_errors(relative_l2(mean_field, val["fields"], fields))
     return {"val_rel_l2_mean": ours["mean"], "val_rel_l2_p99": ours["p99"],
             "trivial_rel_l2_mean": trivial["mean"], "trivial_rel_l2_p99": trivial["p99"], **extra}
 
 
-def study_metrics(datamodule, throughput: TrainingThroughput, wall_s: float) -> dict:
-    """Ensemble, stream and throughput counters of a finished study."""
-    train = datamodule.launcher.counts("train")
+def normalizer_digest(model) -> str:
+    """A short digest of the model's frozen normalizer statistics (equal on every rank when merged)."""
+    digest = hashlib.sha1()
+    for name, buf in sorted(model.state_dict().items()):
+        if "_norm." in name:
+            digest.update(name.encode() + buf.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def rank_stats(trainer, model, datamodule, throughput: TrainingThroughput) -> list[dict]:
+    """Every rank's stream and training counters, in rank order (a collective: all ranks call it).
+
+    As a side effect, rank 0's trivial predictor becomes the mean over every rank's stream.
+    """
     stats = datamodule.receiver.stats()
+    mine = {"rank": datamodule.ranks.rank, "samples_received": stats.accepted,
+            "samples_rejected": stats.n_rejected, "train_samples": throughput.samples,
+            "train_seconds": throughput.seconds, "steps": int(trainer.global_step),
+            "normalizer_digest": normalizer_digest(model), "buffer": datamodule.buffer.stats(),
+            "stream_sum": datamodule.stream_mean.sum, "stream_count": datamodule.stream_mean.count}
+    everyone = datamodule.ranks.gather_objects(mine)
+    datamodule.stream_mean.sum = np.sum([r.pop("stream_sum") for r in everyone], axis=0)
+    datamodule.stream_mean.count = sum(r.pop("stream_count") for r in everyone)
+    return everyone
+
+
+def study_metrics(datamodule, ranks: list[dict], wall_s: float) -> dict:
+    """Ensemble, stream and throughput counters of a finished study, summed over ranks."""
+    train = datamodule.launcher.counts("train")
+    local = datamodule.receiver.stats()
+    seconds = max(r["train_seconds"] for r in ranks)
+    heldout = datamodule.validation_tensors()
+    samples = sum(r["train_samples"] for r in ranks)
     return {
         "simulations_started": sum(train[s] for s in ("running", "done", "failed", "cancelled")),
         "simulations_finished": train["done"],
         "simulations_failed": train["failed"],
         "simulations_cancelled": train["cancelled"],
         "validation_simulations": sum(datamodule.launcher.counts("validation").values()),
-        "samples_received": stats.accepted,
-        "samples_rejected": sum(stats.rejected.values()),
-        "samples_rejected_by_reason": dict(stats.rejected),
-        "train_samples": throughput.samples,
-        "train_samples_per_s": throughput.samples_per_s,
+        "samples_received": sum(r["samples_received"] for r in ranks),
+        "samples_rejected": sum(r["samples_rejected"] for r in ranks),
+        "samples_rejected_by_reason": dict(local.rejected),  # rank 0's receiver
+        "train_samples": samples,
+        "train_samples_per_s": samples / seconds if seconds > 0 else 0.0,
         "wall_s": wall_s,
-        "buffer": datamodule.buffer.stats(),
+        "heldout_samples": len(heldout["t"]),
+        "heldout_bytes": sum(v.numel() * v.element_size() for v in heldout.values()),
+        "world_size": len(ranks),
+        "samples_received_per_rank": [r["samples_received"] for r in ranks],
+        "train_samples_per_rank": [r["train_samples"] for r in ranks],
+        "steps_per_rank": [r["steps"] for r in ranks],
+        "normalizer_digest_per_rank": [r["normalizer_digest"] for r in ranks],
+        "buffer": ranks[0]["buffer"],
+        "buffer_per_rank": [r["buffer"] for r in ranks],
     }
 
 
@@ -87,14 +129,32 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
         f" {metrics['simulations_failed']} failed (+{metrics['validation_simulations']} held-out)",
         f" samples                {metrics['samples_received']} received, {metrics['samples_rejected']} rejected",
         f" training               {metrics['train_samples']} samples, {metrics['train_samples_per_s']:.0f} samples/s",
-        "=" * 64,
     ]
+    if metrics["world_size"] > 1:
+        lines.append(f" per rank               received {metrics['samples_received_per_rank']}, "
+                     f"trained {metrics['train_samples_per_rank']}, steps {metrics['steps_per_rank']}")
+    lines.append("=" * 64)
     print("\n".join(lines), flush=True)
 
 
+def check_strategy(cfg: DictConfig) -> None:
+    """Refuse the strategies that copy the trainer into new processes: the data module holds live
+    threads and sockets (receiver, launcher), which cannot be pickled."""
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    if "spawn" in strategy or "fork" in strategy:
+        raise ValueError(f"trainer.strategy={strategy} starts ranks by copying the trainer, which holds the live "
+                         "stream (threads, sockets); use trainer=ddp (Lightning's ddp strategy starts each "
+                         "rank as a new process running gensim-train)")
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Run one study and return its metrics (also written to ``run_dir/metrics.json``)."""
+    """Run one study and return its metrics (also written to ``run_dir/metrics.json`` by rank 0).
+
+    Under a distributed trainer every rank runs this function; rank 0 alone runs the ensemble,
+    writes the outputs and returns the metrics, the other ranks return an empty dict.
+    """
     start = time.perf_counter()
+    check_strategy(cfg)
     L.seed_everything(cfg.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -130,11 +190,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         trainer.fit(model, datamodule=datamodule)
         if trainer.interrupted:
             raise KeyboardInterrupt
-        metrics = evaluate(model, datamodule)
+        ranks = rank_stats(trainer, model, datamodule, throughput)
+        if trainer.global_rank != 0:
+            return {}
+        metrics = evaluate(model, datamodule, device=trainer.strategy.root_device)
     finally:
         datamodule.shutdown()
-        launcher.ledger.write_json(run_dir / "simulations.json")
-    metrics |= study_metrics(datamodule, throughput, time.perf_counter() - start)
+        if trainer.global_rank == 0:
+            launcher.ledger.write_json(run_dir / "simulations.json")
+    metrics |= study_metrics(datamodule, ranks, time.perf_counter() - start)
     # Extra callbacks may report study-level numbers too (BufferStats: the buffer's divergence).
     for callback in extra_callbacks:
         if hasattr(callback, "study_metrics"):

@@ -60,11 +60,16 @@ class TrainingThroughput(Callback):
 
 class StopWhenStreamExhausted(Callback):
     """Stop training when the data module can serve no more batches (a FIFO buffer, used up,
-    after the last simulation), instead of looping over empty pseudo-epochs."""
+    after the last simulation), instead of looping over empty pseudo-epochs.
+
+    The decision is reduced over the trainer ranks (any rank used up stops all), so that no rank
+    goes on alone into an all-reduce that the others never join.
+    """
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
-        if dm is not None and getattr(dm, "exhausted", False):
+        exhausted = dm is not None and bool(getattr(dm, "exhausted", False))
+        if trainer.strategy.reduce_boolean_decision(exhausted, all=False):
             log.warning("the simulations ended and the buffer is used up: training stops at step %d "
                         "(before trainer.max_steps=%s)", trainer.global_step, trainer.max_steps)
             trainer.should_stop = True
