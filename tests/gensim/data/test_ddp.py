@@ -1,0 +1,153 @@
+"""Data-parallel on-line training for real: ``gensim-train trainer=ddp`` with 2 gloo ranks on CPU.
+
+Each test runs the study as a user would (Lightning starts the second rank as a new process)
+on the tiny analytic problem, bounded by a timeout, and stops every process it started.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from gensim.baselines.offline import study_simulations
+from gensim.metrics import relative_l2, summarize_errors
+
+TESTS_DIR = Path(__file__).parent
+
+TINY_DDP = [
+    "simulation=decaying_wave", "launcher.max_simulations=24", "launcher.n_parallel=2",
+    # The watermark is every training sample (24 x 10 steps, 120 per rank): training starts once
+    # all arrived, so the per-rank counts below are exact whatever the machine's speed.
+    "data.n_validation=4", "data.batch_size=32", "data.watermark=240", "data.steps_per_epoch=40",
+    "buffer=reservoir", "buffer.capacity=256", "model.net.hidden=[32,32]", "model.warmup_steps=10",
+    "model.normalizer_warmup_batches=5", "trainer.max_steps=120",
+    "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+]
+
+
+def run_study(run_dir: Path, *overrides: str, timeout: float = 240.0) -> str:
+    """Run gensim-train to the end; return its output. Kills what is left on failure or timeout."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "gensim.train", *overrides, f"hydra.run.dir={run_dir}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out = "(timed out)"
+    finally:
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        for p in [*children, proc]:
+            try:
+                p.kill()
+            except (psutil.NoSuchProcess, ProcessLookupError):
+                pass
+        proc.wait(timeout=10)
+    assert proc.returncode == 0, out[-6000:]
+    return out
+
+
+def evaluate_checkpoint(run_dir: Path) -> dict[str, float]:
+    """Held-out relative L2 of the final checkpoint, in this one process, on the held-out
+    simulations re-simulated from simulations.json (the analytic problem is deterministic)."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    simulation = instantiate(cfg.simulation)
+    model = instantiate(cfg.model)(fields=simulation.fields, n_params=simulation.space.dim)
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    sims, _ = study_simulations(run_dir, "validation")
+    params, t, fields = (torch.from_numpy(np.asarray(a, np.float32)) for a in sims.snapshots())
+    with torch.no_grad():
+        errors = relative_l2(model(params, t), fields, simulation.fields)
+    return summarize_errors(errors)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> tuple[Path, str]:
+    run_dir = tmp_path_factory.mktemp("ddp") / "run"
+    return run_dir, run_study(run_dir, *TINY_DDP)
+
+
+def test_the_ensemble_is_simulated_once_and_routed_to_both_ranks(ddp_run):
+    run_dir, _ = ddp_run
+    records = json.loads((run_dir / "simulations.json").read_text())
+    ids = [r["sim_id"] for r in records]
+    assert len(ids) == len(set(ids)) == 24 + 4, "each simulation must appear once in the ledger"
+    train = [r for r in records if r["purpose"] == "train"]
+    assert all(r["state"] == "done" for r in records), {r["state"] for r in records}
+    # Round-robin: the training simulations alternate between the ranks; held-out ones on rank 0.
+    assert sorted(r["rank"] for r in train) == [0] * 12 + [1] * 12
+    assert all(r["rank"] == 0 for r in records if r["purpose"] == "validation")
+
+
+def test_both_ranks_train_in_lockstep_on_their_own_stream(ddp_run):
+    run_dir, _ = ddp_run
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["world_size"] == 2
+    # 12 training simulations of 10 steps per rank; rank 0 also received the 4 x 10 held-out steps.
+    assert m["samples_received_per_rank"] == [120 + 40, 120]
+    assert m["samples_received"] == 280
+    assert m["steps_per_rank"] == [120, 120]
+    # The global batch of 32 is split: 16 samples per rank and step.
+    assert m["train_samples_per_rank"] == [120 * 16, 120 * 16]
+    # Normalizer statistics merged over ranks before they froze: identical everywhere.
+    assert len(set(m["normalizer_digest_per_rank"])) == 1, m["normalizer_digest_per_rank"]
+
+
+def test_held_out_metrics_equal_a_single_process_evaluation_of_the_checkpoint(ddp_run):
+    run_dir, _ = ddp_run
+    m = json.loads((run_dir / "metrics.json").read_text())
+    single = evaluate_checkpoint(run_dir)
+    # Same weights, same 40 held-out rows, float32 on one CPU: equal up to summation order.
+    assert math.isclose(m["val_rel_l2_mean"], single["mean"], rel_tol=1e-5), (m["val_rel_l2_mean"], single)
+    assert math.isclose(m["val_rel_l2_p99"], single["p99"], rel_tol=1e-5), (m["val_rel_l2_p99"], single)
+    # The last validation during training ran sharded over both ranks (20 rows each) and gathered
+    # every row: it scores the same final weights, so it must equal the full-set value too.
+    rows = (run_dir / "logs" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    col = header.index("val_rel_l2_mean")
+    logged = [float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]]
+    assert math.isclose(logged[-1], single["mean"], rel_tol=1e-5), (logged[-1], single["mean"])
+
+
+def test_only_rank_zero_writes_the_outputs(ddp_run):
+    run_dir, out = ddp_run
+    assert out.count("gensim study finished") == 1, "the summary must be printed by rank 0 only"
+    assert sorted(p.name for p in run_dir.rglob("metrics.json")) == ["metrics.json"]
+    assert len(list(run_dir.rglob("simulations.json"))) == 1
+
+
+def test_a_rank_without_data_for_a_while_neither_hangs_nor_desynchronizes(tmp_path):
+    """Rank 1 gets no simulation until the 10th (skewed routing), and its FIFO buffer runs dry
+    while rank 0's still has data: the ranks wait for each other at the watermark, agree on every
+    consuming draw, and stop together when one FIFO is used up."""
+    run_dir = tmp_path / "run"
+    overrides = [o for o in TINY_DDP
+                 if not o.startswith(("buffer", "trainer.max_steps", "launcher.n_parallel", "data.watermark"))]
+    run_study(run_dir, *overrides, "launcher.n_parallel=1", "buffer=fifo", "buffer.capacity=128",
+              "data.watermark=64", "trainer.max_steps=100000",
+              "data.routing._target_=skewed_routing.FirstToRankZero", "+data.routing.first=10")
+    m = json.loads((run_dir / "metrics.json").read_text())
+    records = json.loads((run_dir / "simulations.json").read_text())
+    train_ranks = [r["rank"] for r in sorted(records, key=lambda r: r["sim_id"]) if r["purpose"] == "train"]
+    assert train_ranks[:10] == [0] * 10 and set(train_ranks[10:]) == {0, 1}
+    assert m["samples_received_per_rank"][1] > 0
+    assert m["steps_per_rank"][0] == m["steps_per_rank"][1] > 0
+    # A FIFO uses every sample at most once: no rank trained on more samples than it received.
+    assert m["train_samples_per_rank"][0] <= m["samples_received_per_rank"][0] - 40
+    assert m["train_samples_per_rank"][1] <= m["samples_received_per_rank"][1]
