@@ -425,6 +425,9 @@ class StreamingDataModule(L.LightningDataModule):
         val = self._start_ensemble(endpoints, token) if rank == 0 else None
         # The held-out set, once per rank: every rank scores its share of it (val_dataloader).
         self._val = self.ranks.broadcast(val)
+        if len(self._val["t"]) < world:  # every rank must validate, or one waits in the gather alone
+            raise ValueError(f"the held-out set has {len(self._val['t'])} samples for {world} trainer ranks; "
+                             "raise data.n_validation")
         if rank > 0:
             self.validation = None  # rank 0's store is the only one filled
 
