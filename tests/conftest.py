@@ -36,7 +36,8 @@ class SlurmCluster:
     env : dict[str, str]
         ``os.environ`` plus what SLURM clients need (``SLURM_CONF``), for subprocesses.
     cpus : int
-        CPUs the node advertises (jobs asking for more stay pending).
+        CPUs the node advertises: at least 4, more than this machine may have (jobs asking for
+        more than ``cpus`` in all stay pending).
 
     Notes
     -----
@@ -97,7 +98,12 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
 
     directory = tmp_path_factory.mktemp("slurm")
     partition = "gensim"
-    script_env = {**os.environ, "PATH": _SEARCH_PATH, "GENSIM_SLURM_PARTITION": partition}
+    # The node advertises at least 4 CPUs (SlurmdParameters=config_overrides lets it exceed
+    # nproc): a two-task job and a job it submits must fit at once on a 2-core CI machine, and
+    # the tests' jobs are tiny. GENSIM_SLURM_CPUS overrides.
+    cpus = os.environ.get("GENSIM_SLURM_CPUS") or str(max(4, os.cpu_count() or 1))
+    script_env = {**os.environ, "PATH": _SEARCH_PATH, "GENSIM_SLURM_PARTITION": partition,
+                  "GENSIM_SLURM_CPUS": cpus}
     command = ["bash", str(SLURM_SCRIPT)]
     previous_conf = os.environ.get("SLURM_CONF")
     try:
@@ -107,13 +113,13 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
             pytest.fail(f"tests/slurm/cluster.sh start failed ({started.returncode}):\n"
                         f"{started.stdout}\n{started.stderr}")
         conf = directory / "slurm.conf"
-        cpus = int(subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True,
-                                  env={**script_env, "SLURM_CONF": str(conf)}, timeout=30,
-                                  check=True).stdout.split()[0])
+        advertised = int(subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True,
+                                        text=True, env={**script_env, "SLURM_CONF": str(conf)},
+                                        timeout=30, check=True).stdout.split()[0])
         os.environ["SLURM_CONF"] = str(conf)
         yield SlurmCluster(partition=partition, conf=conf, directory=directory,
                            env={**os.environ, "PATH": _SEARCH_PATH, "SLURM_CONF": str(conf)},
-                           cpus=cpus)
+                           cpus=advertised)
     finally:
         if previous_conf is None:
             os.environ.pop("SLURM_CONF", None)
