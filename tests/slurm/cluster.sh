@@ -30,6 +30,8 @@
 # accounting_storage/none, no slurmdbd), so `sacct` does not work here: check jobs with
 # `squeue` and `scontrol show job <id>` (kept MinJobAge seconds after the job ends).
 set -euo pipefail
+# Debian installs the daemons in /usr/sbin, which a non-login PATH may lack.
+PATH="$PATH:/usr/sbin:/usr/local/sbin"
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
