@@ -47,7 +47,7 @@ conf="$dir/slurm.conf"
 # ---- pid bookkeeping: a pid counts as ours only if it is alive and its command line names our
 # ---- directory (so a recycled pid is never signalled).
 pid_of() {  # name -> pid recorded by this script, or nothing
-    [[ -f "$dir/pids/$1" ]] && cat "$dir/pids/$1" || true
+    if [[ -f "$dir/pids/$1" ]]; then cat "$dir/pids/$1"; fi
 }
 ours() {  # name -> success if the recorded process is alive and started by us for this dir
     local pid; pid="$(pid_of "$1")"
@@ -121,7 +121,7 @@ EOF
 }
 
 write_config() {
-    local host cpus mem_mb ports ctld_port slurmd_port name
+    local host cpus mem_mb ctld_port slurmd_port name
     host="$(hostname -s)"
     cpus="${GENSIM_SLURM_CPUS:-$(nproc)}"
     # 90 % of this machine's memory, in MB, so that jobs asking --mem fit and the node is not
