@@ -11,6 +11,7 @@ import torch
 
 from gensim.metrics import diversity_ratio, distribution_metrics, simulator_samples, summarize_distribution
 from gensim.models.base import FieldSurrogate
+from gensim.models.distributed import computed_on_rank_zero
 
 log = logging.getLogger("gensim.models")
 
@@ -274,10 +275,23 @@ class GenerativeSurrogate(FieldSurrogate):
         return out | (self.distribution_report(ref) if ref is not None else {})
 
     def on_validation_epoch_end(self) -> None:
+        """Log the point-prediction errors (see the base class), then the diversity and
+        distribution checks on the held-out design.
+
+        The checks are seeded and read the data module's whole held-out set, so under DDP rank
+        0 alone computes them and sends the numbers to the other ranks: every rank logs the
+        same values, and ranks that share cores do not repeat the simulator's reference runs.
+        """
         super().on_validation_epoch_end()
         dm = self.trainer.datamodule if self._trainer is not None else None
         if dm is None or not hasattr(dm, "validation_tensors"):
             return  # plain dataloaders (unit tests): no held-out design to check against
+        report = computed_on_rank_zero(lambda: self._validation_report(dm))
+        for key, value in report.items():
+            self.log(f"val_{key}", value, prog_bar=key in ("diversity_ratio", "energy_distance_ratio"))
+
+    def _validation_report(self, dm) -> dict[str, float]:
+        """Diversity and (every validation, when configured) the cheap distribution metrics."""
         validation = dm.validation_tensors()
         report = self.diversity_report(validation)
         if self.check.every_validation:
@@ -286,5 +300,4 @@ class GenerativeSurrogate(FieldSurrogate):
                 full = self.distribution_report(ref)
                 report |= {k: full[k] for k in ("energy_distance_ratio", "std_rel_error", "spectrum_error")
                            if k in full}
-        for key, value in report.items():
-            self.log(f"val_{key}", value, prog_bar=key in ("diversity_ratio", "energy_distance_ratio"))
+        return report
