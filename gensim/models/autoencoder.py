@@ -91,9 +91,12 @@ class Autoencoder(FieldSurrogate):
 
     @torch.no_grad()
     def heldout_metrics(self, validation: dict[str, torch.Tensor], datamodule) -> dict[str, float]:
-        """Held-out reconstruction relative L2 (mean and p99 over rows and fields) and the latent size."""
+        """Held-out reconstruction relative L2 (mean and p99 over rows and fields) and the latent size.
+
+        The held-out fields may be on any device; chunks go to the model's, reconstructions come back.
+        """
         fields = validation["fields"]
-        recon = torch.cat([self.reconstruct(chunk) for chunk in fields.split(1024)])
+        recon = torch.cat([self.reconstruct(chunk.to(self.device)).to(fields.device) for chunk in fields.split(1024)])
         summary = summarize_errors(relative_l2(recon, fields, self.fields))
         return {"recon_rel_l2_mean": summary["mean"], "recon_rel_l2_p99": summary["p99"],
                 "latent_dim": float(self.hparams.latent_dim)}

@@ -44,7 +44,11 @@ class FieldSurrogate(L.LightningModule):
     ``hparams``.
 
     Validation computes the held-out relative L2 of ``self(params, t)`` (the point prediction) and
-    logs ``val_rel_l2_mean`` and ``val_rel_l2_p99``.
+    logs ``val_rel_l2_mean`` and ``val_rel_l2_p99`` of the whole held-out set: under DDP the
+    per-sample errors of every rank's shard are gathered, so every rank logs the same numbers.
+
+    Batches move to the device without ``sim_id`` and ``step`` (see
+    :meth:`transfer_batch_to_device`).
 
     Parameters
     ----------
@@ -130,6 +134,9 @@ class FieldSurrogate(L.LightningModule):
                 for key, value in batch.items()}
 
     # -- validation: the point prediction ------------------------------------------------------
+    #: Logged names are ``f"{validation_prefix}_mean"`` and ``f"{validation_prefix}_p99"``.
+    validation_prefix: str = "val_rel_l2"
+
     def validation_errors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-sample held-out errors of a validation batch, shape (B, n_fields), float64.
 
@@ -138,9 +145,6 @@ class FieldSurrogate(L.LightningModule):
         :attr:`validation_prefix`.
         """
         return relative_l2(self(batch["params"], batch["t"]), batch["fields"], self.fields)
-
-    #: Logged names are ``f"{validation_prefix}_mean"`` and ``f"{validation_prefix}_p99"``.
-    validation_prefix: str = "val_rel_l2"
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # Kept on the device: gathered across ranks at the epoch's end, one transfer then.

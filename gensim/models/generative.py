@@ -16,6 +16,18 @@ from gensim.models.distributed import computed_on_rank_zero
 log = logging.getLogger("gensim.models")
 
 
+def standard_normal(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """N(0, 1) draws of ``shape`` on ``like``'s device and in its dtype.
+
+    A seeded generator draws on its own device (the host for ``torch.Generator()``) and the draws
+    are copied to ``like``'s: a seeded check gives the same samples whether the model is on the
+    host or on a GPU (a host generator cannot draw on a GPU).
+    """
+    if generator is None:
+        return torch.randn(shape, device=like.device, dtype=like.dtype)
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=like.dtype).to(like.device)
+
+
 @dataclass
 class DistributionCheck:
     """How a generative surrogate is compared with its simulation on the held-out design.
@@ -176,7 +188,7 @@ class GenerativeSurrogate(FieldSurrogate):
             Physical units, flattened in field order.
         """
         cond = self.condition(params, t).repeat_interleave(int(n), dim=0)
-        z = torch.randn(cond.shape[0], self.latent_dim, generator=generator, device=cond.device, dtype=cond.dtype)
+        z = standard_normal((cond.shape[0], self.latent_dim), cond, generator)
         y = self.add_noise(self.generate(cond, z), generator)
         return self.out_norm.denormalize(y).reshape(params.shape[0], int(n), self.n_out)
 
@@ -211,7 +223,8 @@ class GenerativeSurrogate(FieldSurrogate):
         Parameters
         ----------
         validation : dict
-            ``{"params": (N, P), "t": (N,), "fields": (N, D)}``, one realization per row.
+            ``{"params": (N, P), "t": (N,), "fields": (N, D)}``, one realization per row, on any
+            device (the sampled rows go to the model's).
 
         Returns
         -------
@@ -223,8 +236,9 @@ class GenerativeSurrogate(FieldSurrogate):
         n_rows = validation["fields"].shape[0]
         idx = torch.linspace(0, n_rows - 1, min(self.check.diversity_rows, n_rows)).round().long().unique()
         gen = torch.Generator().manual_seed(1)
-        samples = self.sample(validation["params"][idx], validation["t"][idx], self.check.diversity_samples, gen)
-        ratio = diversity_ratio(samples, validation["fields"][idx])
+        params, t = (validation[k][idx.to(validation[k].device)].to(self.device) for k in ("params", "t"))
+        samples = self.sample(params, t, self.check.diversity_samples, gen).cpu()
+        ratio = diversity_ratio(samples, validation["fields"][idx.to(validation["fields"].device)].cpu())
         return {"diversity_ratio": ratio, "mode_collapse": float(ratio < self.check.collapse_threshold)}
 
     def reference(self, simulation, validation: dict[str, torch.Tensor]) -> Reference | None:
@@ -251,7 +265,8 @@ class GenerativeSurrogate(FieldSurrogate):
         gen = torch.Generator().manual_seed(2)
         rows = []
         for c in range(ref.params.shape[0]):
-            samples = self.sample(ref.params[c:c + 1], ref.t[c:c + 1], ref.samples.shape[1], gen)[0]
+            samples = self.sample(ref.params[c:c + 1].to(self.device), ref.t[c:c + 1].to(self.device),
+                                  ref.samples.shape[1], gen)[0].cpu()
             rows.append(distribution_metrics(
                 samples, ref.samples[c], ref.floor_samples[c], self.fields,
                 exact_mean=None if ref.exact_mean is None else ref.exact_mean[c],

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from gensim.models import DeterministicSurrogate
 from gensim.models.components import MLP
+from gensim.models.generative import standard_normal
 from gensim.simulations import DecayingWave
 
 SIM = DecayingWave(size=8, n_steps=5)
@@ -80,3 +81,11 @@ def test_bf16_mixed_precision_trains_and_validates_on_cpu(tmp_path):
     assert next(model.decoder.parameters()).dtype == torch.float32
     assert np.isfinite(float(trainer.callback_metrics["train_loss"]))
     assert np.isfinite(float(trainer.callback_metrics["val_rel_l2_mean"]))
+
+
+def test_seeded_generative_draws_do_not_depend_on_the_models_device():
+    host = standard_normal((3, 4), torch.zeros(0), torch.Generator().manual_seed(7))
+    assert torch.equal(host, torch.randn(3, 4, generator=torch.Generator().manual_seed(7)))
+    # A host generator cannot draw on a GPU: the draws are made on the host, then copied.
+    moved = standard_normal((3, 4), torch.zeros(0, device="meta"), torch.Generator().manual_seed(7))
+    assert moved.device.type == "meta" and moved.shape == (3, 4)
