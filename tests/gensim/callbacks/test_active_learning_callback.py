@@ -232,7 +232,7 @@ class BudgetLauncher:
         return {"pending": 0, "running": 0, "done": 0, "failed": 0}
 
 
-class RankZerosLauncher(BudgetLauncher):
+class IdleLauncher(BudgetLauncher):
     """What ranks other than 0 hold: a launcher object that must not be used."""
 
     def set_budget(self, n: int) -> None:
@@ -281,10 +281,10 @@ def test_pacing_refuses_what_it_cannot_pace(kwargs, match):
 
 
 def test_pacing_leaves_the_launcher_of_other_ranks_alone():
-    fake = fake_trainer(rank=1, launcher=RankZerosLauncher(BUDGET))
+    fake = fake_trainer(rank=1, launcher=IdleLauncher(BUDGET))
     pacing = SimulationPacing(n_initial=8)
     pacing.setup(fake, Toy(), "fit")
-    pacing.on_train_batch_start(fake, Toy(), None, 0)  # RankZerosLauncher raises if touched
+    pacing.on_train_batch_start(fake, Toy(), None, 0)  # IdleLauncher raises if touched
 
 
 class OnDevice(Toy):
@@ -386,7 +386,7 @@ def ledger() -> dict[int, SimpleNamespace]:
 
 def _active_learning_worker(rank: int) -> dict:
     sampler = RecordingSampler() if rank == 0 else None  # rank 0 owns the sampler and the launcher
-    launcher = BudgetLauncher(BUDGET, ledger()) if rank == 0 else RankZerosLauncher(BUDGET)
+    launcher = BudgetLauncher(BUDGET, ledger()) if rank == 0 else IdleLauncher(BUDGET)
     fake = fake_trainer(sampler=sampler, rank=rank, launcher=launcher)
     fake.datamodule.sampler = sampler
     callback = ActiveLearning(tell_every_n_steps=TELL_EVERY, smoothing=0.5)
