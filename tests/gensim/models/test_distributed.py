@@ -139,13 +139,19 @@ def shard_batches(rows: range, batch_size: int = 16) -> DataLoader:
 SPLITS = {"unequal": (range(0, 27), range(27, 40)), "empty": (range(0, 40), range(40, 40))}
 
 
-def _validation_worker(rank: int) -> dict:
-    # Lightning reads the ranks from the environment (as under torchrun) and finds the process
-    # group already initialized. The shards are the ranks' own: no DistributedSampler on top.
+def ddp_trainer(rank: int, **kwargs) -> L.Trainer:
+    """A Lightning DDP trainer in an already spawned rank of the gloo group.
+
+    Lightning reads the ranks from the environment (as under torchrun) and finds the process
+    group initialized. The loaders are the ranks' own shards: no DistributedSampler on top.
+    """
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), NODE_RANK="0")
-    trainer = L.Trainer(accelerator="cpu", devices=WORLD, strategy="ddp", use_distributed_sampler=False,
-                        logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False)
+    return L.Trainer(accelerator="cpu", devices=WORLD, strategy="ddp", use_distributed_sampler=False, logger=False,
+                     enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, **kwargs)
+
+
+def _validation_worker(rank: int) -> dict:
+    trainer = ddp_trainer(rank)
     model = heldout_model()
     out = {}
     for name, shards in SPLITS.items():
@@ -170,3 +176,40 @@ def test_heldout_metrics_cover_the_whole_set_and_agree_across_ranks(tmp_path):
             # reference's: agreement to float32 precision.
             assert metrics["val_rel_l2_mean"] == pytest.approx(expected["mean"], rel=1e-6)
             assert metrics["val_rel_l2_p99"] == pytest.approx(expected["p99"], rel=1e-6)
+
+
+# --- a DDP fit: the normalizers learn from both ranks' streams and freeze together ----------------
+
+FIT_STEPS, FIT_WARMUP = 5, 3
+
+
+def train_batches(rank: int) -> list[dict[str, torch.Tensor]]:
+    """Rank ``rank``'s stream: different data, and batch sizes, on each rank (seeded)."""
+    gen = torch.Generator().manual_seed(20 + rank)
+    size = (6, 10)[rank]
+    return [{"params": torch.rand(size, 2, generator=gen) * (1 + rank) + torch.tensor([1.0, 0.1]),
+             "t": torch.rand(size, generator=gen), "fields": torch.rand(size, SIM.fields[0].size, generator=gen) + rank,
+             "sim_id": torch.full((size,), rank), "step": torch.zeros(size, dtype=torch.int64)}
+            for _ in range(FIT_STEPS)]
+
+
+def _fit_worker(rank: int) -> dict:
+    torch.manual_seed(0)
+    model = DeterministicSurrogate(SIM.fields, 2, net=partial(MLP, hidden=(16,)), warmup_steps=2,
+                                   normalizer_warmup_batches=FIT_WARMUP)
+    trainer = ddp_trainer(rank, max_steps=FIT_STEPS, num_sanity_val_steps=0)
+    trainer.fit(model, train_dataloaders=DataLoader(train_batches(rank), batch_size=None))
+    return {"global_step": trainer.global_step, "frozen": model.out_norm.frozen and model.in_norm.frozen,
+            "norms": {k: v for k, v in model.state_dict().items() if k.startswith(("in_norm.", "out_norm."))}}
+
+
+def test_ddp_fit_freezes_the_same_normalizers_on_every_rank(tmp_path):
+    first, second = run_ranks(_fit_worker, tmp_path)
+    assert first["global_step"] == second["global_step"] == FIT_STEPS
+    assert first["frozen"] and second["frozen"]
+    for key, value in first["norms"].items():
+        assert torch.equal(value, second["norms"][key]), key
+    # The statistics of both ranks' warm-up batches together; round-off as in the test above.
+    fields = torch.cat([b["fields"] for rank in range(WORLD) for b in train_batches(rank)[:FIT_WARMUP]]).double()
+    assert first["norms"]["out_norm.count"].item() == len(fields)
+    torch.testing.assert_close(first["norms"]["out_norm.mean"], fields.mean(0), rtol=1e-12, atol=0)
