@@ -12,6 +12,9 @@
 
 Both reach the stream at run time through ``trainer.datamodule`` (its ``sampler``, ``launcher``,
 ``buffer`` and ``simulation``), never through a second instance from the config.
+
+Under DDP the sampler and the launcher are rank 0's: every rank scores the simulations it
+receives, rank 0 gathers the scores and tells, and only rank 0 paces its launcher.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from gensim.metrics import relative_l2
+from gensim.models.distributed import gather_objects
 
 log = logging.getLogger("gensim.callbacks")
 
@@ -44,7 +48,7 @@ class SnapshotDisagreement:
 
     Calling it is thread-safe with respect to training: the snapshots are copies that training
     never touches, so the launcher's thread may score candidates while the trainer's thread
-    trains.
+    trains. The snapshots stay on the model's device; candidates go there and scores come back.
 
     Parameters
     ----------
@@ -104,11 +108,12 @@ class SnapshotDisagreement:
             return np.zeros(m)
         seen = np.sort(np.fromiter(self._times, float)) if self._times else np.zeros(1)
         times = np.quantile(seen, np.linspace(0.0, 1.0, self.n_times), method="nearest")
-        params = torch.as_tensor(np.repeat(points, len(times), axis=0), dtype=torch.float32)
-        t = torch.as_tensor(np.tile(times, m), dtype=torch.float32)
+        device = snapshots[0].device
+        params = torch.as_tensor(np.repeat(points, len(times), axis=0), dtype=torch.float32, device=device)
+        t = torch.as_tensor(np.tile(times, m), dtype=torch.float32, device=device)
         preds = torch.stack([s(params, t).double() for s in snapshots])  # (K, m * T, D)
         spread = preds.var(dim=0).sum(dim=1) / preds.pow(2).sum(dim=2).mean(dim=0).clamp_min(1e-30)
-        return spread.reshape(m, len(times)).mean(dim=1).numpy()
+        return spread.reshape(m, len(times)).mean(dim=1).cpu().numpy()
 
 
 class ActiveLearning(Callback):
@@ -123,13 +128,20 @@ class ActiveLearning(Callback):
     so a simulation newly arrived is scored at its generalization error, and its score falls as
     the model fits it.
 
+    Under DDP each rank scores the batches it trains on (each simulation streams to one rank, so
+    each moving average lives on one rank); at every tell step all ranks send rank 0 the scores
+    updated since the last tell (one small collective every ``tell_every_n_steps`` steps, at the
+    same global step on every rank), and rank 0, which owns the sampler and the launcher, tells
+    them. Rank 0's :attr:`scores` then hold every simulation's score as of the last tell (what
+    its checkpoint keeps); the snapshots of the uncertainty are kept on rank 0 only.
+
     Parameters
     ----------
     every_n_steps : int
         Score one training batch every that many steps (the extra forward pass costs about a
         third of a training step).
     tell_every_n_steps : int
-        Steps between tells.
+        Steps between tells (and, under DDP, between gathers of the scores).
     smoothing : float
         Weight of the newest batch in each simulation's moving average, in (0, 1].
     uncertainty : SnapshotDisagreement, optional
@@ -139,7 +151,8 @@ class ActiveLearning(Callback):
     Raises
     ------
     TypeError
-        At setup, when the data module's sampler has no ``tell`` (not an active sampler).
+        At setup, when the data module's sampler has no ``tell`` (not an active sampler); checked
+        on rank 0 and on every rank that holds a sampler.
     """
 
     def __init__(self, every_n_steps: int = 1, tell_every_n_steps: int = 10, smoothing: float = 0.3,
@@ -158,13 +171,17 @@ class ActiveLearning(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         sampler = trainer.datamodule.sampler
+        if trainer.global_rank != 0 and sampler is None:
+            return  # rank 0 owns the sampler; this rank only scores
         if not callable(getattr(sampler, "tell", None)):
             raise TypeError(
                 f"callbacks=active_learning needs an active sampler (one with tell()), the study has a "
                 f"{type(sampler).__name__}; choose sampler=active_loss or sampler=active_uncertainty"
             )
-        self._sampler = sampler
-        self._acquisition_wants_scorer = hasattr(getattr(sampler, "acquisition", None), "score_fn")
+        if trainer.global_rank == 0:
+            self._sampler = sampler
+            # Only rank 0 asks for scores of candidates: snapshots elsewhere would be wasted copies.
+            self._acquisition_wants_scorer = hasattr(getattr(sampler, "acquisition", None), "score_fn")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -181,8 +198,9 @@ class ActiveLearning(Callback):
     @torch.no_grad()
     def _score_batch(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict[str, torch.Tensor]) -> None:
         pred = pl_module(batch["params"], batch["t"])
-        errors = relative_l2(pred, batch["fields"], trainer.datamodule.simulation.fields).mean(dim=1).numpy()
-        ids, inverse = np.unique(batch["sim_id"].numpy(), return_inverse=True)
+        # One copy to the host per scored batch: the moving averages are Python numbers.
+        errors = relative_l2(pred, batch["fields"], trainer.datamodule.simulation.fields).mean(dim=1).cpu().numpy()
+        ids, inverse = np.unique(batch["sim_id"].cpu().numpy(), return_inverse=True)
         means = np.bincount(inverse, weights=errors) / np.bincount(inverse)
         for sim_id, value in zip(ids.tolist(), means.tolist()):
             old = self.scores.get(sim_id)
@@ -190,13 +208,24 @@ class ActiveLearning(Callback):
             self._dirty.add(sim_id)
 
     def _tell(self, trainer: L.Trainer) -> None:
-        if not self._dirty:
-            return
-        records = trainer.datamodule.launcher.ledger.records
-        ids = sorted(i for i in self._dirty if i in records and records[i].purpose == "train")
+        """Gather the scores updated since the last tell to rank 0, which tells the sampler.
+
+        A collective under DDP: every rank calls it at the same global step, with or without new
+        scores of its own.
+        """
+        updated = {i: self.scores[i] for i in self._dirty}
         self._dirty.clear()
+        # A simulation streams to one rank; were it scored on several, the later rank's
+        # moving average wins.
+        for part in gather_objects(updated)[1:]:
+            updated.update(part)
+        if trainer.global_rank != 0 or not updated:
+            return
+        self.scores.update(updated)
+        records = trainer.datamodule.launcher.ledger.records
+        ids = sorted(i for i in updated if i in records and records[i].purpose == "train")
         if ids:
-            self._sampler.tell(np.array([records[i].params for i in ids]), np.array([self.scores[i] for i in ids]))
+            self._sampler.tell(np.array([records[i].params for i in ids]), np.array([updated[i] for i in ids]))
 
     def state_dict(self) -> dict[str, Any]:
         return {"scores": {str(k): v for k, v in self.scores.items()}}
@@ -209,9 +238,10 @@ class SimulationPacing(Callback):
     """Release the training-simulation budget gradually, in step with training.
 
     The launcher may start ``n_initial`` simulations at once, then the rest of its budget
-    (``launcher.max_simulations`` when training starts) linearly until ``release_until`` of
+    (``launcher.budget`` when training starts) linearly until ``release_until`` of
     ``trainer.max_steps``; the remaining steps train on the full set. It works by lowering the
-    launcher's budget to the allowance and raising it step after step.
+    launcher's budget to the allowance (``launcher.set_budget``) and raising it step after step.
+    Under DDP only rank 0, which owns the launcher, changes its budget.
 
     Parameters
     ----------
@@ -262,11 +292,11 @@ class SimulationPacing(Callback):
         Parameters
         ----------
         datamodule : StreamingDataModule
-            Not set up yet; its launcher's ``max_simulations`` is the budget to pace.
+            Not set up yet; its launcher's ``budget`` is the budget to pace.
         """
         if self.budget is None:
-            self.budget = int(datamodule.launcher.max_simulations)
-        datamodule.launcher.max_simulations = min(self.n_initial, self.budget)
+            self.budget = int(datamodule.launcher.budget)
+        datamodule.launcher.set_budget(min(self.n_initial, self.budget))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         dm = trainer.datamodule
@@ -277,12 +307,14 @@ class SimulationPacing(Callback):
             raise ValueError(f"SimulationPacing needs a buffer whose draws do not consume samples, got draw "
                              f"rule {type(dm.buffer.draw_rule).__name__}; use buffer=distribution or "
                              "buffer=reservoir")
+        if trainer.global_rank != 0:
+            return  # the launcher is rank 0's
         if self.budget is None:  # not restored from a checkpoint
-            self.budget = int(dm.launcher.max_simulations)
+            self.budget = int(dm.launcher.budget)
         if self.n_initial * dm.simulation.n_steps < dm.watermark:
             log.warning("pacing: the first %d simulations send %d samples, below the watermark %d",
                         self.n_initial, self.n_initial * dm.simulation.n_steps, dm.watermark)
-        dm.launcher.max_simulations = self.allowance(0, trainer.max_steps)
+        dm.launcher.set_budget(self.allowance(0, trainer.max_steps))
         # The data module started the launcher before any callback could run, so a few training
         # simulations may have started already, beyond n_initial when they are cheap.
         self.started_before = sum(dm.launcher.counts("train").values())
@@ -292,7 +324,8 @@ class SimulationPacing(Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        trainer.datamodule.launcher.max_simulations = self.allowance(trainer.global_step, trainer.max_steps)
+        if trainer.global_rank == 0:
+            trainer.datamodule.launcher.set_budget(self.allowance(trainer.global_step, trainer.max_steps))
 
     def state_dict(self) -> dict[str, Any]:
         return {"budget": self.budget}

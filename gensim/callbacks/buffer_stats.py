@@ -34,6 +34,11 @@ class BufferStats(Callback):
     not only at the end) and both draw histograms to ``<run dir>/<filename>`` (JSON), and keeps
     the numbers for :meth:`study_metrics`.
 
+    Under DDP every rank measures its own buffer and nothing is reduced (no collective): the
+    logger records rank 0's numbers (Lightning's loggers write on rank 0 only),
+    :meth:`study_metrics` returns this rank's, and rank ``r > 0`` writes its JSON beside rank
+    0's as ``<stem>.rank<r><suffix>`` (``buffer_stats.rank1.json``) instead of overwriting it.
+
     Parameters
     ----------
     every_n_steps : int, default 500
@@ -147,6 +152,8 @@ class BufferStats(Callback):
             "strata": repr(self.strata),
         }
         path = Path(trainer.default_root_dir) / self.filename
+        if trainer.global_rank > 0:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         path.write_text(json.dumps(report, indent=2))
 
     def study_metrics(self) -> dict[str, float]:

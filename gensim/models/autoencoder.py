@@ -82,22 +82,21 @@ class Autoencoder(FieldSurrogate):
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._val_errors.append(relative_l2(self.reconstruct(batch["fields"]), batch["fields"], self.fields).cpu())
+    #: Reconstruction errors, gathered over ranks by the base class like the surrogates' errors.
+    validation_prefix = "val_recon_rel_l2"
 
-    def on_validation_epoch_end(self) -> None:
-        if not self._val_errors:
-            return
-        summary = summarize_errors(torch.cat(self._val_errors))
-        self._val_errors.clear()
-        self.log("val_recon_rel_l2_mean", summary["mean"], prog_bar=True)
-        self.log("val_recon_rel_l2_p99", summary["p99"])
+    def validation_errors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Relative L2 of the reconstruction of the batch's fields, shape (B, n_fields)."""
+        return relative_l2(self.reconstruct(batch["fields"]), batch["fields"], self.fields)
 
     @torch.no_grad()
     def heldout_metrics(self, validation: dict[str, torch.Tensor], datamodule) -> dict[str, float]:
-        """Held-out reconstruction relative L2 (mean and p99 over rows and fields) and the latent size."""
+        """Held-out reconstruction relative L2 (mean and p99 over rows and fields) and the latent size.
+
+        The held-out fields may be on any device; chunks go to the model's, reconstructions come back.
+        """
         fields = validation["fields"]
-        recon = torch.cat([self.reconstruct(chunk) for chunk in fields.split(1024)])
+        recon = torch.cat([self.reconstruct(chunk.to(self.device)).to(fields.device) for chunk in fields.split(1024)])
         summary = summarize_errors(relative_l2(recon, fields, self.fields))
         return {"recon_rel_l2_mean": summary["mean"], "recon_rel_l2_p99": summary["p99"],
                 "latent_dim": float(self.hparams.latent_dim)}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 
 from gensim.metrics import relative_l2, summarize_errors
 from gensim.models.components import RunningNormalizer
+from gensim.models.distributed import gather_rows
 from gensim.simulations.base import FieldSpec
 
 
@@ -42,7 +44,11 @@ class FieldSurrogate(L.LightningModule):
     ``hparams``.
 
     Validation computes the held-out relative L2 of ``self(params, t)`` (the point prediction) and
-    logs ``val_rel_l2_mean`` and ``val_rel_l2_p99``.
+    logs ``val_rel_l2_mean`` and ``val_rel_l2_p99`` of the whole held-out set: under DDP the
+    per-sample errors of every rank's shard are gathered, so every rank logs the same numbers.
+
+    Batches move to the device without ``sim_id`` and ``step`` (see
+    :meth:`transfer_batch_to_device`).
 
     Parameters
     ----------
@@ -111,18 +117,57 @@ class FieldSurrogate(L.LightningModule):
             return per_sample.mean()
         return (weight.to(per_sample.dtype) * per_sample).mean()
 
+    # -- device transfer ---------------------------------------------------------------------------
+    #: Batch entries the model computes with; the others (``sim_id``, ``step``) stay on the host,
+    #: where the callbacks read them (:class:`~gensim.callbacks.ActiveLearning`).
+    device_keys: tuple[str, ...] = ("params", "t", "fields", "weight")
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move only :attr:`device_keys` of a dict batch to ``device``; other batches as Lightning does.
+
+        The copy is asynchronous (``non_blocking``) when the source tensor is in pinned memory,
+        the only case where it can be.
+        """
+        if not isinstance(batch, dict):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        return {key: value.to(device, non_blocking=value.is_pinned()) if key in self.device_keys else value
+                for key, value in batch.items()}
+
     # -- validation: the point prediction ------------------------------------------------------
+    #: Logged names are ``f"{validation_prefix}_mean"`` and ``f"{validation_prefix}_p99"``.
+    validation_prefix: str = "val_rel_l2"
+
+    def validation_errors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-sample held-out errors of a validation batch, shape (B, n_fields), float64.
+
+        The relative L2 of the point prediction ``self(params, t)``; a subclass that scores
+        something else (the autoencoder's reconstruction) overrides this and
+        :attr:`validation_prefix`.
+        """
+        return relative_l2(self(batch["params"], batch["t"]), batch["fields"], self.fields)
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        pred = self(batch["params"], batch["t"])
-        self._val_errors.append(relative_l2(pred, batch["fields"], self.fields).cpu())
+        # Kept on the device: gathered across ranks at the epoch's end, one transfer then.
+        self._val_errors.append(self.validation_errors(batch).detach())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_errors:
-            return
-        summary = summarize_errors(torch.cat(self._val_errors))
+        """Log the mean and p99 of the errors of the whole held-out set.
+
+        Under DDP each rank holds a disjoint shard of the held-out set (unequal sizes, maybe
+        none): the errors of all ranks are gathered, so every rank logs the same numbers, those
+        of a single-process evaluation, without a further (mean) reduction. Every rank must
+        reach this hook: Lightning skips the validation loop of a rank whose loader has no
+        batch, so give such a rank an empty batch rather than no batch.
+        """
+        local = (torch.cat(self._val_errors) if self._val_errors
+                 else torch.zeros(0, len(self.fields), dtype=torch.float64, device=self.device))
         self._val_errors.clear()
-        self.log("val_rel_l2_mean", summary["mean"], prog_bar=True)
-        self.log("val_rel_l2_p99", summary["p99"])
+        errors = gather_rows(local)
+        if errors.shape[0] == 0:
+            return
+        summary = summarize_errors(errors)
+        self.log(f"{self.validation_prefix}_mean", summary["mean"], prog_bar=True)
+        self.log(f"{self.validation_prefix}_p99", summary["p99"])
 
     # -- optimization ---------------------------------------------------------------------------
     def total_steps(self) -> int | None:

@@ -12,7 +12,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from gensim.models.components import Decoder, Encoder, GaussianPrior
 from gensim.models.components.decoder import NetFactory
-from gensim.models.generative import DistributionCheck, GenerativeSurrogate
+from gensim.models.generative import DistributionCheck, GenerativeSurrogate, standard_normal
 from gensim.simulations.base import FieldSpec
 
 
@@ -162,7 +162,7 @@ class ConditionalVAE(GenerativeSurrogate):
     def add_noise(self, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if not self.hparams.sample_noise:
             return y
-        return y + self.noise_std() * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        return y + self.noise_std() * standard_normal(tuple(y.shape), y, generator)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         cond, y = self.normalized_batch(batch)

@@ -11,8 +11,21 @@ import torch
 
 from gensim.metrics import diversity_ratio, distribution_metrics, simulator_samples, summarize_distribution
 from gensim.models.base import FieldSurrogate
+from gensim.models.distributed import computed_on_rank_zero
 
 log = logging.getLogger("gensim.models")
+
+
+def standard_normal(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """N(0, 1) draws of ``shape`` on ``like``'s device and in its dtype.
+
+    A seeded generator draws on its own device (the host for ``torch.Generator()``) and the draws
+    are copied to ``like``'s: a seeded check gives the same samples whether the model is on the
+    host or on a GPU (a host generator cannot draw on a GPU).
+    """
+    if generator is None:
+        return torch.randn(shape, device=like.device, dtype=like.dtype)
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=like.dtype).to(like.device)
 
 
 @dataclass
@@ -175,7 +188,7 @@ class GenerativeSurrogate(FieldSurrogate):
             Physical units, flattened in field order.
         """
         cond = self.condition(params, t).repeat_interleave(int(n), dim=0)
-        z = torch.randn(cond.shape[0], self.latent_dim, generator=generator, device=cond.device, dtype=cond.dtype)
+        z = standard_normal((cond.shape[0], self.latent_dim), cond, generator)
         y = self.add_noise(self.generate(cond, z), generator)
         return self.out_norm.denormalize(y).reshape(params.shape[0], int(n), self.n_out)
 
@@ -210,7 +223,8 @@ class GenerativeSurrogate(FieldSurrogate):
         Parameters
         ----------
         validation : dict
-            ``{"params": (N, P), "t": (N,), "fields": (N, D)}``, one realization per row.
+            ``{"params": (N, P), "t": (N,), "fields": (N, D)}``, one realization per row, on any
+            device (the sampled rows go to the model's).
 
         Returns
         -------
@@ -222,8 +236,9 @@ class GenerativeSurrogate(FieldSurrogate):
         n_rows = validation["fields"].shape[0]
         idx = torch.linspace(0, n_rows - 1, min(self.check.diversity_rows, n_rows)).round().long().unique()
         gen = torch.Generator().manual_seed(1)
-        samples = self.sample(validation["params"][idx], validation["t"][idx], self.check.diversity_samples, gen)
-        ratio = diversity_ratio(samples, validation["fields"][idx])
+        params, t = (validation[k][idx.to(validation[k].device)].to(self.device) for k in ("params", "t"))
+        samples = self.sample(params, t, self.check.diversity_samples, gen).cpu()
+        ratio = diversity_ratio(samples, validation["fields"][idx.to(validation["fields"].device)].cpu())
         return {"diversity_ratio": ratio, "mode_collapse": float(ratio < self.check.collapse_threshold)}
 
     def reference(self, simulation, validation: dict[str, torch.Tensor]) -> Reference | None:
@@ -250,7 +265,8 @@ class GenerativeSurrogate(FieldSurrogate):
         gen = torch.Generator().manual_seed(2)
         rows = []
         for c in range(ref.params.shape[0]):
-            samples = self.sample(ref.params[c:c + 1], ref.t[c:c + 1], ref.samples.shape[1], gen)[0]
+            samples = self.sample(ref.params[c:c + 1].to(self.device), ref.t[c:c + 1].to(self.device),
+                                  ref.samples.shape[1], gen)[0].cpu()
             rows.append(distribution_metrics(
                 samples, ref.samples[c], ref.floor_samples[c], self.fields,
                 exact_mean=None if ref.exact_mean is None else ref.exact_mean[c],
@@ -274,10 +290,23 @@ class GenerativeSurrogate(FieldSurrogate):
         return out | (self.distribution_report(ref) if ref is not None else {})
 
     def on_validation_epoch_end(self) -> None:
+        """Log the point-prediction errors (see the base class), then the diversity and
+        distribution checks on the held-out design.
+
+        The checks are seeded and read the data module's whole held-out set, so under DDP rank
+        0 alone computes them and sends the numbers to the other ranks: every rank logs the
+        same values, and ranks that share cores do not repeat the simulator's reference runs.
+        """
         super().on_validation_epoch_end()
         dm = self.trainer.datamodule if self._trainer is not None else None
         if dm is None or not hasattr(dm, "validation_tensors"):
             return  # plain dataloaders (unit tests): no held-out design to check against
+        report = computed_on_rank_zero(lambda: self._validation_report(dm))
+        for key, value in report.items():
+            self.log(f"val_{key}", value, prog_bar=key in ("diversity_ratio", "energy_distance_ratio"))
+
+    def _validation_report(self, dm) -> dict[str, float]:
+        """Diversity and (every validation, when configured) the cheap distribution metrics."""
         validation = dm.validation_tensors()
         report = self.diversity_report(validation)
         if self.check.every_validation:
@@ -286,5 +315,4 @@ class GenerativeSurrogate(FieldSurrogate):
                 full = self.distribution_report(ref)
                 report |= {k: full[k] for k in ("energy_distance_ratio", "std_rel_error", "spectrum_error")
                            if k in full}
-        for key, value in report.items():
-            self.log(f"val_{key}", value, prog_bar=key in ("diversity_ratio", "energy_distance_ratio"))
+        return report

@@ -26,7 +26,7 @@ class RecordingLogger:
 def fake_trainer(buffer: ReplayBuffer, simulation, root) -> SimpleNamespace:
     """The parts of a Lightning trainer the callback reads."""
     return SimpleNamespace(datamodule=SimpleNamespace(simulation=simulation, buffer=buffer),
-                           logger=RecordingLogger(), default_root_dir=str(root), global_step=0)
+                           logger=RecordingLogger(), default_root_dir=str(root), global_step=0, global_rank=0)
 
 
 def fill(buffer: ReplayBuffer, simulation, n_sims: int, last_step: int) -> None:
@@ -85,3 +85,16 @@ def test_draws_per_sample_and_final_report(simulation, tmp_path):
 def test_measure_needs_setup():
     with pytest.raises(RuntimeError, match="needs setup"):
         BufferStats().measure(None)
+
+
+def test_other_ranks_write_their_own_file(simulation, tmp_path):
+    """Under DDP each rank measures its own buffer (no collective) and does not overwrite rank 0's file."""
+    buffer = ReplayBuffer(64, simulation.fields, simulation.space.dim, policy=FIFO())
+    fill(buffer, simulation, 2, 9)
+    trainer = fake_trainer(buffer, simulation, tmp_path)
+    trainer.global_rank = 1
+    callback = BufferStats(every_n_steps=2, n_cells=4, n_time_bins=5, n_reference=256)
+    callback.setup(trainer, None, "fit")
+    callback.on_train_end(trainer, None)
+    assert [p.name for p in tmp_path.iterdir()] == ["buffer_stats.rank1.json"]
+    assert json.loads((tmp_path / "buffer_stats.rank1.json").read_text())["seen"] == 20.0
