@@ -141,6 +141,9 @@ class SlurmExecutor(Executor):
             params["mem"] = f"{int(self.mem_gb * 1024)}MB"  # sbatch --mem takes integer units
         if self.additional_parameters:
             params["additional_parameters"] = self.additional_parameters
+        submitit_log = logging.getLogger("submitit")
+        if not any(isinstance(f, _FirstSacctErrorOnly) for f in submitit_log.filters):
+            submitit_log.addFilter(_FirstSacctErrorOnly())
         self._executor = submitit.SlurmExecutor(folder=self.folder)
         self._executor.update_parameters(**params)
 
@@ -222,6 +225,24 @@ class SlurmExecutor(Executor):
         outcomes += [Outcome(s, "failed", error=f"SLURM job {job.job_id} did not report this simulation",
                              job_id=job.job_id) for s in sorted(missing)]
         return outcomes
+
+
+class _FirstSacctErrorOnly(logging.Filter):
+    """Let through the first of submitit's "Bypassing sacct error" warnings only.
+
+    Without SLURM accounting every state check fails, and submitit warns each time (every 2 s
+    while jobs start): once says it all.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        first, self.seen = not self.seen, True
+        return first
 
 
 def _private_folder(folder: Path) -> Path:
