@@ -26,11 +26,15 @@ class CrashesOnLargeAmplitude(DecayingWave):
 
 
 class Slow(DecayingWave):
-    """Sleeps ``delay_s`` per step, so that a test can look at its worker while it runs."""
+    """Sleeps ``delay_s`` per step, so that a test can look at its worker while it runs.
 
-    def __init__(self, delay_s: float = 0.5, **kwargs):
+    ``tag`` does nothing but appear in the worker's command line (the simulation config), so
+    that a test finds its own workers among those of other tests running on the machine.
+    """
+
+    def __init__(self, delay_s: float = 0.5, tag: str = "", **kwargs):
         super().__init__(**kwargs)
-        self.delay_s = delay_s
+        self.delay_s, self.tag = delay_s, tag
 
     def run(self, params, seed=None):
         for item in super().run(params, seed):

@@ -11,6 +11,7 @@ import contextlib
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -127,9 +128,10 @@ class LauncherContract:
         """Process ids or job ids of what runs now (for :meth:`assert_nothing_left`)."""
         raise NotImplementedError
 
-    def worker_command_lines(self, launcher: Launcher) -> list[tuple[int, str]]:
-        """(pid, command line) of the processes running simulations now."""
-        return [(pid, cmd) for pid, cmd in command_lines() if "gensim.launch.worker" in cmd]
+    @staticmethod
+    def worker_command_lines(tag: str) -> list[tuple[int, str]]:
+        """(pid, command line) of the worker processes running a simulation tagged ``tag``."""
+        return [(pid, cmd) for pid, cmd in command_lines() if "gensim.launch.worker" in cmd and tag in cmd]
 
     # -- fixtures ---------------------------------------------------------------------------
     @pytest.fixture
@@ -240,14 +242,15 @@ class LauncherContract:
         launcher.shutdown()  # idempotent
 
     def test_the_token_is_never_on_a_command_line(self, study):
-        launcher = study.make("faulty.Slow", extra={"delay_s": 0.5}, n_parallel=2, max_simulations=2)
+        tag = uuid.uuid4().hex
+        launcher = study.make("faulty.Slow", extra={"delay_s": 0.5, "tag": tag}, n_parallel=2, max_simulations=2)
         launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
-        assert wait_until(lambda: len(self.worker_command_lines(launcher)) >= 1, self.timeout_s)
+        workers: list = []
+        assert wait_until(lambda: workers.extend(self.worker_command_lines(tag)) or workers, self.timeout_s)
         secret = study.token.hex()
-        leaks = [(pid, cmd) for pid, cmd in command_lines() if secret in cmd or secret.upper() in cmd]
+        leaks = [(pid, cmd) for pid, cmd in command_lines() if secret in cmd.lower()]
         assert not leaks, f"the study token is on a command line: {leaks}"
-        workers = self.worker_command_lines(launcher)
-        assert workers and all("--token" not in cmd for _, cmd in workers)
+        assert all("--token" not in cmd for _, cmd in workers)
         assert wait_until(lambda: launcher.exhausted, self.timeout_s)
         assert launcher.counts("train")["done"] == 2  # the token did reach the workers
 
