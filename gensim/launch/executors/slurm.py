@@ -30,7 +30,8 @@ class SlurmExecutor(Executor):
     started as a subprocess inside the job, and restarted there if it dies).
 
     **Credentials.** The study token travels inside submitit's pickled payload, in a folder
-    created with mode 0700; never in ``argv`` nor in the sbatch script. Each task carries the
+    created with mode 0700, deleted when its job ends or is cancelled; never in ``argv`` nor in
+    the sbatch script. Each task carries the
     address of the receiver it streams to. The compute nodes must reach that address: bind the
     receivers on an interface the nodes see (not loopback) on a real cluster, and put
     ``folder`` on a filesystem shared with the nodes.
@@ -179,6 +180,7 @@ class SlurmExecutor(Executor):
                     job.cancel(check=False)
                 except OSError as exc:  # scancel missing or failing: say which job may linger
                     log.error("could not cancel SLURM job %s: %s", job.job_id, exc)
+            _forget_payload(job)
 
     def job_ids(self) -> list[str]:
         """SLURM ids of the unfinished jobs (for tests and diagnostics)."""
@@ -210,6 +212,7 @@ class SlurmExecutor(Executor):
 
     def _job_outcomes(self, job, group: list[Task]) -> list[Outcome]:
         """Per-simulation outcomes of a finished job: its result, or failures if it has none."""
+        _forget_payload(job)
         try:
             reported = job.result()
         except Exception as exc:  # killed, timed out, or the job's Python failed outside a task
@@ -243,6 +246,14 @@ class _FirstSacctErrorOnly(logging.Filter):
             return True
         first, self.seen = not self.seen, True
         return first
+
+
+def _forget_payload(job) -> None:
+    """Delete a job's pickled payload once the job no longer needs it: it holds the study token."""
+    try:
+        job.paths.submitted_pickle.unlink(missing_ok=True)
+    except OSError as exc:  # the folder is private anyway; say so rather than fail the study
+        log.warning("could not delete %s: %s", job.paths.submitted_pickle, exc)
 
 
 def _private_folder(folder: Path) -> Path:

@@ -95,9 +95,10 @@ def running_study(make_executor, tmp_path: Path, monkeypatch):
     receiver = Receiver(DecayingWave(size=8, n_steps=N_STEPS).fields, token=token).start()
     made: list[Launcher] = []
 
-    def make(target: str = "gensim.simulations.DecayingWave", extra: dict | None = None, **kwargs) -> Launcher:
+    def make(target: str = "gensim.simulations.DecayingWave", extra: dict | None = None,
+             executor: Executor | None = None, **kwargs) -> Launcher:
         cfg = {"_target_": target, "size": 8, "n_steps": N_STEPS, **(extra or {})}
-        launcher = Launcher(cfg, make_executor(tmp_path), log_dir=str(tmp_path / "workers"), **kwargs)
+        launcher = Launcher(cfg, executor or make_executor(tmp_path), log_dir=str(tmp_path / "workers"), **kwargs)
         made.append(launcher)
         return launcher
 

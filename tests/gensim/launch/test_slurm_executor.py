@@ -14,9 +14,16 @@ import pytest
 from launcher_contract import LauncherContract, wait_until
 
 from gensim.launch import Launcher, SlurmExecutor
+from gensim.simulations import DecayingWave
+from sampling import Sobol
 
 pytest.importorskip("submitit")
 pytestmark = pytest.mark.slurm
+
+
+def sobol() -> Sobol:
+    """A fresh sampler per study."""
+    return Sobol(DecayingWave().space, seed=0)
 
 
 def queued_job_ids(env: dict[str, str]) -> set[str]:
@@ -61,7 +68,7 @@ class TestSlurmExecutorContract(LauncherContract):
 
     def test_jobs_hold_the_token_in_a_private_folder_only(self, study):
         launcher = study.make(n_parallel=2, max_simulations=2)
-        launcher.start(study.router, _sampler(), study.token)
+        launcher.start(study.router, sobol(), study.token)
         assert wait_until(lambda: launcher.exhausted, self.timeout_s)
         folder = launcher.executor.folder
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
@@ -69,22 +76,18 @@ class TestSlurmExecutorContract(LauncherContract):
         assert scripts, f"no sbatch script in {folder}: {sorted(p.name for p in folder.iterdir())}"
         secret = study.token.hex()
         assert not [p for p in scripts if secret in p.read_text()]
+        # The payloads that held the token are gone with their jobs.
+        assert not list(folder.glob("*_submitted.pkl"))
 
-    def test_groups_of_simulations_share_a_job(self, study):
-        study_launcher = study.make(n_parallel=4, max_simulations=4)
-        study_launcher.executor.sims_per_job = 2
-        study_launcher.start(study.router, _sampler(), study.token)
-        assert wait_until(lambda: study_launcher.exhausted, self.timeout_s)
-        records = list(study_launcher.ledger.records.values())
+    def test_groups_of_simulations_share_a_job(self, study, tmp_path):
+        grouped = SlurmExecutor(partition=self.cluster.partition, time=5, mem_gb=0.5, sims_per_job=2,
+                                folder=str(tmp_path / "grouped"))
+        launcher = study.make(n_parallel=4, max_simulations=4, executor=grouped)
+        launcher.start(study.router, sobol(), study.token)
+        assert wait_until(lambda: launcher.exhausted, self.timeout_s)
+        records = list(launcher.ledger.records.values())
         assert all(r.state == "done" for r in records)
-        assert len({r.job_id for r in records}) == 2
-
-
-def _sampler():
-    from gensim.simulations import DecayingWave
-    from sampling import Sobol
-
-    return Sobol(DecayingWave().space, seed=0)
+        assert len({r.job_id for r in records}) == 2  # one array of two elements, two simulations each
 
 
 def test_bad_arguments_are_rejected():
