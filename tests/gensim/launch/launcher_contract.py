@@ -115,6 +115,10 @@ class LauncherContract:
 
     #: Seconds a subclass's simulations may take to run a small study (SLURM is slower to start).
     timeout_s = 60.0
+    #: ``n_parallel`` of the tests where concurrency is not the point: 1 where starting a
+    #: worker costs more than running the study serially (local), more where jobs wait on
+    #: start-up latency (SLURM). Concurrency itself is tested with 2 everywhere.
+    parallel = 1
 
     def make_executor(self, tmp_path: Path) -> Executor:
         raise NotImplementedError
@@ -163,7 +167,7 @@ class LauncherContract:
         """Subclasses check what their executor records of where each simulation ran."""
 
     def test_submitted_simulations_run_first_and_go_to_their_sink(self, study):
-        launcher = study.make(n_parallel=2, max_simulations=2)
+        launcher = study.make(n_parallel=self.parallel, max_simulations=2)
         ids = launcher.submit(np.array([[1.2, 0.5], [1.8, 0.2]]), purpose="validation")
         launcher.start(study.router, Sobol(DecayingWave().space, seed=1), study.token)
         assert wait_until(lambda: launcher.exhausted and launcher.counts("validation")["done"] == 2
@@ -173,7 +177,7 @@ class LauncherContract:
         assert min(r.sim_id for r in launcher.ledger.records.values() if r.purpose == "train") > max(ids)
 
     def test_the_budget_is_set_through_a_method(self, study):
-        launcher = study.make(n_parallel=2, max_simulations=5)
+        launcher = study.make(n_parallel=self.parallel, max_simulations=5)
         launcher.set_budget(0)
         assert launcher.budget == 0
         launcher.start(study.router, Sobol(DecayingWave().space, seed=2), study.token)
@@ -189,7 +193,7 @@ class LauncherContract:
             launcher.set_budget(-1)
 
     def test_a_simulation_that_raises_is_recorded_and_the_study_goes_on(self, study):
-        launcher = study.make("faulty.RaisesOnLargeAmplitude", n_parallel=2, max_simulations=8)
+        launcher = study.make("faulty.RaisesOnLargeAmplitude", n_parallel=self.parallel, max_simulations=8)
         launcher.start(study.router, Sobol(DecayingWave().space, seed=3), study.token)
         assert wait_until(lambda: launcher.exhausted, self.timeout_s)
         records = list(launcher.ledger.records.values())
@@ -199,7 +203,7 @@ class LauncherContract:
         assert launcher.error is None
 
     def test_a_simulation_that_kills_its_worker_is_recorded_and_the_study_goes_on(self, study):
-        launcher = study.make("faulty.CrashesOnLargeAmplitude", n_parallel=2, max_simulations=8)
+        launcher = study.make("faulty.CrashesOnLargeAmplitude", n_parallel=self.parallel, max_simulations=8)
         launcher.start(study.router, Sobol(DecayingWave().space, seed=3), study.token)
         assert wait_until(lambda: launcher.exhausted, self.timeout_s)
         records = list(launcher.ledger.records.values())
@@ -244,7 +248,7 @@ class LauncherContract:
 
     def test_the_token_is_never_on_a_command_line(self, study):
         tag = uuid.uuid4().hex
-        launcher = study.make("faulty.Slow", extra={"delay_s": 0.5, "tag": tag}, n_parallel=2, max_simulations=2)
+        launcher = study.make("faulty.Slow", extra={"delay_s": 0.25, "tag": tag}, n_parallel=self.parallel, max_simulations=2)
         launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
         workers: list = []
         assert wait_until(lambda: workers.extend(self.worker_command_lines(tag)) or workers, self.timeout_s)

@@ -36,6 +36,7 @@ def queued_job_ids(env: dict[str, str]) -> set[str]:
 class TestSlurmExecutorContract(LauncherContract):
     # A job costs the scheduler's dispatch plus two Python start-ups (the job, its worker).
     timeout_s = 120.0
+    parallel = 2
 
     @pytest.fixture(autouse=True)
     def _cluster(self, slurm_cluster):
