@@ -112,7 +112,8 @@ def run_tasks(simulation: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]],
     Returns
     -------
     list of dict
-        One :class:`~gensim.launch.executors.Outcome` per task, as a dict, in completion order.
+        One :class:`~gensim.launch.executors.Outcome` per task, as a dict, in completion order,
+        plus one with ``sim_id`` None per worker that died between tasks.
     """
     from dataclasses import asdict
 
