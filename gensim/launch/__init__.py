@@ -1,6 +1,7 @@
-"""Launchers: start simulations, feed them parameters, and record their outcome."""
+"""Launching simulations: the launcher (what runs) and its executors (how a worker starts)."""
 
-from gensim.launch.local import LocalLauncher
+from gensim.launch.executors import Executor, LocalExecutor, SlurmExecutor
+from gensim.launch.launcher import Launcher, Router
 from gensim.launch.records import Ledger, SimulationRecord
 
-__all__ = ["Ledger", "LocalLauncher", "SimulationRecord"]
+__all__ = ["Executor", "Launcher", "Ledger", "LocalExecutor", "Router", "SimulationRecord", "SlurmExecutor"]

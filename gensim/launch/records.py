@@ -27,7 +27,12 @@ class SimulationRecord:
     state : str
         One of :data:`STATES`.
     worker : int or None
-        Index of the worker slot that ran it.
+        Index of the local worker slot that ran it (:class:`~gensim.launch.executors.LocalExecutor`).
+    job_id : str or None
+        SLURM job id that ran it, e.g. ``"1234_5"`` for an array element
+        (:class:`~gensim.launch.executors.SlurmExecutor`).
+    rank : int or None
+        Trainer rank its time steps stream to, set by the router when it is dispatched.
     exit_code : int or None
         Exit code of the worker process when it died during this simulation.
     error : str or None
@@ -44,6 +49,8 @@ class SimulationRecord:
     purpose: str
     state: str = "pending"
     worker: int | None = None
+    job_id: str | None = None
+    rank: int | None = None
     exit_code: int | None = None
     error: str | None = None
     steps: int = 0

@@ -1,0 +1,216 @@
+"""Local executor: persistent simulation worker processes on this machine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gensim.launch.executors.base import TOKEN_ENV, Executor, Outcome, Task
+
+log = logging.getLogger("gensim.launch")
+
+
+class _Worker:
+    """One worker process, the reader thread of its status pipe, and the simulation it runs."""
+
+    def __init__(self, index: int, cmd: list[str], env: dict[str, str], log_path: Path | None,
+                 events: queue.Queue) -> None:
+        self.index = index
+        self.current: int | None = None
+        # No log folder: the worker writes to our stderr (a SLURM job's log, for instance).
+        self._log = open(log_path, "ab") if log_path else None
+        # A new session: a Ctrl-C in the terminal reaches the trainer only, which then stops
+        # the workers in order, instead of every worker printing a KeyboardInterrupt.
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
+            text=True, bufsize=1, start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, args=(events,), daemon=True,
+                                        name=f"gensim-worker-{index}-status")
+        self._reader.start()
+
+    def _read(self, events: queue.Queue) -> None:
+        for line in self.proc.stdout:
+            try:
+                events.put((self, json.loads(line)))
+            except json.JSONDecodeError:
+                log.warning("worker %d wrote a line that is not a status message: %r", self.index, line)
+        events.put((self, None))  # end of stream: the process is exiting
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def assign(self, task: Task) -> None:
+        self.current = task.sim_id
+        try:
+            self.proc.stdin.write(json.dumps(task.to_json()) + "\n")
+            self.proc.stdin.flush()
+        except OSError:  # it died before reading: its reader reports the death and this task
+            pass
+
+    def stop(self, grace_s: float) -> None:
+        """End the process: close its input, then SIGTERM, then SIGKILL."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None and self.proc.poll() is None:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=grace_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self._reader.join(timeout=grace_s)
+        if self._log is not None:
+            self._log.close()
+
+
+class LocalExecutor(Executor):
+    """Run simulations in ``n_parallel`` persistent worker processes on this machine.
+
+    Each worker (``python -m gensim.launch.worker``) builds the simulation once and then runs
+    the tasks it is given one at a time, so interpreter start-up and imports are paid once per
+    worker, not per simulation. A worker that dies is reported (:attr:`Outcome.worker_lost`)
+    and replaced by a new process when its slot gets its next task; the launcher decides
+    whether there is a next task.
+
+    The study token reaches the workers through their environment (``GENSIM_TOKEN``), never
+    their command line. Workers run in their own session, so a Ctrl-C in the terminal reaches
+    the trainer only, which then stops them in order.
+
+    Parameters
+    ----------
+    stop_grace_s : float
+        Seconds given to a worker at each stage of shutdown: input closed, SIGTERM, SIGKILL.
+    """
+
+    def __init__(self, stop_grace_s: float = 2.0) -> None:
+        if stop_grace_s < 0:
+            raise ValueError(f"LocalExecutor.stop_grace_s must be >= 0 seconds, got {stop_grace_s}")
+        self.stop_grace_s = float(stop_grace_s)
+        self._workers: list[_Worker | None] = []
+        self._events: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def start(self, simulation: Mapping[str, Any], token: bytes, n_parallel: int,
+              log_dir: Path | None) -> None:
+        """Start ``n_parallel`` worker processes now, so their imports overlap the trainer's set-up.
+
+        Parameters
+        ----------
+        simulation : mapping
+            Simulation config with ``_target_``.
+        token : bytes
+            Study token, passed as ``GENSIM_TOKEN`` (hex) in the workers' environment.
+        n_parallel : int
+            Number of worker processes.
+        log_dir : Path or None
+            Each worker's stderr goes to ``log_dir/worker-<k>.log``; None: to this process's
+            stderr.
+        """
+        if self._workers:
+            raise RuntimeError("this LocalExecutor is already started; build a new one per study")
+        self._cmd = [sys.executable, "-m", "gensim.launch.worker",
+                     "--simulation", json.dumps(dict(simulation))]
+        self._env = {**os.environ, TOKEN_ENV: bytes(token).hex()}
+        self._log_dir = Path(log_dir) if log_dir else None
+        if self._log_dir:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._workers = [self._spawn(k) for k in range(int(n_parallel))]
+
+    def submit(self, task: Task) -> None:
+        """Give the task to a free worker, starting a new process in its slot if the last one died.
+
+        Raises
+        ------
+        RuntimeError
+            If every worker is busy (the launcher submitted more than ``n_parallel`` tasks), or
+            after :meth:`shutdown`.
+        """
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("this LocalExecutor is shut down; it takes no more tasks")
+            free = [k for k, w in enumerate(self._workers) if w is None or w.current is None]
+            if not free:
+                raise RuntimeError(f"all {len(self._workers)} local workers are busy; submit at most "
+                                   "n_parallel tasks before their outcomes arrive")
+            k = free[0]
+            if self._workers[k] is None or not self._workers[k].alive:
+                if self._workers[k] is not None:
+                    self._workers[k].stop(0)
+                self._workers[k] = self._spawn(k)
+            self._workers[k].assign(task)
+
+    def poll(self, timeout: float) -> list[Outcome]:
+        """Status messages and worker deaths since the last call, as outcomes."""
+        outcomes: list[Outcome] = []
+        try:
+            item = self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait()
+        except queue.Empty:
+            return outcomes
+        while True:
+            with self._lock:
+                outcome = self._outcome(*item)
+            if outcome is not None:
+                outcomes.append(outcome)
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                return outcomes
+
+    def shutdown(self) -> None:
+        """Close every worker's input, then SIGTERM, then SIGKILL, ``stop_grace_s`` apart."""
+        with self._lock:
+            self._stopped = True
+            workers, self._workers = [w for w in self._workers if w is not None], []
+        for w in workers:
+            w.stop(self.stop_grace_s)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (for tests and diagnostics)."""
+        with self._lock:
+            return [w.proc.pid for w in self._workers if w is not None and w.alive]
+
+    # -- internals --------------------------------------------------------------------------
+    def _spawn(self, index: int) -> _Worker:
+        log_path = self._log_dir / f"worker-{index}.log" if self._log_dir else None
+        return _Worker(index, self._cmd, self._env, log_path, self._events)
+
+    def _outcome(self, w: _Worker, event: dict | None) -> Outcome | None:
+        """Turn one status line (or the end of a worker's output) into an outcome."""
+        if self._stopped:
+            return None
+        if event is None:  # the worker's output ended: it exited or crashed
+            code = w.proc.wait()
+            sim_id, w.current = w.current, None
+            where = f"worker-{w.index}.log" if self._log_dir else "the worker's stderr"
+            when = "during the run" if sim_id is not None else "while idle"
+            error = f"worker {w.index} exited with code {code} {when} (see {where})"
+            if sim_id is not None:
+                log.error("simulation %d failed: %s", sim_id, error)
+            return Outcome(sim_id, "failed", error=error, exit_code=code, worker=w.index,
+                           worker_lost=True)
+        sim_id = event.get("sim_id")
+        if sim_id != w.current:
+            log.warning("worker %d reported a simulation it was not running: %r", w.index, event)
+            return None
+        w.current = None
+        if event.get("event") == "done":
+            return Outcome(sim_id, "done", steps=int(event.get("steps", 0)),
+                           seconds=float(event.get("seconds", 0.0)), worker=w.index)
+        log.error("simulation %d failed in worker %d: %s", sim_id, w.index, event.get("error"))
+        return Outcome(sim_id, "failed", error=str(event.get("error")), worker=w.index)

@@ -1,0 +1,269 @@
+"""The launcher contract: what a Launcher must do whatever its executor.
+
+:class:`LauncherContract` is subclassed once per executor (``test_local_executor.py``,
+``test_slurm_executor.py``), as scipy.stats.qmc's engine tests are: a subclass says how to build
+its executor and how to check that nothing it started is left; the tests are shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from gensim.launch import Executor, Launcher, SimulationRecord
+from gensim.simulations import DecayingWave
+from gensim.transport.receiver import Receiver
+from sampling import Sobol
+
+HERE = Path(__file__).parent
+N_STEPS = 4
+
+
+class Collect:
+    """A thread-safe sink."""
+
+    def __init__(self) -> None:
+        self.samples = []
+        self._lock = threading.Lock()
+
+    def __call__(self, sample) -> None:
+        with self._lock:
+            self.samples.append(sample)
+
+    def per_sim(self) -> dict[int, int]:
+        with self._lock:
+            out: dict[int, int] = {}
+            for s in self.samples:
+                out[s.sim_id] = out.get(s.sim_id, 0) + 1
+            return out
+
+
+class OneRankRouter:
+    """The smallest router: one real receiver (rank 0), the sink chosen by the record's purpose."""
+
+    def __init__(self, receiver: Receiver, sinks: dict[str, Collect]) -> None:
+        self.receiver, self.sinks = receiver, sinks
+
+    def assign(self, record: SimulationRecord) -> str:
+        self.receiver.register(record.sim_id, np.asarray(record.params), self.sinks[record.purpose])
+        record.rank = 0
+        return self.receiver.address
+
+
+def wait_until(predicate, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def command_lines() -> list[tuple[int, str]]:
+    """(pid, command line) of every process on the machine that we may read."""
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = p.info.get("cmdline")
+        if cmd:
+            out.append((p.info["pid"], " ".join(cmd)))
+    return out
+
+
+class Study:
+    """What a test needs: a started receiver, its router and sinks, the token, a launcher factory."""
+
+    def __init__(self, receiver: Receiver, token: bytes, make) -> None:
+        self.receiver, self.token, self.make = receiver, token, make
+        self.sinks = {"train": Collect(), "validation": Collect()}
+        self.router = OneRankRouter(receiver, self.sinks)
+
+
+@contextlib.contextmanager
+def running_study(make_executor, tmp_path: Path, monkeypatch):
+    """A :class:`Study` whose launchers and receiver are stopped on exit, also when a test fails."""
+    # Workers (local processes, SLURM jobs inheriting our environment) import faulty.py.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    token = os.urandom(16)
+    receiver = Receiver(DecayingWave(size=8, n_steps=N_STEPS).fields, token=token).start()
+    made: list[Launcher] = []
+
+    def make(target: str = "gensim.simulations.DecayingWave", extra: dict | None = None,
+             executor: Executor | None = None, **kwargs) -> Launcher:
+        cfg = {"_target_": target, "size": 8, "n_steps": N_STEPS, **(extra or {})}
+        launcher = Launcher(cfg, executor or make_executor(tmp_path), log_dir=str(tmp_path / "workers"), **kwargs)
+        made.append(launcher)
+        return launcher
+
+    try:
+        yield Study(receiver, token, make)
+    finally:
+        for launcher in made:
+            launcher.shutdown()
+        receiver.stop()
+
+
+class LauncherContract:
+    """Shared tests; subclasses implement :meth:`make_executor` and :meth:`assert_nothing_left`."""
+
+    #: Seconds a subclass's simulations may take to run a small study (SLURM is slower to start).
+    timeout_s = 60.0
+    #: ``n_parallel`` of the tests where concurrency is not the point: 1 where starting a
+    #: worker costs more than running the study serially (local), more where jobs wait on
+    #: start-up latency (SLURM). Concurrency itself is tested with 2 everywhere.
+    parallel = 1
+
+    def make_executor(self, tmp_path: Path) -> Executor:
+        raise NotImplementedError
+
+    def assert_nothing_left(self, launcher: Launcher, started: list) -> None:
+        """Fail if a process or job ``launcher``'s executor started still runs after shutdown.
+
+        ``started`` is what :meth:`running_handles` returned while it ran."""
+        raise NotImplementedError
+
+    def running_handles(self, launcher: Launcher) -> list:
+        """Process ids or job ids of what runs now (for :meth:`assert_nothing_left`)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def worker_command_lines(tag: str) -> list[tuple[int, str]]:
+        """(pid, command line) of the worker processes running a simulation tagged ``tag``."""
+        return [(pid, cmd) for pid, cmd in command_lines() if "gensim.launch.worker" in cmd and tag in cmd]
+
+    # -- fixtures ---------------------------------------------------------------------------
+    @pytest.fixture
+    def study(self, tmp_path, monkeypatch):
+        with running_study(self.make_executor, tmp_path, monkeypatch) as s:
+            yield s
+
+    # -- the contract -----------------------------------------------------------------------
+    def test_every_simulation_runs_once_and_the_ledger_matches(self, study):
+        launcher = study.make(n_parallel=2, max_simulations=6)
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=1), study.token, seed=5)
+        assert wait_until(lambda: launcher.exhausted, self.timeout_s), launcher.counts()
+        assert launcher.error is None
+        assert launcher.counts("train") == {"pending": 0, "running": 0, "done": 6, "failed": 0, "cancelled": 0}
+        records = sorted(launcher.ledger.records.values(), key=lambda r: r.sim_id)
+        # Each simulation streamed all its steps exactly once, to the sink of its purpose.
+        assert wait_until(lambda: study.sinks["train"].per_sim() == {r.sim_id: N_STEPS for r in records}, 10)
+        # Parameters come from the sampler, in order; seeds follow the documented rule.
+        np.testing.assert_allclose([r.params for r in records], Sobol(DecayingWave().space, seed=1).sample(6))
+        assert [r.seed for r in records] == [5 * 1_000_003 + r.sim_id for r in records]
+        assert all(r.steps == N_STEPS and r.rank == 0 and r.error is None for r in records)
+        by_id = {r.sim_id: r.params for r in records}
+        for s in study.sinks["train"].samples:
+            np.testing.assert_allclose(s.params, by_id[s.sim_id])
+        self.check_record_origin(records)
+
+    def check_record_origin(self, records: list[SimulationRecord]) -> None:
+        """Subclasses check what their executor records of where each simulation ran."""
+
+    def test_submitted_simulations_run_first_and_go_to_their_sink(self, study):
+        launcher = study.make(n_parallel=self.parallel, max_simulations=2)
+        ids = launcher.submit(np.array([[1.2, 0.5], [1.8, 0.2]]), purpose="validation")
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=1), study.token)
+        assert wait_until(lambda: launcher.exhausted and launcher.counts("validation")["done"] == 2
+                          and study.receiver.wait_finished(ids, 0.1), self.timeout_s)
+        assert study.sinks["validation"].per_sim() == {i: N_STEPS for i in ids}
+        assert len(study.sinks["train"].samples) == 2 * N_STEPS
+        assert min(r.sim_id for r in launcher.ledger.records.values() if r.purpose == "train") > max(ids)
+
+    def test_the_budget_is_set_through_a_method(self, study):
+        launcher = study.make(n_parallel=self.parallel, max_simulations=5)
+        launcher.set_budget(0)
+        assert launcher.budget == 0
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=2), study.token)
+        ids = launcher.submit(np.array([[1.2, 0.5], [1.4, 0.3]]))
+        assert wait_until(lambda: launcher.counts("validation")["done"] == 2, self.timeout_s)
+        assert launcher.exhausted and launcher.counts("train")["done"] == 0
+        launcher.set_budget(3)
+        assert launcher.budget == 3 and not launcher.exhausted
+        assert wait_until(lambda: launcher.exhausted, self.timeout_s)
+        assert launcher.counts("train") == {"pending": 0, "running": 0, "done": 3, "failed": 0, "cancelled": 0}
+        assert set(study.sinks["validation"].per_sim()) == set(ids)
+        with pytest.raises(ValueError, match="budget must be >= 0, got -1"):
+            launcher.set_budget(-1)
+
+    def test_a_simulation_that_raises_is_recorded_and_the_study_goes_on(self, study):
+        launcher = study.make("faulty.RaisesOnLargeAmplitude", n_parallel=self.parallel, max_simulations=8)
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=3), study.token)
+        assert wait_until(lambda: launcher.exhausted, self.timeout_s)
+        records = list(launcher.ledger.records.values())
+        failed = [r for r in records if r.state == "failed"]
+        assert failed and all(r.params[0] > 1.5 and "diverged" in r.error for r in failed)
+        assert all(r.state == "done" for r in records if r.params[0] <= 1.5)
+        assert launcher.error is None
+
+    def test_a_simulation_that_kills_its_worker_is_recorded_and_the_study_goes_on(self, study):
+        launcher = study.make("faulty.CrashesOnLargeAmplitude", n_parallel=self.parallel, max_simulations=8)
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=3), study.token)
+        assert wait_until(lambda: launcher.exhausted, self.timeout_s)
+        records = list(launcher.ledger.records.values())
+        crashed = [r for r in records if r.state == "failed"]
+        assert crashed and all(r.exit_code == 3 and r.params[0] > 1.5 for r in crashed)
+        assert all(r.state == "done" for r in records if r.params[0] <= 1.5)
+        assert launcher.error is None
+
+    def test_a_broken_simulation_config_stops_the_launcher_with_a_clear_error(self, study):
+        launcher = study.make("gensim.simulations.NoSuchSolver", n_parallel=1, max_simulations=4,
+                              max_worker_restarts=1)
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
+        assert wait_until(lambda: launcher.error is not None, self.timeout_s)
+        assert "died 2 times" in launcher.error and "read" in launcher.error
+        assert launcher.exhausted
+        self.check_broken_config_logs(launcher)
+
+    def check_broken_config_logs(self, launcher: Launcher) -> None:
+        """Subclasses check that the cause (``NoSuchSolver``) is in their executor's logs."""
+
+    def test_out_of_bounds_parameters_are_recorded_not_run(self, study):
+        launcher = study.make(n_parallel=1, max_simulations=1)
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
+        [bad] = launcher.submit(np.array([[5.0, 0.5]]))
+        assert wait_until(lambda: launcher.exhausted and launcher.counts("validation")["failed"] == 1,
+                          self.timeout_s)
+        record = launcher.ledger.records[bad]
+        assert record.state == "failed" and "'a'" in record.error and "[1.0, 2.0]" in record.error
+        assert record.rank is None and bad not in study.sinks["validation"].per_sim()
+
+    def test_shutdown_stops_everything_and_cancels_unfinished(self, study):
+        launcher = study.make("faulty.Slow", extra={"delay_s": 0.2}, n_parallel=2, max_simulations=10_000)
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
+        assert wait_until(lambda: launcher.counts("train")["done"] >= 1 and self.running_handles(launcher),
+                          self.timeout_s)
+        started = self.running_handles(launcher)
+        launcher.shutdown()
+        self.assert_nothing_left(launcher, started)
+        counts = launcher.counts("train")
+        assert counts["running"] == 0 and counts["pending"] == 0 and counts["cancelled"] >= 1
+        launcher.shutdown()  # idempotent
+
+    def test_the_token_is_never_on_a_command_line(self, study):
+        tag = uuid.uuid4().hex
+        launcher = study.make("faulty.Slow", extra={"delay_s": 0.25, "tag": tag}, n_parallel=self.parallel, max_simulations=2)
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
+        workers: list = []
+        assert wait_until(lambda: workers.extend(self.worker_command_lines(tag)) or workers, self.timeout_s)
+        secret = study.token.hex()
+        leaks = [(pid, cmd) for pid, cmd in command_lines() if secret in cmd.lower()]
+        assert not leaks, f"the study token is on a command line: {leaks}"
+        assert all("--token" not in cmd for _, cmd in workers)
+        assert wait_until(lambda: launcher.exhausted, self.timeout_s)
+        assert launcher.counts("train")["done"] == 2  # the token did reach the workers
+
+    def test_state_round_trip(self, study):
+        launcher = study.make(n_parallel=1, max_simulations=2)
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
+        assert wait_until(lambda: launcher.exhausted, self.timeout_s)
+        restored = study.make(n_parallel=1, max_simulations=2)
+        restored.load_state_dict(launcher.state_dict())
+        assert restored.ledger.state_dict() == launcher.ledger.state_dict()
+        assert restored.counts("train")["done"] == 2
