@@ -188,13 +188,22 @@ class SlurmExecutor(Executor):
 
     # -- internals --------------------------------------------------------------------------
     def _submit_array(self) -> None:
+        from submitit.helpers import clean_env
+
         from gensim.launch.worker import run_tasks
 
         tasks, self._queued = self._queued, []
         groups = [tasks[i:i + self.sims_per_job] for i in range(0, len(tasks), self.sims_per_job)]
         payloads = [[t.to_json() for t in g] for g in groups]
         n = len(groups)
-        jobs = self._executor.map_array(run_tasks, [self._simulation] * n, payloads, [self._token] * n)
+        # Submitted from inside the trainer's own SLURM step (srun), the jobs would inherit its
+        # SLURM_* variables, and SLURM_NTASKS > 1 makes their srun fail at once ("More processors
+        # requested than permitted"): hide them while submitting, except where the cluster is.
+        conf = os.environ.get("SLURM_CONF")
+        with clean_env():
+            if conf:
+                os.environ["SLURM_CONF"] = conf
+            jobs = self._executor.map_array(run_tasks, [self._simulation] * n, payloads, [self._token] * n)
         self._jobs.extend(zip(jobs, groups))
         log.info("submitted %d simulation(s) to SLURM as %d job(s): %s", len(tasks), n,
                  ", ".join(j.job_id for j in jobs))

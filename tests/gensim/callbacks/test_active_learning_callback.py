@@ -20,7 +20,8 @@ from hydra.utils import instantiate
 from gensim.buffers import FIFO, ReplayBuffer, Reservoir
 from gensim.callbacks import ActiveLearning, SimulationPacing, SnapshotDisagreement
 from gensim.data import StreamingDataModule
-from gensim.launch import LocalLauncher
+from gensim.launch import Launcher
+from gensim.launch.executors import LocalExecutor
 from gensim.metrics import relative_l2
 from gensim.models import DeterministicSurrogate
 from gensim.models.components import MLP
@@ -54,7 +55,7 @@ def make_datamodule(tmp_path, sampler, policy=None) -> StreamingDataModule:
     sim = DecayingWave(size=8, n_steps=5)
     return StreamingDataModule(
         simulation=sim, sampler=sampler,
-        launcher=LocalLauncher(SIM_CFG, n_parallel=2, max_simulations=BUDGET, log_dir=str(tmp_path / "w")),
+        launcher=Launcher(SIM_CFG, LocalExecutor(), n_parallel=2, max_simulations=BUDGET, log_dir=str(tmp_path / "w")),
         buffer=partial(ReplayBuffer, capacity=200, policy=policy or Reservoir(), seed=0),
         receiver=Receiver, validation_sampler=partial(Sobol, seed=99),
         batch_size=16, steps_per_epoch=1000, watermark=40, n_validation=2, seed=0,
@@ -165,13 +166,6 @@ class LauncherSpy(L.Callback):
         self.started.append((trainer.global_step, sum(counts.values())))
 
 
-#: The live loops pace a real launcher through ``budget`` / ``set_budget``, which the launcher
-#: rework of issue 11 adds; until that lands on this branch they cannot run.
-needs_budget_api = pytest.mark.skipif(not hasattr(LocalLauncher, "set_budget"),
-                                      reason="LocalLauncher has no budget/set_budget yet (launcher rework)")
-
-
-@needs_budget_api
 def test_loss_driven_loop_tells_the_sampler_and_paces_the_launcher(tmp_path):
     sampler = ActiveSampler(DecayingWave().space, seed=0, acquisition=LossAcquisition(), n_initial=8, ramp=4)
     dm = make_datamodule(tmp_path, sampler)
@@ -197,7 +191,6 @@ def test_loss_driven_loop_tells_the_sampler_and_paces_the_launcher(tmp_path):
     assert dm.launcher.counts("train")["done"] == BUDGET
 
 
-@needs_budget_api
 def test_uncertainty_loop_supplies_the_score_function(tmp_path):
     sampler = ActiveSampler(DecayingWave().space, seed=0, acquisition=UncertaintyAcquisition(n_candidates=64),
                             n_initial=8, ramp=0, max_fraction=1.0)

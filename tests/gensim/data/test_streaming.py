@@ -15,7 +15,8 @@ import zmq
 from gensim.buffers import FIFO, ReplayBuffer, Reservoir
 from gensim.client import Client
 from gensim.data import BufferStream, StreamingDataModule, ValidationStore
-from gensim.launch import LocalLauncher
+from gensim.launch import Launcher
+from gensim.launch.executors import LocalExecutor
 from gensim.models import DeterministicSurrogate
 from gensim.models.components import MLP
 from gensim.simulations import DecayingWave, Sample
@@ -31,7 +32,7 @@ def datamodule(tmp_path):
     dm = StreamingDataModule(
         simulation=sim,
         sampler=Sobol(sim.space, seed=0),
-        launcher=LocalLauncher(SIM_CFG, n_parallel=2, max_simulations=30, log_dir=str(tmp_path / "w")),
+        launcher=Launcher(SIM_CFG, LocalExecutor(), n_parallel=2, max_simulations=30, log_dir=str(tmp_path / "w")),
         buffer=partial(ReplayBuffer, capacity=100, policy=Reservoir(), seed=0),
         receiver=Receiver,
         validation_sampler=partial(Sobol, seed=99),
@@ -213,7 +214,7 @@ def test_batches_are_pinned_when_asked(monkeypatch):
 def test_watermark_below_batch_size_is_rejected():
     sim = DecayingWave()
     with pytest.raises(ValueError, match="watermark"):
-        StreamingDataModule(sim, Sobol(sim.space), LocalLauncher(SIM_CFG), partial(ReplayBuffer, capacity=10),
+        StreamingDataModule(sim, Sobol(sim.space), Launcher(SIM_CFG, LocalExecutor()), partial(ReplayBuffer, capacity=10),
                             Receiver, partial(Sobol, seed=1), batch_size=32, watermark=8)
 
 
@@ -222,7 +223,7 @@ def fifo_datamodule(tmp_path, capacity: int, **kwargs) -> StreamingDataModule:
     sim = DecayingWave(size=8, n_steps=5)
     return StreamingDataModule(
         simulation=sim, sampler=Sobol(sim.space, seed=0),
-        launcher=LocalLauncher(SIM_CFG, n_parallel=2, max_simulations=12, log_dir=str(tmp_path / "w")),
+        launcher=Launcher(SIM_CFG, LocalExecutor(), n_parallel=2, max_simulations=12, log_dir=str(tmp_path / "w")),
         buffer=partial(ReplayBuffer, capacity=capacity, policy=FIFO()), receiver=Receiver,
         validation_sampler=partial(Sobol, seed=99), steps_per_epoch=4, **kwargs)
 
@@ -257,7 +258,7 @@ def test_held_out_set_arrives_before_a_full_fifo_can_block_the_receiver(tmp_path
     try:
         dm.setup("fit")
         assert dm.validation_tensors()["fields"].shape == (4 * 5, 8)
-        assert dm.launcher.max_simulations == 12  # the budget is back for training
+        assert dm.launcher.budget == 12  # the budget is back for training
         deadline = time.monotonic() + 30.0
         while "train" not in arrivals and time.monotonic() < deadline:
             time.sleep(0.05)
