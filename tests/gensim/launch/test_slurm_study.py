@@ -1,0 +1,67 @@
+"""Integration: a whole study whose simulations run as jobs of a real SLURM cluster.
+
+``gensim-train launcher=slurm`` on the single-node cluster of ``tests/slurm/cluster.sh``
+(fixture ``slurm_cluster``): the held-out and training simulations are submitted by the SLURM
+executor as job arrays through submitit, stream their steps to the trainer, and the trainer
+learns from them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slurm
+
+TINY = [
+    "simulation=decaying_wave", "launcher.max_simulations=12", "launcher.n_parallel=4",
+    # The watermark is every training sample (12 x 10 steps): training starts once every job ran.
+    "data.n_validation=2", "data.batch_size=16", "data.watermark=120", "data.steps_per_epoch=50",
+    "buffer=reservoir", "buffer.capacity=256", "model.net.hidden=[32,32]", "model.warmup_steps=10",
+    "model.normalizer_warmup_batches=5", "trainer.max_steps=150", "trainer.accelerator=cpu",
+]
+
+
+def test_a_study_trains_on_simulations_run_as_slurm_jobs(slurm_cluster, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "gensim.train", *TINY, "launcher=slurm",
+           f"launcher.executor.partition={slurm_cluster.partition}", "launcher.executor.sims_per_job=2",
+           "launcher.executor.time=5", "launcher.executor.mem_gb=1", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**slurm_cluster.env, "OMP_NUM_THREADS": "1"})
+    try:
+        out, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        out = "(timed out after 300 s)\n" + slurm_cluster.log_tails()
+    finally:
+        for p in [*psutil.Process(proc.pid).children(recursive=True), proc] if proc.poll() is None else []:
+            try:
+                p.kill()
+            except (psutil.NoSuchProcess, ProcessLookupError):
+                pass
+        proc.wait(timeout=10)
+    assert proc.returncode == 0, out[-6000:]
+
+    records = json.loads((run_dir / "simulations.json").read_text())
+    assert len(records) == 12 + 2 and all(r["state"] == "done" for r in records), \
+        [(r["sim_id"], r["state"], r["error"]) for r in records if r["state"] != "done"]
+    # Every simulation ran inside a SLURM job that the cluster knows and reports completed.
+    job_ids = {r["job_id"] for r in records}
+    assert None not in job_ids
+    states = {job_id: slurm_cluster.job_state(job_id) for job_id in job_ids}
+    assert set(states.values()) == {"COMPLETED"}, states
+    # sims_per_job=2: at most half as many jobs as simulations.
+    assert len(job_ids) <= 7, job_ids
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["simulations_finished"] == 12 and metrics["simulations_failed"] == 0
+    assert metrics["samples_received"] == (12 + 2) * 10 and metrics["samples_rejected"] == 0
+    assert math.isfinite(metrics["val_rel_l2_mean"])
+    # 150 steps on this smooth analytic problem beat the training-mean predictor by far.
+    assert metrics["val_rel_l2_mean"] < 0.5 * metrics["trivial_rel_l2_mean"], metrics
