@@ -30,7 +30,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from gensim.metrics import relative_l2
-from gensim.models.distributed import gather_objects
+from gensim.data.ranks import gather_objects
 
 log = logging.getLogger("gensim.callbacks")
 

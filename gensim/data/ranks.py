@@ -1,4 +1,4 @@
-"""The few collectives the streaming pipeline needs across trainer ranks.
+"""The collectives gensim needs across trainer ranks: the stream, the models and the callbacks.
 
 Lightning's strategy creates the process group (gloo on CPU, NCCL on GPU); this module only
 calls collectives on it, and does nothing when training runs in one process. Every function
@@ -8,12 +8,84 @@ until the process group's timeout.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+def world_size() -> int:
+    """Processes of the default process group; 1 when torch.distributed is not in use."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's rows, in rank order, on every rank.
+
+    Each rank may hold a different number of rows, zero included (a shard of a held-out set).
+
+    Parameters
+    ----------
+    rows : Tensor, shape (n_r, *rest)
+        This rank's rows, on the device the process group communicates on (CUDA for NCCL);
+        ``rest`` and the dtype are the same on every rank.
+
+    Returns
+    -------
+    Tensor, shape (sum of n_r, *rest)
+        On ``rows``' device; identical on every rank. ``rows`` itself in a single process.
+    """
+    world = world_size()
+    if world == 1:
+        return rows
+    count = torch.tensor([rows.shape[0]], dtype=torch.int64, device=rows.device)
+    counts = [torch.empty_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    if max(sizes) == 0:
+        return rows
+    # all_gather wants equal shapes: pad every shard to the largest, then cut the padding off.
+    padded = rows.new_zeros((max(sizes), *rows.shape[1:]))
+    padded[: rows.shape[0]] = rows
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+
+def computed_on_rank_zero(compute: Callable[[], T]) -> T:
+    """``compute()`` on rank 0 only, its (picklable) result sent to every rank.
+
+    For work whose result must be the same on every rank and that every rank could do alike
+    (a seeded check on the full held-out set): one rank does it, the others wait, so ranks that
+    share a machine's cores do not slow each other down with duplicates.
+    """
+    return broadcast(compute() if world_size() == 1 or dist.get_rank() == 0 else None)
+
+
+def gather_objects(obj: T) -> list[T]:
+    """Every rank's (picklable, small) ``obj``, in rank order, on every rank; ``[obj]`` in a single process."""
+    world = world_size()
+    if world == 1:
+        return [obj]
+    out: list[T | None] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj: T | None, src: int = 0, device: torch.device | None = None) -> T:
+    """Rank ``src``'s picklable ``obj`` on every rank; ``obj`` itself in a single process."""
+    if world_size() == 1:
+        return obj
+    box = [obj if dist.get_rank() == src else None]
+    dist.broadcast_object_list(box, src=src, device=device)
+    return box[0]
 
 
 @dataclass(frozen=True)
@@ -59,16 +131,8 @@ class Ranks:
 
     def gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's picklable ``obj``, in rank order."""
-        if not self.distributed:
-            return [obj]
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
+        return gather_objects(obj)
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         """Rank ``src``'s picklable ``obj`` on every rank."""
-        if not self.distributed:
-            return obj
-        box = [obj if self.rank == src else None]
-        dist.broadcast_object_list(box, src=src, device=self.device)
-        return box[0]
+        return broadcast(obj, src, self.device)

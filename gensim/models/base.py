@@ -11,7 +11,7 @@ import torch
 
 from gensim.metrics import relative_l2, summarize_errors
 from gensim.models.components import RunningNormalizer
-from gensim.models.distributed import gather_rows
+from gensim.data.ranks import gather_rows
 from gensim.simulations.base import FieldSpec
 
 

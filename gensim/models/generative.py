@@ -11,7 +11,7 @@ import torch
 
 from gensim.metrics import diversity_ratio, distribution_metrics, simulator_samples, summarize_distribution
 from gensim.models.base import FieldSurrogate
-from gensim.models.distributed import computed_on_rank_zero
+from gensim.data.ranks import computed_on_rank_zero
 
 log = logging.getLogger("gensim.models")
 

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gensim.models.distributed import world_size
+from gensim.data.ranks import world_size
 
 
 def _chan_merge(count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor, n_b: torch.Tensor,
