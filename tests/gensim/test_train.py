@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from processes import stop_process_tree
 
 TINY = [
     "simulation.grid=16", "simulation.n_steps=10",
@@ -33,22 +34,6 @@ def _train_cmd(run_dir: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "gensim.train", *overrides, f"hydra.run.dir={run_dir}"]
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Teardown: end the study and any worker it left, also when the test failed."""
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
-    for child in children:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
 def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     # With the BufferStats callback, whose final numbers go into metrics.json too.
@@ -57,7 +42,7 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     try:
         out, _ = proc.communicate(timeout=120)
     finally:
-        _stop(proc)
+        stop_process_tree(proc)
     assert proc.returncode == 0, out[-4000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert REQUIRED_KEYS <= metrics.keys()
@@ -103,4 +88,4 @@ def test_interrupt_leaves_no_simulation_process(tmp_path: Path, sig: signal.Sign
         assert not alive, f"simulation workers left running after {sig.name}: {[p.pid for p in alive]}"
         assert proc.returncode != 0  # an interrupted study does not report success
     finally:
-        _stop(proc)
+        stop_process_tree(proc)

@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from processes import stop_process_tree
 
 from gensim.baselines.offline import study_simulations
 from gensim.metrics import relative_l2, summarize_errors
@@ -47,16 +47,7 @@ def run_study(run_dir: Path, *overrides: str, timeout: float = 240.0) -> str:
     except subprocess.TimeoutExpired:
         out = "(timed out)"
     finally:
-        try:
-            children = psutil.Process(proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            children = []
-        for p in [*children, proc]:
-            try:
-                p.kill()
-            except (psutil.NoSuchProcess, ProcessLookupError):
-                pass
-        proc.wait(timeout=10)
+        stop_process_tree(proc)
     assert proc.returncode == 0, out[-6000:]
     return out
 

@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
+from processes import stop_process_tree
 
 pytestmark = pytest.mark.slurm
 
@@ -40,12 +40,7 @@ def test_a_study_trains_on_simulations_run_as_slurm_jobs(slurm_cluster, tmp_path
     except subprocess.TimeoutExpired:
         out = "(timed out after 300 s)\n" + slurm_cluster.log_tails()
     finally:
-        for p in [*psutil.Process(proc.pid).children(recursive=True), proc] if proc.poll() is None else []:
-            try:
-                p.kill()
-            except (psutil.NoSuchProcess, ProcessLookupError):
-                pass
-        proc.wait(timeout=10)
+        stop_process_tree(proc)
     assert proc.returncode == 0, out[-6000:]
 
     records = json.loads((run_dir / "simulations.json").read_text())
