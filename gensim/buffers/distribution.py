@@ -11,6 +11,7 @@ fix yet: strata short of arrivals) or the arrivals (the sampler's deliberate emp
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Literal
 
 import numpy as np
@@ -70,9 +71,13 @@ class DistributionAware(InsertPolicy):
 
     Notes
     -----
-    Each arrival costs one nearest-center search over the cells and, when it evicts, one
-    O(capacity) vectorized scan; no Python loop runs over stored samples. Batches are uniform
-    draws with replacement (:class:`~gensim.buffers.UniformDraw`).
+    Each arrival costs one nearest-center search over the cells (cached per parameter vector,
+    :meth:`Strata.stratum_of`) and, when it evicts, one O(n_strata) vectorized ``argmax`` (only
+    for an arrival below its quota) plus a binary search in the victim stratum's sorted slot
+    list: nothing scans the slots. The uniform member of a stratum is the ``k``-th smallest of
+    its slots, ``k`` drawn with ``rng.integers(n_s)``, so the content depends only on the seed
+    and the arrivals. Batches are uniform draws with replacement
+    (:class:`~gensim.buffers.UniformDraw`).
     """
 
     def __init__(
@@ -100,6 +105,10 @@ class DistributionAware(InsertPolicy):
         self.slot_stratum = np.full(capacity, -1, dtype=np.int64)
         self.counts = np.zeros(self.strata.n_strata, dtype=np.int64)
         self.arrivals = np.zeros(self.strata.n_strata, dtype=np.int64)
+        # The slots of each stratum, ascending: a uniform member is one index into its list,
+        # where scanning slot_stratum would cost O(capacity) per eviction. Ascending order makes
+        # members[k] the k-th smallest slot, so the same draw k picks the same slot as a scan.
+        self._members: list[list[int]] = [[] for _ in range(self.strata.n_strata)]
 
     # --- the law and its quotas --------------------------------------------------------------
 
@@ -144,19 +153,29 @@ class DistributionAware(InsertPolicy):
                 slot = self._random_member(s)
             else:
                 return None
-            self.counts[self.slot_stratum[slot]] -= 1
+            self._forget(slot)
         self.slot_stratum[slot] = s
         self.counts[s] += 1
+        bisect.insort(self._members[s], slot)
         return slot
 
     def _random_member(self, stratum: int) -> int:
-        members = np.flatnonzero(self.slot_stratum == stratum)
-        return int(members[self.rng.integers(len(members))])
+        """A uniformly chosen slot of ``stratum`` (which holds at least one sample)."""
+        members = self._members[stratum]
+        return members[self.rng.integers(len(members))]
+
+    def _forget(self, slot: int) -> None:
+        """Remove the live sample of ``slot`` from its stratum's count and slot list."""
+        stratum = int(self.slot_stratum[slot])
+        members = self._members[stratum]
+        del members[bisect.bisect_left(members, slot)]
+        self.counts[stratum] -= 1
+        self.slot_stratum[slot] = -1
 
     def released(self, slots: np.ndarray, storage: Storage) -> None:
         """Forget the strata of slots a consuming draw freed; see :meth:`InsertPolicy.released`."""
-        self.counts -= np.bincount(self.slot_stratum[slots], minlength=self.strata.n_strata)
-        self.slot_stratum[slots] = -1
+        for slot in slots.tolist():
+            self._forget(slot)
 
     # --- drawing -----------------------------------------------------------------------------
 
@@ -211,6 +230,10 @@ class DistributionAware(InsertPolicy):
         self.slot_stratum[:] = state["slot_stratum"]
         self.counts[:] = state["counts"]
         self.arrivals[:] = state["arrivals"]
+        # A stable sort of the slots by stratum lists each stratum's slots in ascending order.
+        order = np.argsort(self.slot_stratum, kind="stable")
+        bounds = np.searchsorted(self.slot_stratum[order], np.arange(self.strata.n_strata + 1))
+        self._members = [order[lo:hi].tolist() for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
 def _apportion(total: int, law: np.ndarray) -> np.ndarray:
