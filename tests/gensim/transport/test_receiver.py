@@ -203,6 +203,32 @@ def _nan_time():
     return [bytes(h)] + f[1:]
 
 
+def _reordered(arrays=None):
+    """A message whose descriptors list the fields in another order than declared: the slow path."""
+    return valid_frames(specs=SPECS[::-1], arrays=arrays)
+
+
+def _reordered_with(name, value):
+    arrays = fields_at(0)
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[3] = value
+    return _reordered(arrays)
+
+
+def _reserved_byte():
+    f = valid_frames()
+    h = bytearray(f[0])
+    h[wire.PREAMBLE_SIZE + 34] = 1  # a reserved byte of the first descriptor
+    return [bytes(h)] + f[1:]
+
+
+def _end_kind_with_fields():
+    f = valid_frames()
+    h = bytearray(f[0])
+    struct.pack_into("<I", h, 36, wire.KIND_END)
+    return [bytes(h)] + f[1:]
+
+
 BAD_MESSAGES = {
     "garbage": (lambda: [b"\x00garbage" * 9], "malformed"),
     "garbage_multi": (lambda: [b"GSIM", b"xyz", b""], "malformed"),
@@ -220,6 +246,10 @@ BAD_MESSAGES = {
     "minus_inf": (lambda: _with("u", -np.inf), "non_finite"),
     "nan_time": (_nan_time, "non_finite"),
     "oversize": (_oversize, "too_large"),
+    "reordered_nan": (lambda: _reordered_with("v", np.nan), "non_finite"),
+    "reordered_short_frame": (lambda: _reordered()[:-1] + [_reordered()[-1][:-4]], "frame_size"),
+    "reserved_byte": (_reserved_byte, "malformed"),
+    "end_kind_with_fields": (_end_kind_with_fields, "malformed"),
 }
 
 
@@ -240,6 +270,22 @@ def test_rejection_counted_never_delivered(case, make_receiver, raw_push, caplog
     assert st.rejected == {reason: 1}
     assert [s.step for s in got] == [1]
     assert any(reason in r.getMessage() for r in caplog.records)
+
+
+def test_fields_in_any_wire_order_are_accepted(make_receiver, raw_push):
+    # The declared order takes the fast path, another order the full decode: same samples.
+    rx = make_receiver()
+    got = []
+    rx.register(0, PARAMS, got.append)
+    push = raw_push(rx.address)
+    push.send_multipart(valid_frames(step=0))
+    push.send_multipart(valid_frames(step=1, specs=SPECS[::-1]))
+    assert wait_until(lambda: rx.stats().accepted == 2)
+    assert rx.stats().rejected == {}
+    for sample in got:
+        assert list(sample.fields) == [spec.name for spec in SPECS]
+        for name, expected in fields_at(sample.step).items():
+            np.testing.assert_array_equal(sample.fields[name], expected.astype(sample.fields[name].dtype))
 
 
 def test_end_then_data_is_rejected(make_receiver, raw_push):
@@ -315,15 +361,16 @@ def test_internal_error_is_counted(make_receiver, raw_push, monkeypatch):
     rx = make_receiver()
     rx.register(0, PARAMS, lambda s: None)
     calls = {"n": 0}
-    real = wire.decode_header
+    real = wire.match_data_header
 
-    def flaky(buf):
+    def flaky(buf, descriptors):
         calls["n"] += 1
         if calls["n"] == 1:
             raise KeyError("boom")
-        return real(buf)
+        return real(buf, descriptors)
 
-    monkeypatch.setattr(wire, "decode_header", flaky)
+    # The first header the receiver decodes raises: the fast path every valid header takes.
+    monkeypatch.setattr(wire, "match_data_header", flaky)
     push = raw_push(rx.address)
     push.send_multipart(valid_frames())
     push.send_multipart(valid_frames(step=1))
