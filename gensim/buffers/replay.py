@@ -42,8 +42,10 @@ class ReplayBuffer:
         is used unless ``draw_rule`` is given.
     seed : int, default 0
         Seeds the insert policy's and the draw rule's generators (independent streams).
-    max_bytes : int, optional
-        Bound on the storage's bytes; ``capacity`` is lowered to fit (see :attr:`capacity`).
+    max_bytes : int or float, optional
+        Bound on the storage's bytes, floored to an int (configs may write ``1e9``); when it
+        holds fewer than ``capacity`` samples, ``capacity`` is lowered to fit and the capacity
+        used is logged at INFO: of the two bounds, the smaller wins (see :attr:`capacity`).
     draw_rule : DrawRule, optional
         Overrides the policy's draw rule.
 
@@ -60,7 +62,7 @@ class ReplayBuffer:
         n_params: int,
         policy: InsertPolicy | None = None,
         seed: int = 0,
-        max_bytes: int | None = None,
+        max_bytes: float | None = None,
         draw_rule: DrawRule | None = None,
     ) -> None:
         if policy is None:
