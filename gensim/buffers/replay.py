@@ -166,7 +166,11 @@ class ReplayBuffer:
         """
         self._check(sample)
         with self._lock:
-            if not self._space.wait_for(lambda: self._closed or self._policy.ready(self._storage), timeout):
+            # Test before waiting: a policy that never waits skips building the predicate.
+            ready = self._closed or self._policy.ready(self._storage)
+            if not ready and not self._space.wait_for(
+                lambda: self._closed or self._policy.ready(self._storage), timeout
+            ):
                 raise TimeoutError(
                     f"add: the {type(self._policy).__name__} policy found no free slot within "
                     f"{timeout} s ({len(self)}/{self.capacity} stored; it waits for draws to "

@@ -136,6 +136,8 @@ class Storage:
             self.field_slices[spec.name] = slice(offset, offset + spec.size)
             offset += spec.size
         self.n_features = offset
+        # (name, columns, shape) of each field: what write() needs, without lookups per sample.
+        self._field_layout = tuple((f.name, self.field_slices[f.name], f.shape) for f in self.field_specs)
 
         self.bytes_per_sample = 4 * (self.n_features + self.n_params) + _META_BYTES_PER_SLOT
         capacity = int(capacity)
@@ -195,10 +197,11 @@ class Storage:
             True when a live sample was overwritten (an eviction).
         """
         row = self.fields[slot]
-        for spec in self.field_specs:
+        fields = sample.fields
+        for name, columns, shape in self._field_layout:
             # A contiguous row slice reshapes to a view, so this copies (and casts) the field
             # straight into storage without a flattened temporary.
-            row[self.field_slices[spec.name]].reshape(spec.shape)[...] = sample.fields[spec.name]
+            row[columns].reshape(shape)[...] = fields[name]
         self.params[slot] = sample.params
         self.t[slot] = sample.t
         self.sim_id[slot] = sample.sim_id
@@ -209,7 +212,8 @@ class Storage:
         if not evicted:
             self.live[slot] = True
             self.size += 1
-        self.filled = max(self.filled, slot + 1)
+        if slot >= self.filled:
+            self.filled = slot + 1
         return evicted
 
     def read(self, slots: np.ndarray) -> dict[str, np.ndarray]:

@@ -368,11 +368,13 @@ class Receiver:
 
     def _receive(self, sock: zmq.Socket) -> None:
         """Receive and handle messages until :meth:`stop`."""
+        # A receive timeout instead of poll-then-receive: one call per message, not two.
+        sock.setsockopt(zmq.RCVTIMEO, POLL_MS)
         while not self._stop.is_set():
             try:
-                if not sock.poll(POLL_MS, zmq.POLLIN):
-                    continue
                 frames = sock.recv_multipart(copy=False)
+            except zmq.Again:
+                continue
             except zmq.ContextTerminated:
                 break
             except zmq.ZMQError as err:  # pragma: no cover - transient socket error
@@ -385,8 +387,8 @@ class Receiver:
     def _handle(self, frames: list[zmq.Frame]) -> None:
         nbytes = 0
         try:
-            nbytes = sum(len(f) for f in frames)
-            kind, sim_id, sample = self._validate(frames, nbytes)
+            nbytes = sum(map(len, frames))
+            kind, sim_id, sim, sample = self._validate(frames, nbytes)
         except _Rejected as rej:
             self._reject(rej.reason, rej.message, rej.sim_id)
             return
@@ -404,11 +406,6 @@ class Receiver:
                 self._finished_cond.notify_all()
             return
 
-        with self._lock:
-            sim = self._sims.get(sim_id)
-        if sim is None:  # unregistered while validating
-            self._reject("unknown_sim", "simulation was unregistered", sim_id)
-            return
         try:
             sim.sink(sample)
         except Exception as err:
@@ -424,8 +421,12 @@ class Receiver:
             self._bytes_accepted += nbytes
             sim.accepted += 1
 
-    def _validate(self, frames: list[zmq.Frame], nbytes: int) -> tuple[int, int, Sample | None]:
-        """Check a message completely; return (kind, sim_id, sample or None for END).
+    def _validate(
+        self, frames: list[zmq.Frame], nbytes: int
+    ) -> tuple[int, int, _Sim, Sample | None]:
+        """Check a message completely; return (kind, sim_id, its registration, sample or None for END).
+
+        The registration is looked up once, here: the sink it names is called right after.
 
         Checks, in order: size limit; header (layout, magic, version, kind, descriptors); study
         token; simulation registered and not finished; frame count; finite time; field names;
@@ -476,7 +477,7 @@ class Receiver:
                 sim_id,
             )
         if kind == wire.KIND_END:
-            return wire.KIND_END, sim_id, None
+            return wire.KIND_END, sim_id, sim, None
         if not math.isfinite(time):
             raise _Rejected("non_finite", f"time is {time} at step {step}", sim_id)
 
@@ -511,7 +512,7 @@ class Receiver:
         # Fields in declaration order (the layout's), whatever their order on the wire.
         if descriptors is not None:
             fields = {name: fields[name] for name in self._specs}
-        return wire.KIND_DATA, sim_id, Sample(sim_id, step, time, sim.params, fields)
+        return wire.KIND_DATA, sim_id, sim, Sample(sim_id, step, time, sim.params, fields)
 
     def _checked_layout(
         self, descriptors: tuple[wire.FieldDescriptor, ...], frames: list[zmq.Frame], sim_id: int
