@@ -205,7 +205,8 @@ class Strata:
         else:
             cell = self._cell_of_one(params)
             self._cache_keys[entry], self._cache_cells[entry] = key, cell
-        step = min(max(int(step), 0), self.n_steps - 1)
+        if type(step) is not int or not 0 <= step < self.n_steps:
+            step = min(max(int(step), 0), self.n_steps - 1)
         return cell * self.n_time_bins + step * self.n_time_bins // self.n_steps
 
     def _cell_of_one(self, params: np.ndarray) -> int:

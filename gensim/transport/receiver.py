@@ -42,7 +42,32 @@ LOG_EVERY = 1000
 HARD_FRAME_FACTOR = 16
 HARD_FRAME_MIN_BYTES = 64 * 2**20
 
+#: Fields of at most this many values are checked for NaN/Inf by a dot product with zeros,
+#: larger ones by ``np.isfinite`` into a mask: BLAS runs such a dot product on the calling
+#: thread (OpenBLAS threads one over about 10 000 values, and its threads would fight the
+#: training's for the cores).
+FINITE_DOT_MAX = 8192
+
 Sink = Callable[[Sample], None]
+
+
+def _all_finite(flat: np.ndarray, scratch: np.ndarray) -> bool:
+    """Whether every value of ``flat`` is finite, in one pass and without allocating.
+
+    For a small field, ``x * 0`` is 0 for a finite ``x`` and NaN for NaN or +-Inf, so a dot
+    product with zeros is 0 exactly when every value is finite (no overflow is possible):
+    about twice as fast as ``np.isfinite(flat).all()``. The caller silences numpy's "invalid"
+    warning (see ``Receiver._run``).
+
+    Parameters
+    ----------
+    flat : ndarray, shape (n,)
+    scratch : ndarray, shape (n,)
+        Zeros of ``flat``'s dtype when ``n <= FINITE_DOT_MAX``, else a bool mask to write into.
+    """
+    if scratch.dtype == bool:
+        return bool(np.isfinite(flat, out=scratch).all())
+    return math.isfinite(np.dot(flat, scratch))
 
 
 @dataclass(frozen=True)
@@ -142,12 +167,12 @@ class Receiver:
         # The header a conforming client sends (fields in declaration order): a header with
         # exactly these descriptor bytes needs no per-descriptor decoding or checks.
         self._descriptors = wire.encode_descriptors(self.fields)
-        # Per field in declaration order: name, numpy dtype, shape, frame bytes, and a mask the
-        # finiteness check writes into (only the receive thread uses it), so that no message
-        # allocates one.
+        # Per field in declaration order: name, numpy dtype, shape, frame bytes, and the scratch
+        # array of the finiteness check (see _all_finite; only the receive thread uses it).
         self._layout = tuple(
             (f.name, self._np_dtypes[f.name], f.shape, f.size * self._np_dtypes[f.name].itemsize,
-             np.empty(f.size, dtype=bool))
+             np.zeros(f.size, self._np_dtypes[f.name]) if f.size <= FINITE_DOT_MAX
+             else np.empty(f.size, dtype=bool))
             for f in self.fields
         )
         self.token = wire.parse_token(token)
@@ -357,8 +382,12 @@ class Receiver:
             self._ready.set()
             return
         self._ready.set()
+        # The finiteness check sets numpy's "invalid" flag on every field holding a NaN or an
+        # Inf; such messages are rejected and logged, so numpy's warning would only be noise.
+        # numpy's error state is per thread: the other threads keep theirs.
         try:
-            self._receive(sock)
+            with np.errstate(invalid="ignore"):
+                self._receive(sock)
         finally:
             sock.close(linger=0)
 
@@ -482,7 +511,7 @@ class Receiver:
         else:
             layout, frames_in_order = self._checked_layout(descriptors, frames, sim_id)
         fields: dict[str, np.ndarray] = {}
-        for (name, dtype, shape, size, finite), frame in zip(layout, frames_in_order):
+        for (name, dtype, shape, size, scratch), frame in zip(layout, frames_in_order):
             buf = frame.buffer
             if buf.nbytes != size:
                 raise _Rejected(
@@ -495,11 +524,8 @@ class Receiver:
             if not flat.flags.aligned:
                 # Small frames can sit unaligned inside ZeroMQ's receive buffer: copy those.
                 flat = flat.copy()
-            # isfinite into a preallocated mask: single-threaded and allocation-free (a dot
-            # product with zeros is faster alone but runs on OpenBLAS's threads, which fight
-            # the training's for the cores).
-            if not np.isfinite(flat, out=finite).all():
-                n_bad = int(finite.size - np.count_nonzero(finite))
+            if not _all_finite(flat, scratch):
+                n_bad = int(np.count_nonzero(~np.isfinite(flat)))
                 raise _Rejected(
                     "non_finite",
                     f"field {name!r} at step {step}: {n_bad} NaN/Inf value(s), expected all finite",

@@ -13,6 +13,7 @@ import zmq
 from gensim.client import Client
 from gensim.simulations.base import FieldSpec
 from gensim.transport import Receiver, wire
+from gensim.transport import receiver as receiver_module
 
 TOKEN = bytes(range(16))
 SPECS = (FieldSpec("u", (6, 5), "float32"), FieldSpec("v", (7,), "float64"))
@@ -434,3 +435,20 @@ def test_absurd_frame_dropped_by_zmq(make_receiver, raw_push, monkeypatch):
     assert wait_until(lambda: rx.stats().accepted == 1)
     assert [s.step for s in got] == [1]
     assert rx.stats().rejected == {}
+
+
+@pytest.mark.parametrize("n", [7, receiver_module.FINITE_DOT_MAX, receiver_module.FINITE_DOT_MAX + 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_both_ways(n, dtype):
+    # Small fields: dot product with zeros; large ones: isfinite into a mask. Both must find
+    # one NaN or Inf anywhere, and never call the largest finite values non-finite.
+    scratch = np.zeros(n, dtype) if n <= receiver_module.FINITE_DOT_MAX else np.empty(n, bool)
+    values = np.random.default_rng(0).random(n).astype(dtype)
+    assert receiver_module._all_finite(values, scratch)
+    assert receiver_module._all_finite(np.full(n, np.finfo(dtype).max, dtype), scratch)
+    for position in (0, n // 2, n - 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            broken = values.copy()
+            broken[position] = bad
+            with np.errstate(invalid="ignore"):
+                assert not receiver_module._all_finite(broken, scratch)
