@@ -223,26 +223,39 @@ def test_contract_sample_space_covers_make_sample():
 
 class ScanningDistributionAware(DistributionAware):
     """The policy as first written (commit 7cdf2a4): a uniform member of a stratum is found by
-    scanning every slot, and the stratum by a nearest-center search on every arrival. The
-    reference the indexed implementation must reproduce sample for sample."""
+    scanning every slot, the stratum by a nearest-center search on every arrival, and the counts
+    are numpy arrays. The reference the indexed implementation must reproduce sample for sample."""
+
+    def bind(self, capacity, rng):
+        super().bind(capacity, rng)
+        self.ref_counts = np.zeros(self.strata.n_strata, dtype=np.int64)
+        self.ref_arrivals = np.zeros(self.strata.n_strata, dtype=np.int64)
+
+    @property
+    def counts(self):
+        return self.ref_counts.copy()
+
+    @property
+    def arrivals(self):
+        return self.ref_arrivals.copy()
 
     def select_slot(self, sample, seq, storage):
         strata = self.strata
         step = min(max(int(sample.step), 0), strata.n_steps - 1)
         s = strata._cell_of_one(sample.params) * strata.n_time_bins + step * strata.n_time_bins // strata.n_steps
-        self.arrivals[s] += 1
+        self.ref_arrivals[s] += 1
         slot = storage.free_slot()
         if slot is None:
-            if self.counts[s] < self._quotas[s]:
-                donor = int(np.argmax(self.counts - self._quotas))
+            if self.ref_counts[s] < self._quotas[s]:
+                donor = int(np.argmax(self.ref_counts - self._quotas))
                 slot = self._scan_member(donor)
-            elif self.rng.integers(self.arrivals[s]) < self.counts[s]:
+            elif self.rng.integers(self.ref_arrivals[s]) < self.ref_counts[s]:
                 slot = self._scan_member(s)
             else:
                 return None
-            self.counts[self.slot_stratum[slot]] -= 1
+            self.ref_counts[self.slot_stratum[slot]] -= 1
         self.slot_stratum[slot] = s
-        self.counts[s] += 1
+        self.ref_counts[s] += 1
         return slot
 
     def _scan_member(self, stratum):
@@ -250,7 +263,7 @@ class ScanningDistributionAware(DistributionAware):
         return int(members[self.rng.integers(len(members))])
 
     def released(self, slots, storage):
-        self.counts -= np.bincount(self.slot_stratum[slots], minlength=self.strata.n_strata)
+        self.ref_counts -= np.bincount(self.slot_stratum[slots], minlength=self.strata.n_strata)
         self.slot_stratum[slots] = -1
 
 
