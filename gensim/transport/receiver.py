@@ -16,7 +16,6 @@ import hmac
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -192,7 +191,8 @@ class Receiver:
         self.hard_frame_bytes = max(HARD_FRAME_FACTOR * self.max_message_bytes, HARD_FRAME_MIN_BYTES)
 
         self._lock = threading.Lock()
-        self._finished_cond = threading.Condition(self._lock)
+        # wait_finished callers: the ids each still waits for, and the event set when none is left.
+        self._finish_waiters: list[tuple[set[int], threading.Event]] = []
         self._sims: dict[int, _Sim] = {}
         self._finished: set[int] = set()
         self._dropped_counts: dict[int, int] = {}  # accepted counts of sims no longer registered
@@ -335,20 +335,25 @@ class Receiver:
     def wait_finished(self, sim_ids: Iterable[int], timeout: float) -> bool:
         """Wait until every simulation of ``sim_ids`` has sent END.
 
+        The caller is woken once, when the last of them ends (not at every END: a thread woken
+        takes the GIL from the receive thread, which costs milliseconds on busy cores).
+
         Returns
         -------
         bool
             True if all finished within ``timeout`` seconds, False otherwise.
         """
-        ids = {int(s) for s in sim_ids}
-        deadline = time.monotonic() + timeout
-        with self._finished_cond:
-            while not ids <= self._finished:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._finished_cond.wait(remaining)
-            return True
+        with self._lock:
+            remaining = {int(s) for s in sim_ids} - self._finished
+            if not remaining:
+                return True
+            waiter = (remaining, threading.Event())
+            self._finish_waiters.append(waiter)
+        try:
+            return waiter[1].wait(timeout)
+        finally:
+            with self._lock:
+                self._finish_waiters.remove(waiter)
 
     def stats(self) -> ReceiverStats:
         """A consistent snapshot of the counters (thread-safe)."""
@@ -422,13 +427,16 @@ class Receiver:
             return
 
         if kind == wire.KIND_END:
-            with self._finished_cond:
+            with self._lock:
                 sim = self._sims.pop(sim_id, None)
                 if sim is None:  # unregistered meanwhile
                     return
                 self._dropped_counts[sim_id] = sim.accepted
                 self._finished.add(sim_id)
-                self._finished_cond.notify_all()
+                for remaining, done in self._finish_waiters:
+                    remaining.discard(sim_id)
+                    if not remaining:
+                        done.set()
             return
 
         try:

@@ -452,3 +452,25 @@ def test_all_finite_both_ways(n, dtype):
             broken[position] = bad
             with np.errstate(invalid="ignore"):
                 assert not receiver_module._all_finite(broken, scratch)
+
+
+def test_wait_finished_waiters_are_independent(make_receiver, raw_push):
+    # Two waiters on different sets: each returns when its own set has ended, a set that never
+    # ends times out, and an already finished set returns at once.
+    rx = make_receiver()
+    for sim_id in range(3):
+        rx.register(sim_id, PARAMS, lambda s: None)
+    push = raw_push(rx.address)
+    results = {}
+    waiters = [threading.Thread(target=lambda key=key, ids=ids: results.__setitem__(key, rx.wait_finished(ids, 5)))
+               for key, ids in (("first", [0]), ("first_two", [0, 1]))]
+    for waiter in waiters:
+        waiter.start()
+    for sim_id in (0, 1):
+        push.send_multipart([wire.encode_header(TOKEN, sim_id, 0, 0.0, kind=wire.KIND_END)])
+    for waiter in waiters:
+        waiter.join(10)
+    assert results == {"first": True, "first_two": True}
+    assert not rx.wait_finished([1, 2], timeout=0.2)
+    assert rx.wait_finished([0, 1], timeout=0)
+    assert rx._finish_waiters == []
