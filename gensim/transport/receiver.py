@@ -402,7 +402,11 @@ class Receiver:
         sock.setsockopt(zmq.RCVTIMEO, POLL_MS)
         while not self._stop.is_set():
             try:
-                frames = sock.recv_multipart(copy=False)
+                frames = [sock.recv(copy=False)]
+                # The frame's own "more" flag, not recv_multipart's getsockopt(RCVMORE) per
+                # frame; the parts of a message arrive together, so these never wait.
+                while frames[-1].more:
+                    frames.append(sock.recv(copy=False))
             except zmq.Again:
                 continue
             except zmq.ContextTerminated:
