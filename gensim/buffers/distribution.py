@@ -12,6 +12,7 @@ fix yet: strata short of arrivals) or the arrivals (the sampler's deliberate emp
 from __future__ import annotations
 
 import bisect
+import itertools
 from typing import Any, Literal
 
 import numpy as np
@@ -249,7 +250,7 @@ class DistributionAware(InsertPolicy):
         # A stable sort of the slots by stratum lists each stratum's slots in ascending order.
         order = np.argsort(self.slot_stratum, kind="stable")
         bounds = np.searchsorted(self.slot_stratum[order], np.arange(self.strata.n_strata + 1))
-        self._members = [order[lo:hi].tolist() for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self._members = [order[lo:hi].tolist() for lo, hi in itertools.pairwise(bounds)]
 
 
 def _apportion(total: int, law: np.ndarray) -> np.ndarray:

@@ -263,9 +263,9 @@ def main() -> None:
         cfg, simulation, buffer = default_buffer(grid)
         params = Sobol(simulation.space, seed=0).sample(1024)
         fill(buffer, simulation, params)
-        setups[grid] = dict(cfg=cfg, simulation=simulation, buffer=buffer, params=params,
-                            sinks={"receiver": lambda sample: None, "buffer": buffer.add,
-                                   "train_sink": train_sink(simulation, buffer)})
+        setups[grid] = {"cfg": cfg, "simulation": simulation, "buffer": buffer, "params": params,
+                        "sinks": {"receiver": lambda sample: None, "buffer": buffer.add,
+                                  "train_sink": train_sink(simulation, buffer)}}
         print(f"  {buffer!r}: {buffer.storage.nbytes / 2**20:.0f} MiB, "
               f"policy {type(buffer.policy).__name__}, {buffer.policy.strata!r}", flush=True)
     n_steps = {setups[g]["simulation"].n_steps for g in args.grids}
@@ -345,15 +345,15 @@ def markdown(result: dict) -> str:
     lines = [
         "# Ingest at wire speed",
         "",
-        f"{s['senders']} sender processes, heat2d message layout (one float32 field), {s['steps_per_simulation']} "
+        (f"{s['senders']} sender processes, heat2d message layout (one float32 field), {s['steps_per_simulation']} "
         f"steps per simulation then END, loopback TCP; {s['rounds']} interleaved rounds, medians. "
         f"Default buffer: `conf/buffer/distribution.yaml` through Hydra ({s['buffer']['policy']}, capacity "
         f"{s['buffer']['capacity']}), full before the first trial. `python reports/scaleout/ingest.py`; "
         f"raw numbers in `ingest.json`. {s['cpus']} CPUs, load average at the end "
-        f"{', '.join(f'{x:.1f}' for x in s['load_average_at_end'])}.",
+        f"{', '.join(f'{x:.1f}' for x in s['load_average_at_end'])}."),
         "",
-        "| field | message KiB | bare msg/s | receiver msg/s | + default buffer msg/s | + data module sink msg/s "
-        "| receiver / bare | buffer / bare | data module sink / bare |",
+        ("| field | message KiB | bare msg/s | receiver msg/s | + default buffer msg/s | + data module sink msg/s "
+        "| receiver / bare | buffer / bare | data module sink / bare |"),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for grid, row in result["summary"].items():
@@ -365,11 +365,11 @@ def markdown(result: dict) -> str:
         )
     lines += [
         "",
-        "Ratios are medians over rounds of the ratio to the bare loop of the same round. Target: "
-        "buffer / bare >= 0.7 at both sizes.",
+        ("Ratios are medians over rounds of the ratio to the bare loop of the same round. Target: "
+        "buffer / bare >= 0.7 at both sizes."),
         "",
-        "CPU time of the receiving thread per message (µs, median over rounds; the thread's own "
-        "CPU clock, so time spent waiting for a core is not counted):",
+        ("CPU time of the receiving thread per message (µs, median over rounds; the thread's own "
+        "CPU clock, so time spent waiting for a core is not counted):"),
         "",
         "| field | bare | receiver | + default buffer | + data module sink |",
         "|---|---|---|---|---|",
@@ -382,11 +382,11 @@ def markdown(result: dict) -> str:
         before = result["before"]
         lines += [
             "",
-            f"The same script on {before['label']} (another run, `{before['file']}`; ratios, and "
-            "CPU µs a message of the receiving thread, each within its own run):",
+            (f"The same script on {before['label']} (another run, `{before['file']}`; ratios, and "
+            "CPU µs a message of the receiving thread, each within its own run):"),
             "",
-            "| field | code | receiver / bare | buffer / bare | data module sink / bare | CPU receiver "
-            "| CPU + buffer | CPU + data module sink |",
+            ("| field | code | receiver / bare | buffer / bare | data module sink / bare | CPU receiver "
+            "| CPU + buffer | CPU + data module sink |"),
             "|---|---|---|---|---|---|---|---|",
         ]
         for grid in result["summary"]:
@@ -398,10 +398,10 @@ def markdown(result: dict) -> str:
                              f"{c['train_sink']:.1f} |")
     lines += [
         "",
-        "What bounds each size: at 64x64 the receiving thread's Python per message (validation, "
+        ("What bounds each size: at 64x64 the receiving thread's Python per message (validation, "
         "the policy's bookkeeping and random draws, the copy into storage) against a bare loop "
         "that only takes frames; at 256x256 also the memory traffic of touching every value "
-        "(the finiteness check reads 256 KiB that another core wrote, the insert copies it).",
+        "(the finiteness check reads 256 KiB that another core wrote, the insert copies it)."),
         "",
     ]
     return "\n".join(lines)
