@@ -297,7 +297,8 @@ class Receiver:
             (e.g. copy into a buffer); while it runs, nothing else is received. The field
             arrays are views of the received ZeroMQ frames (a sink that keeps them keeps the
             frames alive: copy into preallocated storage instead). An exception is counted as
-            ``"sink_error"`` and logged with its traceback; the receiver carries on.
+            ``"sink_error"`` and logged with its traceback; the receiver carries on. numpy's
+            "invalid" floating-point warnings are off on the receive thread (see ``_run``).
 
         Raises
         ------
