@@ -147,30 +147,45 @@ def bare_trial(senders: Senders, grid: int, sim_ids: list[list[int]], n_steps: i
     sock = context.socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, RCVHWM)
     sock.setsockopt(zmq.LINGER, 0)
+    # The receiver's receive timeout and stop check, so that the loop ends on failure too.
+    sock.setsockopt(zmq.RCVTIMEO, 50)
+    stop, done = threading.Event(), threading.Event()
+    elapsed: list[float] = []
+
+    def loop() -> None:
+        # A thread, as the receiver's, which owns the socket from here on.
+        cpu = time.thread_time()
+        received = 0
+        try:
+            while received < total and not stop.is_set():
+                try:
+                    sock.recv_multipart(copy=False)
+                except zmq.Again:
+                    continue
+                received += 1
+            if received == total:
+                elapsed.extend([time.perf_counter(), time.thread_time() - cpu])
+        finally:
+            sock.close(linger=0)
+            done.set()
+
+    thread = threading.Thread(target=loop, daemon=True)
     try:
         sock.bind("tcp://127.0.0.1:*")
         senders.prepare(sock.getsockopt_string(zmq.LAST_ENDPOINT), grid, sim_ids)
-        done = threading.Event()
-        elapsed = []
-
-        def loop() -> None:
-            # A thread, as the receiver's: the same GIL hand-offs with the main thread.
-            cpu = time.thread_time()
-            for _ in range(total):
-                sock.recv_multipart(copy=False)
-            elapsed.extend([time.perf_counter(), time.thread_time() - cpu])
-            done.set()
-
-        thread = threading.Thread(target=loop, daemon=True)
         start = time.perf_counter()
         thread.start()
         senders.go()
-        if not done.wait(TRIAL_TIMEOUT_S):
+        if not done.wait(TRIAL_TIMEOUT_S) or not elapsed:
             raise RuntimeError(f"bare loop: not every message arrived within {TRIAL_TIMEOUT_S} s")
         senders.wait_sent()
         return elapsed[0] - start, elapsed[1]
     finally:
-        sock.close(linger=0)
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+        elif not done.is_set():  # the thread never started: the socket is still ours
+            sock.close(linger=0)
         context.term()
 
 
