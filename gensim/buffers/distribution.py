@@ -11,6 +11,8 @@ fix yet: strata short of arrivals) or the arrivals (the sampler's deliberate emp
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from typing import Any, Literal
 
 import numpy as np
@@ -70,9 +72,13 @@ class DistributionAware(InsertPolicy):
 
     Notes
     -----
-    Each arrival costs one nearest-center search over the cells and, when it evicts, one
-    O(capacity) vectorized scan; no Python loop runs over stored samples. Batches are uniform
-    draws with replacement (:class:`~gensim.buffers.UniformDraw`).
+    Each arrival costs one nearest-center search over the cells (cached per parameter vector,
+    :meth:`Strata.stratum_of`) and, when it evicts, one O(n_strata) vectorized ``argmax`` (only
+    for an arrival below its quota) plus a binary search in the victim stratum's sorted slot
+    list: nothing scans the slots. The uniform member of a stratum is the ``k``-th smallest of
+    its slots, ``k`` drawn with ``rng.integers(n_s)``, so the content depends only on the seed
+    and the arrivals. Batches are uniform draws with replacement
+    (:class:`~gensim.buffers.UniformDraw`).
     """
 
     def __init__(
@@ -98,8 +104,25 @@ class DistributionAware(InsertPolicy):
         self._quotas = _apportion(capacity, self.strata.mass)
         # Stratum of the sample in each slot, -1 for a slot without a live sample.
         self.slot_stratum = np.full(capacity, -1, dtype=np.int64)
-        self.counts = np.zeros(self.strata.n_strata, dtype=np.int64)
-        self.arrivals = np.zeros(self.strata.n_strata, dtype=np.int64)
+        # Per-stratum stored and arrived counts as Python lists: the insert path reads and
+        # writes single entries, which costs several times more on numpy arrays.
+        self._counts = [0] * self.strata.n_strata
+        self._arrivals = [0] * self.strata.n_strata
+        self._quota_list = self._quotas.tolist()
+        # The slots of each stratum, ascending: a uniform member is one index into its list,
+        # where scanning slot_stratum would cost O(capacity) per eviction. Ascending order makes
+        # members[k] the k-th smallest slot, so the same draw k picks the same slot as a scan.
+        self._members: list[list[int]] = [[] for _ in range(self.strata.n_strata)]
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Samples stored in each stratum, shape (n_strata,), int64 (a copy)."""
+        return np.array(self._counts, dtype=np.int64)
+
+    @property
+    def arrivals(self) -> np.ndarray:
+        """Arrivals so far in each stratum, shape (n_strata,), int64 (a copy)."""
+        return np.array(self._arrivals, dtype=np.int64)
 
     # --- the law and its quotas --------------------------------------------------------------
 
@@ -116,8 +139,9 @@ class DistributionAware(InsertPolicy):
         target = self._quotas / self.capacity
         if self.follow == "target":
             return target
-        total = self.arrivals.sum()
-        return self.arrivals / total if total else target
+        arrivals = self.arrivals
+        total = arrivals.sum()
+        return arrivals / total if total else target
 
     def quotas(self) -> np.ndarray:
         """Integer share of the capacity of each stratum, ``capacity * mass`` by largest remainders.
@@ -134,29 +158,40 @@ class DistributionAware(InsertPolicy):
     def select_slot(self, sample: Sample, seq: int, storage: Storage) -> int | None:
         """Store while filling, then balance strata as the class describes; see :meth:`InsertPolicy.select_slot`."""
         s = self.strata.stratum_of(sample.params, sample.step)
-        self.arrivals[s] += 1
+        counts, arrivals = self._counts, self._arrivals
+        arrivals[s] += 1
         slot = storage.free_slot()
         if slot is None:
-            if self.counts[s] < self._quotas[s]:
-                donor = int(np.argmax(self.counts - self._quotas))
+            if counts[s] < self._quota_list[s]:
+                donor = int(np.argmax(np.subtract(counts, self._quotas)))
                 slot = self._random_member(donor)
-            elif self.rng.integers(self.arrivals[s]) < self.counts[s]:
+            elif self.rng.integers(arrivals[s]) < counts[s]:
                 slot = self._random_member(s)
             else:
                 return None
-            self.counts[self.slot_stratum[slot]] -= 1
+            self._forget(slot)
         self.slot_stratum[slot] = s
-        self.counts[s] += 1
+        counts[s] += 1
+        bisect.insort(self._members[s], slot)
         return slot
 
     def _random_member(self, stratum: int) -> int:
-        members = np.flatnonzero(self.slot_stratum == stratum)
-        return int(members[self.rng.integers(len(members))])
+        """A uniformly chosen slot of ``stratum`` (which holds at least one sample)."""
+        members = self._members[stratum]
+        return members[self.rng.integers(len(members))]
+
+    def _forget(self, slot: int) -> None:
+        """Remove the live sample of ``slot`` from its stratum's count and slot list."""
+        stratum = int(self.slot_stratum[slot])
+        members = self._members[stratum]
+        del members[bisect.bisect_left(members, slot)]
+        self._counts[stratum] -= 1
+        self.slot_stratum[slot] = -1
 
     def released(self, slots: np.ndarray, storage: Storage) -> None:
         """Forget the strata of slots a consuming draw freed; see :meth:`InsertPolicy.released`."""
-        self.counts -= np.bincount(self.slot_stratum[slots], minlength=self.strata.n_strata)
-        self.slot_stratum[slots] = -1
+        for slot in slots.tolist():
+            self._forget(slot)
 
     # --- drawing -----------------------------------------------------------------------------
 
@@ -168,13 +203,14 @@ class DistributionAware(InsertPolicy):
         ndarray, shape (n_strata,), float64
             ``rho_s / (n_s / N)``, scaled to a mean of 1 over the stored samples.
         """
-        stored = self.counts.sum()
+        counts = self.counts
+        stored = counts.sum()
         if stored == 0:
             return np.zeros(self.strata.n_strata)
         rho = self.law()
-        present = self.counts > 0
+        present = counts > 0
         weights = np.zeros(self.strata.n_strata)
-        weights[present] = rho[present] * stored / self.counts[present]
+        weights[present] = rho[present] * stored / counts[present]
         # The mean over stored samples is sum of rho over non-empty strata; divide it out.
         return weights / rho[present].sum()
 
@@ -196,8 +232,8 @@ class DistributionAware(InsertPolicy):
             **super().state_dict(),
             "strata": self.strata.describe(),
             "slot_stratum": self.slot_stratum.copy(),
-            "counts": self.counts.copy(),
-            "arrivals": self.arrivals.copy(),
+            "counts": self.counts,
+            "arrivals": self.arrivals,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -209,8 +245,12 @@ class DistributionAware(InsertPolicy):
             )
         super().load_state_dict(state)
         self.slot_stratum[:] = state["slot_stratum"]
-        self.counts[:] = state["counts"]
-        self.arrivals[:] = state["arrivals"]
+        self._counts = np.asarray(state["counts"], dtype=np.int64).tolist()
+        self._arrivals = np.asarray(state["arrivals"], dtype=np.int64).tolist()
+        # A stable sort of the slots by stratum lists each stratum's slots in ascending order.
+        order = np.argsort(self.slot_stratum, kind="stable")
+        bounds = np.searchsorted(self.slot_stratum[order], np.arange(self.strata.n_strata + 1))
+        self._members = [order[lo:hi].tolist() for lo, hi in itertools.pairwise(bounds)]
 
 
 def _apportion(total: int, law: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,12 @@ _STATE_VERSION = 2
 _MAX_DRAWS_BIN = 64
 
 _COUNTERS = ("n_seen", "n_stored", "n_discarded", "n_evicted", "n_consumed", "n_drawn")
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    """``np.shape(value)``, without its dispatch overhead for arrays (the per-sample case)."""
+    shape = getattr(value, "shape", None)
+    return np.shape(value) if shape is None else shape
 
 
 class ReplayBuffer:
@@ -42,8 +48,10 @@ class ReplayBuffer:
         is used unless ``draw_rule`` is given.
     seed : int, default 0
         Seeds the insert policy's and the draw rule's generators (independent streams).
-    max_bytes : int, optional
-        Bound on the storage's bytes; ``capacity`` is lowered to fit (see :attr:`capacity`).
+    max_bytes : int or float, optional
+        Bound on the storage's bytes, floored to an int (configs may write ``1e9``); when it
+        holds fewer than ``capacity`` samples, ``capacity`` is lowered to fit and the capacity
+        used is logged at INFO: of the two bounds, the smaller wins (see :attr:`capacity`).
     draw_rule : DrawRule, optional
         Overrides the policy's draw rule.
 
@@ -60,7 +68,7 @@ class ReplayBuffer:
         n_params: int,
         policy: InsertPolicy | None = None,
         seed: int = 0,
-        max_bytes: int | None = None,
+        max_bytes: float | None = None,
         draw_rule: DrawRule | None = None,
     ) -> None:
         if policy is None:
@@ -77,12 +85,16 @@ class ReplayBuffer:
         self._policy.bind(self.capacity, np.random.default_rng(policy_seed))
         self._draw_rule.bind(self.capacity, np.random.default_rng(draw_seed))
         self._field_names = frozenset(self._storage.field_slices)
+        self._field_shapes = tuple((spec.name, spec.shape) for spec in self._storage.field_specs)
 
         # One lock, two conditions: adders wait for space, drawers wait for data.
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self._data = threading.Condition(self._lock)
         self._closed = False
+        # Threads waiting on _data: add() notifies only when there is one (a notify costs
+        # about a microsecond, on every insert otherwise).
+        self._data_waiters = 0
         self._n_seen = self._n_stored = self._n_discarded = 0
         self._n_evicted = self._n_consumed = self._n_drawn = 0
         self._retired_draws = np.zeros(_MAX_DRAWS_BIN + 1, dtype=np.int64)
@@ -164,7 +176,11 @@ class ReplayBuffer:
         """
         self._check(sample)
         with self._lock:
-            if not self._space.wait_for(lambda: self._closed or self._policy.ready(self._storage), timeout):
+            # Test before waiting: a policy that never waits skips building the predicate.
+            ready = self._closed or self._policy.ready(self._storage)
+            if not ready and not self._space.wait_for(
+                lambda: self._closed or self._policy.ready(self._storage), timeout
+            ):
                 raise TimeoutError(
                     f"add: the {type(self._policy).__name__} policy found no free slot within "
                     f"{timeout} s ({len(self)}/{self.capacity} stored; it waits for draws to "
@@ -184,7 +200,8 @@ class ReplayBuffer:
                 self._retired_draws[min(int(self._storage.draws[slot]), _MAX_DRAWS_BIN)] += 1
             self._n_evicted += self._storage.write(slot, sample, seq)
             self._n_stored += 1
-            self._data.notify_all()
+            if self._data_waiters:
+                self._data.notify_all()
             return True
 
     def _check(self, sample: Sample) -> None:
@@ -200,19 +217,27 @@ class ReplayBuffer:
                 f"{sorted(self._field_names)}, got {sorted(fields)}; send exactly the fields "
                 "the simulation declares"
             )
-        for spec in self._storage.field_specs:
-            shape = np.shape(fields[spec.name])
-            if shape != spec.shape:
+        for name, expected in self._field_shapes:
+            shape = _shape(fields[name])
+            if shape != expected:
                 raise ValueError(
-                    f"sample (sim {sample.sim_id}, step {sample.step}): field {spec.name!r} "
-                    f"expected shape {spec.shape}, got {shape}; send the shape its FieldSpec declares"
+                    f"sample (sim {sample.sim_id}, step {sample.step}): field {name!r} "
+                    f"expected shape {expected}, got {shape}; send the shape its FieldSpec declares"
                 )
-        if np.shape(sample.params) != (self._storage.n_params,):
+        if _shape(sample.params) != (self._storage.n_params,):
             raise ValueError(
                 f"sample (sim {sample.sim_id}, step {sample.step}): expected params of shape "
                 f"({self._storage.n_params},), got {np.shape(sample.params)}; build the buffer "
                 "with the parameter space's dimension"
             )
+
+    def _wait_for_data(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """``self._data.wait_for``, counted in ``_data_waiters``; call with the lock held."""
+        self._data_waiters += 1
+        try:
+            return self._data.wait_for(predicate, timeout)
+        finally:
+            self._data_waiters -= 1
 
     def close(self) -> None:
         """Mark the end of the stream and wake every waiting :meth:`add`, :meth:`draw` and :meth:`wait_for`.
@@ -266,7 +291,7 @@ class ReplayBuffer:
             )
         need = batch_size if consumes else min(batch_size, self.capacity)
         with self._lock:
-            if not self._data.wait_for(lambda: self._closed or self._storage.size >= need, timeout):
+            if not self._wait_for_data(lambda: self._closed or self._storage.size >= need, timeout):
                 raise TimeoutError(
                     f"draw({batch_size}): {len(self)} of the {need} samples needed arrived "
                     f"within {timeout} s; check that simulations are running and sending, or "
@@ -313,7 +338,7 @@ class ReplayBuffer:
                 "raise the capacity"
             )
         with self._lock:
-            self._data.wait_for(lambda: self._closed or self._storage.size >= n, timeout)
+            self._wait_for_data(lambda: self._closed or self._storage.size >= n, timeout)
             return self._storage.size >= n
 
     # --- monitoring --------------------------------------------------------------------------

@@ -7,6 +7,9 @@ only holds the arrays, allocated once at construction, so memory is bounded what
 
 from __future__ import annotations
 
+import logging
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +22,45 @@ from gensim.simulations.base import FieldSpec, Sample
 _META_BYTES_PER_SLOT = 5 * 8 + 1
 
 _ARRAYS = ("fields", "params", "t", "sim_id", "step", "draws", "seq", "live")
+
+logger = logging.getLogger("gensim.buffers")
+
+
+def byte_count(max_bytes: float | None) -> int | None:
+    """A byte bound as an int: ``max_bytes`` floored, or None for no bound.
+
+    Configs and command lines write sizes as floats (``buffer.max_bytes=1e9``), so any finite
+    real number is accepted.
+
+    Parameters
+    ----------
+    max_bytes : int, float or None
+
+    Returns
+    -------
+    int or None
+        ``>= 1``.
+
+    Raises
+    ------
+    TypeError
+        Not a number (a string, a bool).
+    ValueError
+        Not finite, or below 1 byte.
+    """
+    if max_bytes is None:
+        return None
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Real):
+        raise TypeError(
+            f"max_bytes must be a number of bytes such as 1e9 (or null for no bound), got "
+            f"{type(max_bytes).__name__} {max_bytes!r}"
+        )
+    if not math.isfinite(max_bytes) or max_bytes < 1:
+        raise ValueError(
+            f"max_bytes must be a positive, finite number of bytes such as 1e9 (or null for no "
+            f"bound), got {max_bytes!r}"
+        )
+    return int(max_bytes)
 
 
 class Storage:
@@ -35,8 +77,10 @@ class Storage:
         Fields of one sample, in the order they are concatenated.
     n_params : int
         Length of the parameter vector, >= 0.
-    max_bytes : int, optional
-        Upper bound on the allocated bytes; ``capacity`` is lowered to fit it.
+    max_bytes : int or float, optional
+        Upper bound on the allocated bytes, floored to an int (``1e9`` is accepted); when it
+        holds fewer than ``capacity`` samples, the capacity is lowered to fit it (logged at
+        INFO on ``gensim.buffers``): of the two bounds, the smaller wins.
 
     Attributes
     ----------
@@ -68,7 +112,7 @@ class Storage:
         capacity: int,
         fields: Sequence[FieldSpec],
         n_params: int,
-        max_bytes: int | None = None,
+        max_bytes: float | None = None,
     ) -> None:
         self.field_specs = tuple(fields)
         if not self.field_specs or not all(isinstance(f, FieldSpec) for f in self.field_specs):
@@ -92,11 +136,14 @@ class Storage:
             self.field_slices[spec.name] = slice(offset, offset + spec.size)
             offset += spec.size
         self.n_features = offset
+        # (name, columns, shape) of each field: what write() needs, without lookups per sample.
+        self._field_layout = tuple((f.name, self.field_slices[f.name], f.shape) for f in self.field_specs)
 
         self.bytes_per_sample = 4 * (self.n_features + self.n_params) + _META_BYTES_PER_SLOT
         capacity = int(capacity)
+        max_bytes = byte_count(max_bytes)
         if max_bytes is not None:
-            fit = int(max_bytes) // self.bytes_per_sample
+            fit = max_bytes // self.bytes_per_sample
             if fit < 1:
                 raise ValueError(
                     f"max_bytes={max_bytes} cannot hold one sample: a sample takes "
@@ -104,7 +151,13 @@ class Storage:
                     f"{self.n_params} params as float32, plus {_META_BYTES_PER_SLOT} bytes of "
                     f"metadata); raise max_bytes to at least {self.bytes_per_sample} or drop it"
                 )
-            capacity = min(capacity, fit)
+            if fit < capacity:
+                logger.info(
+                    "replay buffer: capacity %d samples lowered to %d, the most that max_bytes=%d "
+                    "holds at %d bytes per sample (%d field values, %d params)",
+                    capacity, fit, max_bytes, self.bytes_per_sample, self.n_features, self.n_params,
+                )
+                capacity = fit
         self.capacity = capacity
 
         self.fields = np.zeros((capacity, self.n_features), dtype=np.float32)
@@ -144,10 +197,11 @@ class Storage:
             True when a live sample was overwritten (an eviction).
         """
         row = self.fields[slot]
-        for spec in self.field_specs:
+        fields = sample.fields
+        for name, columns, shape in self._field_layout:
             # A contiguous row slice reshapes to a view, so this copies (and casts) the field
             # straight into storage without a flattened temporary.
-            row[self.field_slices[spec.name]].reshape(spec.shape)[...] = sample.fields[spec.name]
+            row[columns].reshape(shape)[...] = fields[name]
         self.params[slot] = sample.params
         self.t[slot] = sample.t
         self.sim_id[slot] = sample.sim_id
@@ -158,7 +212,8 @@ class Storage:
         if not evicted:
             self.live[slot] = True
             self.size += 1
-        self.filled = max(self.filled, slot + 1)
+        if slot >= self.filled:
+            self.filled = slot + 1
         return evicted
 
     def read(self, slots: np.ndarray) -> dict[str, np.ndarray]:

@@ -19,6 +19,11 @@ from scipy.stats import qmc
 from gensim.simulations.base import Simulation
 from sampling import ParameterSpace
 
+#: Entries of the direct-mapped cache of :meth:`Strata.stratum_of` (a power of 2): the cells of
+#: up to this many parameter vectors, about 30 KiB. With ``k`` simulations streaming at once,
+#: about ``k / CELL_CACHE_SIZE`` of them share an entry and miss.
+CELL_CACHE_SIZE = 512
+
 
 class Strata:
     """Voronoi cells of a space-filling design of the parameter space, times bins of time steps.
@@ -90,6 +95,10 @@ class Strata:
         low[space.log], high[space.log] = np.log10(low[space.log]), np.log10(high[space.log])
         self._low, self._inv_width, self._log = low, 1.0 / (high - low), space.log.copy()
         self._half_norms = 0.5 * (self.centers**2).sum(axis=1)
+        # stratum_of's direct-mapped cache: entry hash(key) % size holds one parameter vector
+        # (its float64 bytes) and its cell; a new vector overwrites the entry it maps to.
+        self._cache_keys: list[bytes | None] = [None] * CELL_CACHE_SIZE
+        self._cache_cells = [0] * CELL_CACHE_SIZE
         # The reference is another scrambling of Sobol: with the centers' own scrambling the
         # masses would be biased toward the first points' cells.
         reference = self._sobol(int(n_reference), self.seed + 1)
@@ -174,6 +183,10 @@ class Strata:
     def stratum_of(self, params: np.ndarray, step: int) -> int:
         """Stratum of one sample: the fast path taken for every arrival (no validation).
 
+        The cells of recent parameter vectors are cached (:data:`CELL_CACHE_SIZE` entries,
+        bounded memory): every time step of a simulation has the same parameters, so the
+        nearest-center search runs about once per simulation, not once per step.
+
         Parameters
         ----------
         params : ndarray, shape (dim,)
@@ -185,14 +198,25 @@ class Strata:
         int
             Same as ``assign(params[None], [step])[0]``.
         """
+        key = np.asarray(params, dtype=np.float64).tobytes()
+        entry = hash(key) & (CELL_CACHE_SIZE - 1)
+        if self._cache_keys[entry] == key:
+            cell = self._cache_cells[entry]
+        else:
+            cell = self._cell_of_one(params)
+            self._cache_keys[entry], self._cache_cells[entry] = key, cell
+        if type(step) is not int or not 0 <= step < self.n_steps:
+            step = min(max(int(step), 0), self.n_steps - 1)
+        return cell * self.n_time_bins + step * self.n_time_bins // self.n_steps
+
+    def _cell_of_one(self, params: np.ndarray) -> int:
+        """Cell of one parameter vector, shape (dim,), in physical units."""
         x = np.array(params, dtype=np.float64)
         if self._log.any():
             x[self._log] = np.log10(x[self._log])
         unit = (x - self._low) * self._inv_width
         # argmin |u - c|^2 = argmin (|c|^2 / 2 - u.c)
-        cell = int(np.argmin(self._half_norms - self.centers @ unit))
-        step = min(max(int(step), 0), self.n_steps - 1)
-        return cell * self.n_time_bins + step * self.n_time_bins // self.n_steps
+        return int(np.argmin(self._half_norms - self.centers @ unit))
 
     def assign(self, params: np.ndarray, steps: np.ndarray) -> np.ndarray:
         """Stratum of each sample.

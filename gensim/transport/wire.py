@@ -307,6 +307,36 @@ def encode_header(
     )
 
 
+def match_data_header(buf: bytes, descriptors: bytes) -> tuple[bytes, int, int, float] | None:
+    """Decode a DATA header whose descriptors are byte for byte ``descriptors``, or return None.
+
+    The receiver's fast path: a header equal to a known valid encoding (same length, same
+    descriptor bytes, right magic, version, field count and kind) passes every check of
+    :func:`decode_header` with the same fields, so only the preamble needs unpacking. Any
+    other header (an END, another field order, a malformed one) returns None: decode it with
+    :func:`decode_header`, which says what is wrong.
+
+    Parameters
+    ----------
+    buf : bytes
+        The whole frame 0.
+    descriptors : bytes
+        Valid descriptors, as :func:`encode_descriptors` writes them.
+
+    Returns
+    -------
+    tuple or None
+        ``(token, sim_id, step, time)`` of a matching header.
+    """
+    n_fields, rest = divmod(len(descriptors), DESCRIPTOR_SIZE)
+    if rest or len(buf) != PREAMBLE_SIZE + len(descriptors) or not buf.endswith(descriptors):
+        return None
+    magic, version, n, token, sim_id, step, kind, time = _PREAMBLE.unpack_from(buf, 0)
+    if magic != MAGIC or version != VERSION or n != n_fields or kind != KIND_DATA:
+        return None
+    return token, sim_id, step, time
+
+
 def decode_header(buf: bytes | bytearray | memoryview) -> Header:
     """Decode and check a header (frame 0).
 

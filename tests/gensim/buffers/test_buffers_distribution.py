@@ -219,3 +219,100 @@ def test_construction_errors(kwargs, error, message):
 def test_contract_sample_space_covers_make_sample():
     # The contract's samples must lie in CONTRACT_SPACE for the strata to be meaningful.
     assert CONTRACT_SPACE.contains(np.stack([make_sample(i).params for i in (0, 1999)])).all()
+
+
+class ScanningDistributionAware(DistributionAware):
+    """The policy as first written (commit 7cdf2a4): a uniform member of a stratum is found by
+    scanning every slot, the stratum by a nearest-center search on every arrival, and the counts
+    are numpy arrays. The reference the indexed implementation must reproduce sample for sample."""
+
+    def bind(self, capacity, rng):
+        super().bind(capacity, rng)
+        self.ref_counts = np.zeros(self.strata.n_strata, dtype=np.int64)
+        self.ref_arrivals = np.zeros(self.strata.n_strata, dtype=np.int64)
+
+    @property
+    def counts(self):
+        return self.ref_counts.copy()
+
+    @property
+    def arrivals(self):
+        return self.ref_arrivals.copy()
+
+    def select_slot(self, sample, seq, storage):
+        strata = self.strata
+        step = min(max(int(sample.step), 0), strata.n_steps - 1)
+        s = strata._cell_of_one(sample.params) * strata.n_time_bins + step * strata.n_time_bins // strata.n_steps
+        self.ref_arrivals[s] += 1
+        slot = storage.free_slot()
+        if slot is None:
+            if self.ref_counts[s] < self._quotas[s]:
+                donor = int(np.argmax(self.ref_counts - self._quotas))
+                slot = self._scan_member(donor)
+            elif self.rng.integers(self.ref_arrivals[s]) < self.ref_counts[s]:
+                slot = self._scan_member(s)
+            else:
+                return None
+            self.ref_counts[self.slot_stratum[slot]] -= 1
+        self.slot_stratum[slot] = s
+        self.ref_counts[s] += 1
+        return slot
+
+    def _scan_member(self, stratum):
+        members = np.flatnonzero(self.slot_stratum == stratum)
+        return int(members[self.rng.integers(len(members))])
+
+    def released(self, slots, storage):
+        self.ref_counts -= np.bincount(self.slot_stratum[slots], minlength=self.strata.n_strata)
+        self.slot_stratum[slots] = -1
+
+
+def assert_same_buffer(new: ReplayBuffer, old: ReplayBuffer) -> None:
+    """Bit-identical storage, counters and policy state (generator state included)."""
+    new_state, old_state = new.state_dict(), old.state_dict()
+    for name, value in old_state["storage"].items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(new_state["storage"][name], value, err_msg=name)
+        else:
+            assert new_state["storage"][name] == value, name
+    assert new_state["counters"] == old_state["counters"]
+    for name in ("slot_stratum", "counts", "arrivals"):
+        np.testing.assert_array_equal(new_state["policy"][name], old_state["policy"][name], err_msg=name)
+    assert new_state["policy"]["rng"] == old_state["policy"]["rng"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_same_content_as_the_scanning_algorithm(seed):
+    # A seeded on-line stream through buffers that differ only in the implementation: capacity
+    # lent to early bins then taken back (donor evictions), reservoirs inside strata (discards
+    # and replacements), and a checkpoint restored mid-stream (the slot lists are rebuilt from
+    # slot_stratum). The content must be identical at every checkpoint, not just alike.
+    strata = Strata(SPACE, N_STEPS, n_cells=8, n_time_bins=4, seed=seed)
+    params = Sobol(SPACE, seed=seed).sample(128)
+    samples = list(waves(params, N_STEPS, 8))
+    new = make_buffer(97, strata, seed=seed)
+    old = ReplayBuffer(97, ONE_FIELD, SPACE.dim, policy=ScanningDistributionAware(strata), seed=seed)
+    for start in range(0, len(samples), 500):
+        for sample in samples[start:start + 500]:
+            assert new.add(sample, timeout=0) == old.add(sample, timeout=0)
+        assert_same_buffer(new, old)
+        restored = make_buffer(97, strata, seed=seed + 1)
+        restored.load_state_dict(new.state_dict())
+        new = restored
+    assert new.stats()["n_evicted"] > 200 and new.stats()["n_discarded"] > 1000
+
+
+def test_same_content_as_the_scanning_algorithm_with_consuming_draws():
+    # Draws that free slots (ConsumeOldest): released() and refills of freed slots.
+    strata = Strata(SPACE, N_STEPS, n_cells=4, n_time_bins=2)
+    samples = waves(Sobol(SPACE, seed=0).sample(32), N_STEPS, 4)
+    new = ReplayBuffer(30, ONE_FIELD, SPACE.dim, policy=DistributionAware(strata), draw_rule=ConsumeOldest())
+    old = ReplayBuffer(30, ONE_FIELD, SPACE.dim, policy=ScanningDistributionAware(strata),
+                       draw_rule=ConsumeOldest())
+    for _ in range(20):
+        for sample in (next(samples) for _ in range(25)):
+            assert new.add(sample, timeout=0) == old.add(sample, timeout=0)
+        batch_new, batch_old = new.draw(7), old.draw(7)
+        for key in batch_old:
+            np.testing.assert_array_equal(batch_new[key], batch_old[key], err_msg=key)
+        assert_same_buffer(new, old)

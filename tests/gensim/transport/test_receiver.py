@@ -13,6 +13,7 @@ import zmq
 from gensim.client import Client
 from gensim.simulations.base import FieldSpec
 from gensim.transport import Receiver, wire
+from gensim.transport import receiver as receiver_module
 
 TOKEN = bytes(range(16))
 SPECS = (FieldSpec("u", (6, 5), "float32"), FieldSpec("v", (7,), "float64"))
@@ -203,6 +204,32 @@ def _nan_time():
     return [bytes(h)] + f[1:]
 
 
+def _reordered(arrays=None):
+    """A message whose descriptors list the fields in another order than declared: the slow path."""
+    return valid_frames(specs=SPECS[::-1], arrays=arrays)
+
+
+def _reordered_with(name, value):
+    arrays = fields_at(0)
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[3] = value
+    return _reordered(arrays)
+
+
+def _reserved_byte():
+    f = valid_frames()
+    h = bytearray(f[0])
+    h[wire.PREAMBLE_SIZE + 34] = 1  # a reserved byte of the first descriptor
+    return [bytes(h)] + f[1:]
+
+
+def _end_kind_with_fields():
+    f = valid_frames()
+    h = bytearray(f[0])
+    struct.pack_into("<I", h, 36, wire.KIND_END)
+    return [bytes(h)] + f[1:]
+
+
 BAD_MESSAGES = {
     "garbage": (lambda: [b"\x00garbage" * 9], "malformed"),
     "garbage_multi": (lambda: [b"GSIM", b"xyz", b""], "malformed"),
@@ -220,6 +247,10 @@ BAD_MESSAGES = {
     "minus_inf": (lambda: _with("u", -np.inf), "non_finite"),
     "nan_time": (_nan_time, "non_finite"),
     "oversize": (_oversize, "too_large"),
+    "reordered_nan": (lambda: _reordered_with("v", np.nan), "non_finite"),
+    "reordered_short_frame": (lambda: _reordered()[:-1] + [_reordered()[-1][:-4]], "frame_size"),
+    "reserved_byte": (_reserved_byte, "malformed"),
+    "end_kind_with_fields": (_end_kind_with_fields, "malformed"),
 }
 
 
@@ -240,6 +271,22 @@ def test_rejection_counted_never_delivered(case, make_receiver, raw_push, caplog
     assert st.rejected == {reason: 1}
     assert [s.step for s in got] == [1]
     assert any(reason in r.getMessage() for r in caplog.records)
+
+
+def test_fields_in_any_wire_order_are_accepted(make_receiver, raw_push):
+    # The declared order takes the fast path, another order the full decode: same samples.
+    rx = make_receiver()
+    got = []
+    rx.register(0, PARAMS, got.append)
+    push = raw_push(rx.address)
+    push.send_multipart(valid_frames(step=0))
+    push.send_multipart(valid_frames(step=1, specs=SPECS[::-1]))
+    assert wait_until(lambda: rx.stats().accepted == 2)
+    assert rx.stats().rejected == {}
+    for sample in got:
+        assert list(sample.fields) == [spec.name for spec in SPECS]
+        for name, expected in fields_at(sample.step).items():
+            np.testing.assert_array_equal(sample.fields[name], expected.astype(sample.fields[name].dtype))
 
 
 def test_end_then_data_is_rejected(make_receiver, raw_push):
@@ -315,15 +362,16 @@ def test_internal_error_is_counted(make_receiver, raw_push, monkeypatch):
     rx = make_receiver()
     rx.register(0, PARAMS, lambda s: None)
     calls = {"n": 0}
-    real = wire.decode_header
+    real = wire.match_data_header
 
-    def flaky(buf):
+    def flaky(buf, descriptors):
         calls["n"] += 1
         if calls["n"] == 1:
             raise KeyError("boom")
-        return real(buf)
+        return real(buf, descriptors)
 
-    monkeypatch.setattr(wire, "decode_header", flaky)
+    # The first header the receiver decodes raises: the fast path every valid header takes.
+    monkeypatch.setattr(wire, "match_data_header", flaky)
     push = raw_push(rx.address)
     push.send_multipart(valid_frames())
     push.send_multipart(valid_frames(step=1))
@@ -387,3 +435,42 @@ def test_absurd_frame_dropped_by_zmq(make_receiver, raw_push, monkeypatch):
     assert wait_until(lambda: rx.stats().accepted == 1)
     assert [s.step for s in got] == [1]
     assert rx.stats().rejected == {}
+
+
+@pytest.mark.parametrize("n", [7, receiver_module.FINITE_DOT_MAX, receiver_module.FINITE_DOT_MAX + 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_both_ways(n, dtype):
+    # Small fields: dot product with zeros; large ones: isfinite into a mask. Both must find
+    # one NaN or Inf anywhere, and never call the largest finite values non-finite.
+    scratch = np.zeros(n, dtype) if n <= receiver_module.FINITE_DOT_MAX else np.empty(n, bool)
+    values = np.random.default_rng(0).random(n).astype(dtype)
+    assert receiver_module._all_finite(values, scratch)
+    assert receiver_module._all_finite(np.full(n, np.finfo(dtype).max, dtype), scratch)
+    for position in (0, n // 2, n - 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            broken = values.copy()
+            broken[position] = bad
+            with np.errstate(invalid="ignore"):
+                assert not receiver_module._all_finite(broken, scratch)
+
+
+def test_wait_finished_waiters_are_independent(make_receiver, raw_push):
+    # Two waiters on different sets: each returns when its own set has ended, a set that never
+    # ends times out, and an already finished set returns at once.
+    rx = make_receiver()
+    for sim_id in range(3):
+        rx.register(sim_id, PARAMS, lambda s: None)
+    push = raw_push(rx.address)
+    results = {}
+    waiters = [threading.Thread(target=lambda key=key, ids=ids: results.__setitem__(key, rx.wait_finished(ids, 5)))
+               for key, ids in (("first", [0]), ("first_two", [0, 1]))]
+    for waiter in waiters:
+        waiter.start()
+    for sim_id in (0, 1):
+        push.send_multipart([wire.encode_header(TOKEN, sim_id, 0, 0.0, kind=wire.KIND_END)])
+    for waiter in waiters:
+        waiter.join(10)
+    assert results == {"first": True, "first_two": True}
+    assert not rx.wait_finished([1, 2], timeout=0.2)
+    assert rx.wait_finished([0, 1], timeout=0)
+    assert rx._finish_waiters == []
