@@ -135,6 +135,12 @@ class SlurmExecutor(Executor):
             "cpus_per_task": self.cpus_per_task,
             "array_parallelism": self.array_parallelism,
             "job_name": "gensim-sim",
+            # One task per job, said explicitly: a job submitted from the trainer's own step
+            # (rank 0 under srun) inherits its SLURM_NTASKS, and the job's srun would otherwise
+            # ask for that many tasks and fail ("More processors requested than permitted").
+            # SLURM sets the job's own value over the inherited one; the trainer's environment,
+            # which Lightning reads on another thread, is never touched.
+            "ntasks_per_node": 1,
         }
         if self.partition:
             params["partition"] = self.partition
@@ -188,22 +194,13 @@ class SlurmExecutor(Executor):
 
     # -- internals --------------------------------------------------------------------------
     def _submit_array(self) -> None:
-        from submitit.helpers import clean_env
-
         from gensim.launch.worker import run_tasks
 
         tasks, self._queued = self._queued, []
         groups = [tasks[i:i + self.sims_per_job] for i in range(0, len(tasks), self.sims_per_job)]
         payloads = [[t.to_json() for t in g] for g in groups]
         n = len(groups)
-        # Submitted from inside the trainer's own SLURM step (srun), the jobs would inherit its
-        # SLURM_* variables, and SLURM_NTASKS > 1 makes their srun fail at once ("More processors
-        # requested than permitted"): hide them while submitting, except where the cluster is.
-        conf = os.environ.get("SLURM_CONF")
-        with clean_env():
-            if conf:
-                os.environ["SLURM_CONF"] = conf
-            jobs = self._executor.map_array(run_tasks, [self._simulation] * n, payloads, [self._token] * n)
+        jobs = self._executor.map_array(run_tasks, [self._simulation] * n, payloads, [self._token] * n)
         self._jobs.extend(zip(jobs, groups))
         log.info("submitted %d simulation(s) to SLURM as %d job(s): %s", len(tasks), n,
                  ", ".join(j.job_id for j in jobs))

@@ -60,3 +60,36 @@ def test_a_study_trains_on_simulations_run_as_slurm_jobs(slurm_cluster, tmp_path
     assert math.isfinite(metrics["val_rel_l2_mean"])
     # 150 steps on this smooth analytic problem beat the training-mean predictor by far.
     assert metrics["val_rel_l2_mean"] < 0.5 * metrics["trivial_rel_l2_mean"], metrics
+
+
+def test_a_ddp_trainer_under_srun_submits_its_simulations_as_slurm_jobs(slurm_cluster, tmp_path: Path) -> None:
+    """The cluster layout of docs/clusters.md on one node: 2 DDP ranks started by ``srun``
+    (Lightning's SLURM environment), rank 0 submitting the simulations as job arrays from inside
+    the trainer's step, each simulation streaming to one rank."""
+    if slurm_cluster.cpus < 3:
+        pytest.skip(f"the node advertises {slurm_cluster.cpus} CPUs; this test needs 2 (trainer) + 1 (jobs)")
+    run_dir = tmp_path / "run"
+    cmd = ["srun", f"--partition={slurm_cluster.partition}", "--nodes=1", "--ntasks-per-node=2",
+           "--cpus-per-task=1", "--time=5", sys.executable, "-m", "gensim.train", *TINY,
+           "trainer=ddp", "trainer.devices=2", "launcher=slurm",
+           f"launcher.executor.partition={slurm_cluster.partition}", "launcher.executor.sims_per_job=2",
+           "launcher.executor.time=5", "launcher.executor.mem_gb=1", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**slurm_cluster.env, "OMP_NUM_THREADS": "1"})
+    try:
+        out, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        out = "(timed out after 300 s)\n" + slurm_cluster.log_tails()
+    finally:
+        stop_process_tree(proc)
+    assert proc.returncode == 0, out[-6000:]
+    assert "GLOBAL_RANK: 1" in out, "Lightning did not start the second rank from SLURM's environment"
+
+    records = json.loads((run_dir / "simulations.json").read_text())
+    assert all(r["state"] == "done" for r in records) and len(records) == 12 + 2
+    assert {slurm_cluster.job_state(r["job_id"]) for r in records} == {"COMPLETED"}
+    assert sorted(r["rank"] for r in records if r["purpose"] == "train") == [0] * 6 + [1] * 6
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps_per_rank"] == [150, 150]
+    assert metrics["samples_received_per_rank"] == [6 * 10 + 2 * 10, 6 * 10]
+    assert metrics["val_rel_l2_mean"] < 0.5 * metrics["trivial_rel_l2_mean"], metrics
