@@ -77,8 +77,8 @@ def rank_stats(trainer, model, datamodule, throughput: TrainingThroughput) -> li
     mine = {"rank": datamodule.ranks.rank, "samples_received": stats.accepted,
             "samples_rejected": stats.n_rejected, "train_samples": throughput.samples,
             "train_seconds": throughput.seconds, "steps": int(trainer.global_step),
-            "normalizer_digest": normalizer_digest(model), "buffer": datamodule.buffer.stats(),
-            "stream_sum": datamodule.stream_mean.sum, "stream_count": datamodule.stream_mean.count}
+            "normalizer_digest": normalizer_digest(model), "buffer": datamodule.buffer.stats()}
+    mine["stream_sum"], mine["stream_count"] = datamodule.stream_mean.totals()
     everyone = datamodule.ranks.gather_objects(mine)
     datamodule.stream_mean.sum = np.sum([r.pop("stream_sum") for r in everyone], axis=0)
     datamodule.stream_mean.count = sum(r.pop("stream_count") for r in everyone)

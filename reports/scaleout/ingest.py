@@ -247,7 +247,7 @@ def train_sink(simulation, buffer):
     from gensim.data.streaming import StreamingDataModule, StreamMean
 
     parts = types.SimpleNamespace(buffer=buffer, simulation=simulation,
-                                  stream_mean=StreamMean(sum(f.size for f in simulation.fields)))
+                                  stream_mean=StreamMean(simulation))
     return lambda sample: StreamingDataModule._train_sink(parts, sample)
 
 
