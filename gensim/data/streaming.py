@@ -396,17 +396,18 @@ class StreamingDataModule(L.LightningDataModule):
     advertise_host : str, optional
         Host name that simulations on other nodes use to reach a receiver bound to every
         interface (``tcp://*:*``); default this node's fully qualified name.
-    prefetch : int
-        Batches drawn ahead on a background thread.
+    prefetch : int, optional
+        Batches drawn ahead on a background thread; default 1 when training on a GPU, 0 on the
+        CPU, where the thread competes with training for the cores (reports/scaleout/training.md).
     pin_memory : bool, optional
-        Page-locked batches; default when CUDA is available.
+        Page-locked batches, for asynchronous copies; default when training on a GPU.
     """
 
     def __init__(self, simulation: Simulation, sampler, launcher, buffer: Callable, receiver: Callable,
                  validation_sampler: Callable, batch_size: int = 128, steps_per_epoch: int = 500,
                  watermark: int = 1000, n_validation: int = 16, validation_timeout_s: float = 600.0,
                  seed: int = 0, routing: RoutingRule | None = None, advertise_host: str | None = None,
-                 prefetch: int = 1, pin_memory: bool | None = None) -> None:
+                 prefetch: int | None = None, pin_memory: bool | None = None) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
@@ -422,8 +423,7 @@ class StreamingDataModule(L.LightningDataModule):
         self.batch_size, self.steps_per_epoch, self.watermark = batch_size, steps_per_epoch, watermark
         self.n_validation, self.validation_timeout_s, self.seed = n_validation, validation_timeout_s, seed
         self.routing, self.advertise_host = routing or RoutingRule(), advertise_host
-        self.prefetch = int(prefetch)
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.prefetch, self.pin_memory = prefetch, pin_memory  # None: decided by the trainer's device
         self.ranks = Ranks()
         self.stream_mean = StreamMean(simulation)
         self.validation = ValidationStore(simulation, n_validation)
@@ -517,9 +517,12 @@ class StreamingDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self._stream is None:
             world = self.ranks.world_size
+            on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+            prefetch = (1 if on_gpu else 0) if self.prefetch is None else int(self.prefetch)
+            pin_memory = on_gpu if self.pin_memory is None else bool(self.pin_memory)
             self._stream = BufferStream(self.buffer, self.batch_size // world, self.steps_per_epoch,
                                         min(math.ceil(self.watermark / world), self.buffer.capacity),
-                                        self.stream_ended, self.ranks, self.prefetch, self.pin_memory)
+                                        self.stream_ended, self.ranks, prefetch, pin_memory)
         # num_workers=0: a worker process would get a copy of the buffer, not the live one.
         return DataLoader(self._stream, batch_size=None, num_workers=0)
 
