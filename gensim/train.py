@@ -26,18 +26,20 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from gensim.callbacks import EnsembleProgressBar, StopWhenStreamExhausted, TrainingThroughput
+from gensim.data.streaming import rows_per_chunk
 from gensim.metrics import relative_l2, summarize_errors
 
 log = logging.getLogger("gensim.train")
 
 
 @torch.no_grad()
-def evaluate(model, datamodule, device: torch.device | str = "cpu", chunk: int = 1024) -> dict[str, float]:
+def evaluate(model, datamodule, device: torch.device | str = "cpu") -> dict[str, float]:
     """Held-out relative L2 of the model and of the trivial predictor (the training mean field).
 
-    Predictions run on ``device`` (the training device) ``chunk`` samples at a time and only the
-    errors come back to the host. A model may add its own held-out metrics (distribution metrics
-    of a generative model, say) through an optional method
+    Predictions run on ``device`` (the training device) in chunks of about 32 MiB of fields
+    (:func:`gensim.data.streaming.rows_per_chunk`), so the peak memory of the evaluation does not
+    grow with the held-out set; only the errors come back to the host. A model may add its own
+    held-out metrics (distribution metrics of a generative model, say) through an optional method
     ``heldout_metrics(validation_tensors, datamodule) -> dict``.
 
     Returns
@@ -50,13 +52,16 @@ def evaluate(model, datamodule, device: torch.device | str = "cpu", chunk: int =
     val = datamodule.validation_tensors()
     extra = model.heldout_metrics(val, datamodule) if hasattr(model, "heldout_metrics") else {}
     fields = datamodule.simulation.fields
-    errors = [relative_l2(model(p.to(device), t.to(device)), y.to(device), fields).cpu()
-              for p, t, y in zip(*(val[k].split(chunk) for k in ("params", "t", "fields")))]
-    ours = summarize_errors(torch.cat(errors))
-    mean_field = torch.from_numpy(datamodule.stream_mean.mean()).expand_as(val["fields"])
-    trivial = summarize_errors(relative_l2(mean_field, val["fields"], fields))
-    return {"val_rel_l2_mean": ours["mean"], "val_rel_l2_p99": ours["p99"],
-            "trivial_rel_l2_mean": trivial["mean"], "trivial_rel_l2_p99": trivial["p99"], **extra}
+    mean_field = torch.from_numpy(datamodule.stream_mean.mean()).to(device)
+    ours, trivial = [], []
+    chunk = rows_per_chunk(val["fields"].shape[1])
+    for p, t, y in zip(*(val[k].split(chunk) for k in ("params", "t", "fields"))):
+        y = y.to(device)
+        ours.append(relative_l2(model(p.to(device), t.to(device)), y, fields).cpu())
+        trivial.append(relative_l2(mean_field.expand_as(y), y, fields).cpu())
+    ours_s, trivial_s = summarize_errors(torch.cat(ours)), summarize_errors(torch.cat(trivial))
+    return {"val_rel_l2_mean": ours_s["mean"], "val_rel_l2_p99": ours_s["p99"],
+            "trivial_rel_l2_mean": trivial_s["mean"], "trivial_rel_l2_p99": trivial_s["p99"], **extra}
 
 
 def normalizer_digest(model) -> str:

@@ -32,6 +32,17 @@ log = logging.getLogger("gensim.data")
 Batch = dict[str, np.ndarray]
 
 
+def rows_per_chunk(n_features: int, max_bytes: int = 32 * 2**20) -> int:
+    """Rows of ``n_features`` float32 values that fit ``max_bytes`` (at least 1, at most 512).
+
+    The size of validation batches and evaluation chunks: the error computation makes a few
+    float64 copies of a chunk, so a row count fixed whatever the field size (512 rows of a
+    256 x 256 field are 128 MiB, 640 MiB with those copies) would make the peak memory grow with
+    the fields.
+    """
+    return int(max(1, min(512, max_bytes // (4 * max(int(n_features), 1)))))
+
+
 class ValidationStore:
     """Held-out simulations kept in memory once: one row per (simulation, step), all steps.
 
@@ -532,7 +543,7 @@ class StreamingDataModule(L.LightningDataModule):
         n, world, rank = len(data["t"]), self.ranks.world_size, self.ranks.rank
         rows = slice(rank * n // world, (rank + 1) * n // world)
         return DataLoader(StackDataset(**{k: data[k][rows] for k in ("params", "t", "fields")}),
-                          batch_size=512, shuffle=False)
+                          batch_size=rows_per_chunk(data["fields"].shape[1]), shuffle=False)
 
     def validation_tensors(self) -> dict[str, torch.Tensor]:
         """The whole held-out set (see :meth:`ValidationStore.tensors`), on every rank."""
