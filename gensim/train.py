@@ -7,6 +7,7 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
@@ -213,9 +214,34 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return metrics
 
 
+#: Allocations at least this large come straight from mmap and go back to the system when freed.
+MMAP_THRESHOLD_BYTES = 4 * 2**20
+
+
+def release_large_arrays_at_free() -> None:
+    """Make glibc return large freed arrays (batches, float64 temporaries) to the system at once.
+
+    glibc raises its mmap threshold after each large free (up to 32 MiB by default), so later
+    batch-sized arrays come from its heap, and freed ones stay resident. A study allocates such
+    arrays at every step: on a 256 x 256 study the peak RSS was 0.2 GiB lower with the threshold
+    fixed (reports/scaleout/memory.md). Below the threshold (received messages of ordinary
+    fields) nothing changes. A no-op where the C library is not glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    M_MMAP_THRESHOLD = -3  # from <malloc.h>; setting it also turns off the dynamic adjustment
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://gensim.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: the run directory is Hydra's output directory."""
+    release_large_arrays_at_free()
     # SIGTERM (a scheduler's or `kill`'s) ends the study like Ctrl-C does: through the `finally`
     # that stops every simulation process, instead of leaving them to finish their current run.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
