@@ -418,10 +418,21 @@ def markdown(result: dict) -> str:
                              f"{c['train_sink']:.1f} |")
     lines += [
         "",
-        ("What bounds each size: at 64x64 the receiving thread's Python per message (validation, "
-        "the policy's bookkeeping and random draws, the copy into storage) against a bare loop "
-        "that only takes frames; at 256x256 also the memory traffic of touching every value "
-        "(the finiteness check reads 256 KiB that another core wrote, the insert copies it)."),
+        ("The receiver works in batches: after each wake-up it takes what ZeroMQ has already "
+        "queued (up to 64 messages), validates every message, and hands the accepted samples "
+        "to the sink's batch method (`ReplayBuffer.add_many`, the data module's `train_sink`): "
+        "one lock, one stats update, one notify and one metadata copy per batch instead of per "
+        "message."),
+        "",
+        ("What bounds each size: at 64x64 the receiving thread's Python per message that batching "
+        "does not remove, because each message has its own frames and draws: validation (the "
+        "header, a numpy view of each frame, the finiteness check, the Sample) and, in the "
+        "default buffer, the policy's scalar random draws (one or two `Generator.integers` calls "
+        "an arrival in a full buffer, whose count and bounds depend on the previous arrival's "
+        "outcome, so they cannot be drawn as one array without changing the content) and the "
+        "copy into storage; against a bare loop that only takes frames. At 256x256 also the "
+        "memory traffic of touching every value (the finiteness check reads 256 KiB that "
+        "another core wrote, the insert copies it)."),
         "",
     ]
     return "\n".join(lines)
