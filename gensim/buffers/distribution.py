@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -157,10 +158,26 @@ class DistributionAware(InsertPolicy):
 
     def select_slot(self, sample: Sample, seq: int, storage: Storage) -> int | None:
         """Store while filling, then balance strata as the class describes; see :meth:`InsertPolicy.select_slot`."""
-        s = self.strata.stratum_of(sample.params, sample.step)
+        return self._place(self.strata.stratum_of(sample.params, sample.step), storage.free_slot())
+
+    def select_slots(self, samples: Sequence[Sample], first_seq: int, storage: Storage) -> list[int | None] | None:
+        """:meth:`select_slot` for consecutive arrivals into a full storage; None while it has free slots.
+
+        A full storage stays full through the batch (nothing is released under the buffer's
+        lock), so no arrival needs ``storage.free_slot()``; the strata of the batch are found
+        once per distinct parameter vector (:meth:`Strata.strata_of`).
+        """
+        if storage.size < storage.capacity:
+            return None
+        place = self._place
+        return [place(s, None) for s in self.strata.strata_of(
+            [sample.params for sample in samples], [sample.step for sample in samples])]
+
+    def _place(self, s: int, free: int | None) -> int | None:
+        """The slot of an arrival of stratum ``s`` given the storage's free slot; updates the bookkeeping."""
         counts, arrivals = self._counts, self._arrivals
         arrivals[s] += 1
-        slot = storage.free_slot()
+        slot = free
         if slot is None:
             if counts[s] < self._quota_list[s]:
                 donor = int(np.argmax(np.subtract(counts, self._quotas)))

@@ -11,6 +11,7 @@ draw rule it is designed for (:meth:`InsertPolicy.default_draw_rule`). The strat
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,33 @@ class InsertPolicy(ABC):
         int or None
             Slot to write (``0 <= slot < capacity``), or None to discard the sample.
         """
+
+    def select_slots(self, samples: Sequence[Sample], first_seq: int, storage: Storage) -> list[int | None] | None:
+        """Choose the slots of consecutive arrivals at once, or return None to be asked one by one.
+
+        The buffer's batch insert (:meth:`~gensim.buffers.ReplayBuffer.add_many`) offers the
+        arrivals here first, under its lock; the default declines, and the buffer calls
+        :meth:`ready` and :meth:`select_slot` for each. A policy that answers must give exactly
+        what :meth:`select_slot` would give, arrival by arrival (same slots, same random stream,
+        same state after), as if each chosen slot were written before the next arrival: a
+        batch insert keeps the content of sequential ones. A subclass that overrides
+        :meth:`select_slot` must override this too.
+
+        Parameters
+        ----------
+        samples : sequence of Sample, length n
+            The arrivals, in order.
+        first_seq : int
+            Arrival number of ``samples[0]``; the others follow.
+        storage : Storage
+            Read only; the buffer writes the chosen slots after this returns.
+
+        Returns
+        -------
+        list of (int or None), length n, or None
+            Slot (or None: discarded) of each arrival; None to decline the whole batch.
+        """
+        return None
 
     @abstractmethod
     def default_draw_rule(self) -> DrawRule:
@@ -161,6 +189,12 @@ class FIRO(_Ring):
     The buffer holds the last ``capacity`` samples of the stream: a sliding window.
     """
 
+    def select_slots(self, samples: Sequence[Sample], first_seq: int, storage: Storage) -> list[int]:
+        """The next ``len(samples)`` slots of the ring; see :meth:`InsertPolicy.select_slots`."""
+        slots = [(self.cursor + k) % self.capacity for k in range(len(samples))]
+        self.cursor = (self.cursor + len(samples)) % self.capacity
+        return slots
+
     def default_draw_rule(self) -> DrawRule:
         """Uniform with replacement: :class:`~gensim.buffers.draw.UniformDraw`."""
         return UniformDraw()
@@ -186,6 +220,20 @@ class Reservoir(InsertPolicy):
         # capacity / n) and, given that, a uniform slot to replace.
         index = int(self.rng.integers(seq + 1))
         return index if index < self.capacity else None
+
+    def select_slots(self, samples: Sequence[Sample], first_seq: int, storage: Storage) -> list[int | None]:
+        """:meth:`select_slot` for consecutive arrivals, with one vectorized draw.
+
+        ``rng.integers(0, highs)`` with an array of bounds gives the same integers, and leaves
+        the generator in the same state, as one scalar call per bound in order.
+        """
+        seqs = np.arange(first_seq, first_seq + len(samples))
+        slots: list[int | None] = seqs[seqs < self.capacity].tolist()
+        full = seqs[len(slots):]
+        if len(full):
+            index = self.rng.integers(0, full + 1)
+            slots += [i if i < self.capacity else None for i in index.tolist()]
+        return slots
 
     def default_draw_rule(self) -> DrawRule:
         """Uniform with replacement: :class:`~gensim.buffers.draw.UniformDraw`."""

@@ -176,33 +176,133 @@ class ReplayBuffer:
         """
         self._check(sample)
         with self._lock:
-            # Test before waiting: a policy that never waits skips building the predicate.
-            ready = self._closed or self._policy.ready(self._storage)
-            if not ready and not self._space.wait_for(
-                lambda: self._closed or self._policy.ready(self._storage), timeout
-            ):
-                raise TimeoutError(
-                    f"add: the {type(self._policy).__name__} policy found no free slot within "
-                    f"{timeout} s ({len(self)}/{self.capacity} stored; it waits for draws to "
-                    "consume samples); check that the training loop is drawing, or raise the "
-                    "timeout or the capacity"
-                )
-            if self._closed:
-                return False
-            seq = self._n_seen
-            self._n_seen += 1
-            slot = self._policy.select_slot(sample, seq, self._storage)
-            if slot is None:
-                self._n_discarded += 1
-                self._retired_draws[0] += 1
-                return False
-            if self._storage.live[slot]:
-                self._retired_draws[min(int(self._storage.draws[slot]), _MAX_DRAWS_BIN)] += 1
-            self._n_evicted += self._storage.write(slot, sample, seq)
-            self._n_stored += 1
-            if self._data_waiters:
+            stored = self._wait_ready(timeout) and self._insert(sample)
+            if stored and self._data_waiters:
                 self._data.notify_all()
-            return True
+            return stored
+
+    def add_many(self, samples: Sequence[Sample], timeout: float | None = None) -> list[bool]:
+        """Offer consecutive time steps at once: the content of one :meth:`add` each, cheaper.
+
+        Every sample is checked before any is inserted, then all are inserted under one hold
+        of the lock with one notification. A policy with a batch path
+        (:meth:`~gensim.buffers.policies.InsertPolicy.select_slots`) chooses the slots of the
+        whole batch, written with one fancy-indexed copy per array; the others are asked
+        arrival by arrival as in :meth:`add`, waiting for space (``timeout`` for each sample)
+        when they are not ready. For the same seed and arrivals the buffer ends exactly as
+        after one :meth:`add` per sample.
+
+        Parameters
+        ----------
+        samples : sequence of Sample, length n
+            Validated time steps, in arrival order.
+        timeout : float, optional
+            Seconds to wait for space for each sample; None waits until space or :meth:`close`.
+
+        Returns
+        -------
+        list of bool, length n
+            Whether each sample was stored (False: discarded by the policy, or the buffer
+            closed).
+
+        Raises
+        ------
+        ValueError
+            A sample with wrong field names or shapes or params length; none is inserted.
+        TimeoutError
+            No space within ``timeout``; the samples before it are inserted.
+        """
+        for sample in samples:
+            self._check(sample)
+        stored = [False] * len(samples)
+        with self._lock:
+            try:
+                pos = 0
+                while pos < len(samples):
+                    if not self._wait_ready(timeout):
+                        break
+                    slots = self._policy.select_slots(samples[pos:], self._n_seen, self._storage)
+                    if slots is None:
+                        stored[pos] = self._insert(samples[pos])
+                        pos += 1
+                        continue
+                    stored[pos:] = self._write_batch(samples[pos:], slots)
+                    break
+            finally:
+                if self._data_waiters and any(stored):
+                    self._data.notify_all()
+        return stored
+
+    def _wait_ready(self, timeout: float | None) -> bool:
+        """Wait until the policy can place a sample; False if the buffer is closed. Lock held."""
+        # Test before waiting: a policy that never waits skips building the predicate.
+        ready = self._closed or self._policy.ready(self._storage)
+        if not ready and not self._space.wait_for(
+            lambda: self._closed or self._policy.ready(self._storage), timeout
+        ):
+            raise TimeoutError(
+                f"add: the {type(self._policy).__name__} policy found no free slot within "
+                f"{timeout} s ({len(self)}/{self.capacity} stored; it waits for draws to "
+                "consume samples); check that the training loop is drawing, or raise the "
+                "timeout or the capacity"
+            )
+        return not self._closed
+
+    def _insert(self, sample: Sample) -> bool:
+        """Place one sample as the policy says (it is ready); whether it was stored. Lock held."""
+        seq = self._n_seen
+        self._n_seen += 1
+        slot = self._policy.select_slot(sample, seq, self._storage)
+        if slot is None:
+            self._n_discarded += 1
+            self._retired_draws[0] += 1
+            return False
+        if self._storage.live[slot]:
+            self._retired_draws[min(int(self._storage.draws[slot]), _MAX_DRAWS_BIN)] += 1
+        self._n_evicted += self._storage.write(slot, sample, seq)
+        self._n_stored += 1
+        return True
+
+    def _write_batch(self, samples: Sequence[Sample], slots: list[int | None]) -> list[bool]:
+        """Write the policy's slots for consecutive arrivals, counting as sequential inserts would. Lock held.
+
+        Parameters
+        ----------
+        samples : sequence of Sample, length n
+        slots : list of (int or None), length n
+            From :meth:`InsertPolicy.select_slots`.
+
+        Returns
+        -------
+        list of bool, length n
+            Whether each sample was stored.
+        """
+        first_seq = self._n_seen
+        n = len(samples)
+        self._n_seen += n
+        kept = [i for i, slot in enumerate(slots) if slot is not None]
+        n_discarded = n - len(kept)
+        self._n_discarded += n_discarded
+        self._retired_draws[0] += n_discarded
+        if kept:
+            # A slot chosen twice in the batch keeps its last arrival; the earlier ones were
+            # evicted within the batch, undrawn. The dict maps each slot to its last writer.
+            last = {slots[i]: i for i in kept}
+            unique = np.fromiter(last, dtype=np.int64, count=len(last))
+            storage = self._storage
+            live = storage.live[unique]
+            drawn = np.minimum(storage.draws[unique[live]], _MAX_DRAWS_BIN)
+            self._retired_draws += np.bincount(drawn, minlength=_MAX_DRAWS_BIN + 1)
+            within = len(kept) - len(unique)
+            self._retired_draws[0] += within
+            writers = list(last.values())
+            self._n_evicted += within + storage.write_many(
+                unique, [samples[i] for i in writers], np.asarray(writers, dtype=np.int64) + first_seq)
+            self._n_stored += len(kept)
+        stored = [False] * n
+        for i in kept:
+            stored[i] = True
+        return stored
 
     def _check(self, sample: Sample) -> None:
         """Raise ValueError unless ``sample`` matches the declared fields and n_params.

@@ -216,6 +216,41 @@ class Storage:
             self.filled = slot + 1
         return evicted
 
+    def write_many(self, slots: np.ndarray, samples: Sequence[Sample], seqs: np.ndarray) -> int:
+        """:meth:`write` of several samples into distinct slots; the metadata in one copy per array.
+
+        Parameters
+        ----------
+        slots : ndarray, shape (m,), int64
+            Distinct rows to write.
+        samples : sequence of Sample, length m
+            Validated time steps.
+        seqs : ndarray, shape (m,), int64
+            Their arrival numbers.
+
+        Returns
+        -------
+        int
+            How many live samples were overwritten (evictions).
+        """
+        fields_rows = self.fields
+        for slot, sample in zip(slots.tolist(), samples):
+            row = fields_rows[slot]
+            fields = sample.fields
+            for name, columns, shape in self._field_layout:
+                row[columns].reshape(shape)[...] = fields[name]
+        self.params[slots] = [sample.params for sample in samples]
+        self.t[slots] = [sample.t for sample in samples]
+        self.sim_id[slots] = [sample.sim_id for sample in samples]
+        self.step[slots] = [sample.step for sample in samples]
+        self.seq[slots] = seqs
+        self.draws[slots] = 0
+        evicted = int(np.count_nonzero(self.live[slots]))
+        self.live[slots] = True
+        self.size += len(slots) - evicted
+        self.filled = max(self.filled, int(slots.max()) + 1)
+        return evicted
+
     def read(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """Copy the samples in ``slots`` into a batch and count one draw for each.
 

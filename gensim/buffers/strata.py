@@ -11,6 +11,7 @@ knows each stratum's target probability, so a buffer's content can be compared w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -208,6 +209,37 @@ class Strata:
         if type(step) is not int or not 0 <= step < self.n_steps:
             step = min(max(int(step), 0), self.n_steps - 1)
         return cell * self.n_time_bins + step * self.n_time_bins // self.n_steps
+
+    def strata_of(self, params: Sequence[np.ndarray], steps: Sequence[int]) -> list[int]:
+        """Strata of consecutive arrivals: :meth:`stratum_of` of each, one cell search per parameter vector.
+
+        The arrivals of one simulation share its parameter array (the receiver gives every
+        :class:`~gensim.simulations.base.Sample` of a simulation the same one), so the cell is
+        looked up once per distinct array object of the batch.
+
+        Parameters
+        ----------
+        params : sequence of ndarray, each shape (dim,)
+            Physical units.
+        steps : sequence of int, same length
+
+        Returns
+        -------
+        list of int
+            ``[stratum_of(p, k) for p, k in zip(params, steps)]``.
+        """
+        cells: dict[int, int] = {}
+        n_bins, n_steps = self.n_time_bins, self.n_steps
+        out = []
+        for p, step in zip(params, steps):
+            cell = cells.get(id(p))
+            if cell is None:
+                # The time bin of step 0 is 0, so this is the cell times n_bins.
+                cell = cells[id(p)] = self.stratum_of(p, 0) // n_bins
+            if type(step) is not int or not 0 <= step < n_steps:
+                step = min(max(int(step), 0), n_steps - 1)
+            out.append(cell * n_bins + step * n_bins // n_steps)
+        return out
 
     def _cell_of_one(self, params: np.ndarray) -> int:
         """Cell of one parameter vector, shape (dim,), in physical units."""

@@ -16,7 +16,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import lightning as L
 import numpy as np
@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset, StackDataset
 
 from gensim.data.ranks import Ranks
 from gensim.simulations.base import Sample, Simulation
+from gensim.transport.receiver import BatchSink
 from gensim.transport.routing import Endpoint, RankRouter, Registrar, RoutingRule, advertised, control_address
 
 log = logging.getLogger("gensim.data")
@@ -153,14 +154,25 @@ class StreamMean:
 
     def add(self, fields: dict[str, np.ndarray]) -> None:
         """Add one sample's fields (``{name: array}`` of the declared shapes)."""
+        self.add_many((fields,))
+
+    def add_many(self, fields: Sequence[dict[str, np.ndarray]]) -> None:
+        """Add the fields of several samples, in order: the same sums as one :meth:`add` each.
+
+        Parameters
+        ----------
+        fields : sequence of dict of str to ndarray
+            One ``{name: array}`` of the declared shapes per sample.
+        """
         with self._lock:
-            for name, cols in self._slices:
-                block = self._block[cols]
-                np.add(block, np.asarray(fields[name]).reshape(-1), out=block, casting="unsafe")
-            self.count += 1
-            self._in_block += 1
-            if self._in_block == self.BLOCK:
-                self._fold()
+            for one in fields:
+                for name, cols in self._slices:
+                    block = self._block[cols]
+                    np.add(block, np.asarray(one[name]).reshape(-1), out=block, casting="unsafe")
+                self.count += 1
+                self._in_block += 1
+                if self._in_block == self.BLOCK:
+                    self._fold()
 
     def _fold(self) -> None:
         self.sum += self._block
@@ -441,6 +453,8 @@ class StreamingDataModule(L.LightningDataModule):
         # The buffer is built here (configs and tests read it before setup); the receiver needs
         # the study token, which rank 0 chooses and sends to the others at setup.
         self.buffer = buffer(fields=simulation.fields, n_params=simulation.space.dim)
+        # The receiver's sink for training simulations: batches of samples in one call.
+        self.train_sink = BatchSink(self._train_sink, self._train_sink_many)
         self.receiver = None
         self.registrar: Registrar | None = None
         self.router: RankRouter | None = None
@@ -451,6 +465,15 @@ class StreamingDataModule(L.LightningDataModule):
     def _train_sink(self, sample: Sample) -> None:
         self.buffer.add(sample)
         self.stream_mean.add(sample.fields)
+
+    def _train_sink_many(self, samples: list[Sample]) -> None:
+        """:meth:`_train_sink` of consecutive samples (the receiver's batch call).
+
+        ``buffer.add_many`` checks every sample before inserting any, so a faulty one raises
+        before anything is taken, as :class:`~gensim.transport.receiver.BatchSink` requires.
+        """
+        self.buffer.add_many(samples)
+        self.stream_mean.add_many([sample.fields for sample in samples])
 
     def setup(self, stage: str) -> None:
         if self._val is not None:
@@ -465,7 +488,7 @@ class StreamingDataModule(L.LightningDataModule):
         self.receiver.start()
         control = None
         if world > 1 and rank > 0:
-            self.registrar = Registrar(self.receiver, {"train": self._train_sink}, token,
+            self.registrar = Registrar(self.receiver, {"train": self.train_sink}, token,
                                        control_address(self.receiver._bind_address))
             control = advertised(self.registrar.address, self.advertise_host)
         endpoints = [Endpoint(r, data, ctl) for r, (data, ctl) in enumerate(self.ranks.gather_objects(
@@ -481,7 +504,7 @@ class StreamingDataModule(L.LightningDataModule):
 
     def _start_ensemble(self, endpoints: list[Endpoint], token: bytes) -> dict[str, torch.Tensor]:
         """Rank 0: start the launcher, simulate the held-out set, then release the training budget."""
-        self.router = RankRouter(self.receiver, {"train": self._train_sink, "validation": self.validation.add},
+        self.router = RankRouter(self.receiver, {"train": self.train_sink, "validation": self.validation.add},
                                  endpoints, token, self.routing)
         # Training simulations start once the held-out set is in. One receiver thread feeds
         # both sinks, and a full buffer that waits for draws (FIFO, Melissa's reservoir) blocks

@@ -5,7 +5,7 @@
 - :mod:`gensim.transport.receiver`: :class:`Receiver`, the validating PULL side that runs on a
   background thread of the trainer. The sending side is :class:`gensim.client.Client`.
 
-``Receiver`` and ``ReceiverStats`` are imported lazily, so that a simulation process importing
+``Receiver``, ``ReceiverStats`` and ``BatchSink`` are imported lazily, so that a simulation process importing
 the client (which needs only :mod:`~gensim.transport.wire`) stays light.
 """
 
@@ -25,6 +25,7 @@ from gensim.transport.wire import (
 )
 
 __all__ = [
+    "BatchSink",
     "KIND_DATA",
     "KIND_END",
     "MAGIC",
@@ -43,7 +44,7 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name in ("Receiver", "ReceiverStats"):
+    if name in ("BatchSink", "Receiver", "ReceiverStats"):
         from gensim.transport import receiver
 
         return getattr(receiver, name)

@@ -253,9 +253,12 @@ def test_held_out_set_arrives_before_a_full_fifo_can_block_the_receiver(tmp_path
     # or setup waits for held-out samples queued behind a sink that training alone can free.
     dm = fifo_datamodule(tmp_path, 6, batch_size=2, watermark=2, n_validation=4, validation_timeout_s=30.0)
     arrivals: list[str] = []  # in the receiver thread's order
-    val_add, buffer_add = dm.validation.add, dm.buffer.add
+    val_add, buffer_add, buffer_add_many = dm.validation.add, dm.buffer.add, dm.buffer.add_many
     dm.validation.add = lambda sample: (arrivals.append("validation"), val_add(sample))[1]
     dm.buffer.add = lambda sample, timeout=None: (arrivals.append("train"), buffer_add(sample, timeout))[1]
+    # The receiver hands queued training samples to the data module's batch sink.
+    dm.buffer.add_many = lambda samples, timeout=None: (
+        arrivals.extend(["train"] * len(samples)), buffer_add_many(samples, timeout))[1]
     try:
         dm.setup("fit")
         assert dm.validation_tensors()["fields"].shape == (4 * 5, 8)
@@ -284,3 +287,17 @@ def test_stream_mean_in_float32_blocks_matches_the_float64_mean():
     np.testing.assert_allclose(mean.mean(), exact, rtol=1e-5)
     total, count = mean.totals()
     assert count == 1000 and np.allclose(total / count, exact, rtol=1e-5)
+
+
+def test_stream_mean_add_many_sums_as_add():
+    # Batches across block boundaries (64) give bit for bit the sums of one add per sample.
+    sim = DecayingWave(size=50)
+    data = (300 + 50 * np.random.default_rng(1).standard_normal((300, 50))).astype(np.float32)
+    one, many = StreamMean(sim), StreamMean(sim)
+    for row in data:
+        one.add({"u": row})
+    for start in range(0, 300, 37):
+        many.add_many([{"u": row} for row in data[start:start + 37]])
+    (sum_one, n_one), (sum_many, n_many) = one.totals(), many.totals()
+    assert n_one == n_many == 300
+    np.testing.assert_array_equal(sum_many, sum_one)

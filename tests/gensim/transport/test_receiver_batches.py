@@ -1,0 +1,156 @@
+"""Receiver batches: messages queued while the receive thread is busy are validated and dispatched together.
+
+Each test holds the receive thread in a gate sink (simulation 0) while the messages under test
+queue up in ZeroMQ, then opens the gate: the thread takes the queued messages as one batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from test_receiver import PARAMS, TOKEN, make_receiver, raw_push, valid_frames, wait_until  # noqa: F401
+
+from gensim.transport import BatchSink, wire
+
+
+class Recorder:
+    """A batch sink that records each call: ``calls`` holds the steps of each call, in order."""
+
+    def __init__(self, fail_many: bool = False, fail_step: int | None = None) -> None:
+        self.calls: list[list[int]] = []
+        self.fail_many, self.fail_step = fail_many, fail_step
+        self.sink = BatchSink(self.one, self.many)
+
+    def one(self, sample) -> None:
+        if sample.step == self.fail_step:
+            raise RuntimeError(f"step {sample.step} refused")
+        self.calls.append([sample.step])
+
+    def many(self, samples) -> None:
+        if self.fail_many:
+            raise RuntimeError("batch refused")
+        self.calls.append([s.step for s in samples])
+
+    @property
+    def steps(self) -> list[int]:
+        return [step for call in self.calls for step in call]
+
+
+@pytest.fixture
+def gated(make_receiver, raw_push):  # noqa: F811 (fixtures imported from test_receiver)
+    """A receiver whose thread is held in simulation 0's sink until ``release()``; the gate
+    opens at teardown too, so the receiver stops even when a test fails."""
+    rx = make_receiver()
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold(sample) -> None:
+        entered.set()
+        gate.wait(10)
+
+    rx.register(0, PARAMS, hold)
+    sock = raw_push(rx.address)
+    sock.send_multipart(valid_frames(0, 0))
+    assert entered.wait(5), "the receive thread never reached the gate sink"
+
+    def release() -> None:
+        # Give ZeroMQ time to move what the test sent into the receiver's queue.
+        time.sleep(0.2)
+        gate.set()
+
+    yield rx, sock, release
+    gate.set()
+
+
+def test_bad_messages_inside_a_batch_are_rejected_and_the_good_ones_kept(gated):
+    rx, sock, release = gated
+    rec = Recorder()
+    rx.register(1, PARAMS, rec.sink)
+    for step in range(10):
+        frames = valid_frames(1, step)
+        if step == 3:
+            frames[1] = np.full(30, np.nan, np.float32).tobytes()  # NaN field
+        if step == 6:
+            frames = valid_frames(1, step, token=bytes(16))  # another study
+        sock.send_multipart(frames)
+    sock.send(wire.encode_header(TOKEN, 1, 10, 1.0, (), kind=wire.KIND_END))
+    release()
+    assert rx.wait_finished([1], timeout=5)
+    assert rec.steps == [0, 1, 2, 4, 5, 7, 8, 9]
+    assert max(map(len, rec.calls)) > 1, f"no batch was formed: calls {rec.calls}"
+    stats = rx.stats()
+    assert stats.rejected == {"non_finite": 1, "study": 1}
+    assert stats.accepted == 1 + 8 and stats.accepted_per_sim == {0: 1, 1: 8}
+
+
+def test_order_per_simulation_and_end_inside_a_batch(gated):
+    # Two simulations interleaved in one batch, with the END of simulation 1 in the middle:
+    # its samples before the END are in its sink when the END is recorded, one after it is
+    # rejected, and simulation 2 carries on after it.
+    rx, sock, release = gated
+    recs = {1: Recorder(), 2: Recorder()}
+    for sim_id, rec in recs.items():
+        rx.register(sim_id, PARAMS, rec.sink)
+    seen_at_end = []
+    for step in range(6):
+        for sim_id in (1, 2):
+            sock.send_multipart(valid_frames(sim_id, step))
+        if step == 3:
+            sock.send(wire.encode_header(TOKEN, 1, 4, 0.4, (), kind=wire.KIND_END))
+    sock.send(wire.encode_header(TOKEN, 2, 6, 0.6, (), kind=wire.KIND_END))
+
+    def waiter() -> None:
+        if rx.wait_finished([1], timeout=5):
+            seen_at_end.append(list(recs[1].steps))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    try:
+        release()
+        assert rx.wait_finished([1, 2], timeout=5)
+    finally:
+        thread.join(5)
+    assert seen_at_end == [[0, 1, 2, 3]]
+    assert recs[1].steps == [0, 1, 2, 3]
+    assert recs[2].steps == [0, 1, 2, 3, 4, 5]
+    assert rx.stats().rejected == {"finished_sim": 2}
+
+
+def test_a_failing_batch_is_retried_one_by_one(gated):
+    # add_many raises (it takes nothing then): the receiver hands the samples to the plain
+    # sink one by one, so only the faulty sample counts as a sink error.
+    rx, sock, release = gated
+    rec = Recorder(fail_many=True, fail_step=2)
+    rx.register(1, PARAMS, rec.sink)
+    for step in range(5):
+        sock.send_multipart(valid_frames(1, step))
+    sock.send(wire.encode_header(TOKEN, 1, 5, 0.5, (), kind=wire.KIND_END))
+    release()
+    assert rx.wait_finished([1], timeout=5)
+    assert rec.calls == [[0], [1], [3], [4]]
+    stats = rx.stats()
+    assert stats.rejected == {"sink_error": 1} and stats.accepted_per_sim[1] == 4
+
+
+def test_plain_sinks_get_one_sample_per_call_and_sinks_are_grouped(gated):
+    # Simulations 1 and 2 share one batch sink (one call for their run of samples);
+    # simulation 3's plain sink is called per sample, between them.
+    rx, sock, release = gated
+    shared, plain = Recorder(), []
+    rx.register(1, PARAMS, shared.sink)
+    rx.register(2, PARAMS, shared.sink)
+    rx.register(3, PARAMS, plain.append)
+    for sim_id in (1, 2, 3, 3, 1):
+        sock.send_multipart(valid_frames(sim_id, 0))
+    release()
+    assert wait_until(lambda: rx.stats().accepted == 1 + 5)
+    assert shared.calls == [[0, 0], [0]]
+    assert [s.sim_id for s in plain] == [3, 3]
+    assert rx.stats().rejected == {}
+
+
+def test_batch_sink_checks_its_arguments():
+    with pytest.raises(TypeError, match="two callables"):
+        BatchSink(print, None)
