@@ -28,20 +28,26 @@ TINY = [
 ]
 
 
+def run_to_end(cmd: list[str], cluster, timeout_s: float = 300.0) -> str:
+    """Run ``cmd`` against the cluster until it exits; its output. Fails with the daemons' logs."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**cluster.env, "OMP_NUM_THREADS": "1"})
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        out = f"(timed out after {timeout_s} s)\n" + cluster.log_tails()
+    finally:
+        stop_process_tree(proc)
+    assert proc.returncode == 0, out[-6000:]
+    return out
+
+
 def test_a_study_trains_on_simulations_run_as_slurm_jobs(slurm_cluster, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "gensim.train", *TINY, "launcher=slurm",
            f"launcher.executor.partition={slurm_cluster.partition}", "launcher.executor.sims_per_job=2",
            "launcher.executor.time=5", "launcher.executor.mem_gb=1", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**slurm_cluster.env, "OMP_NUM_THREADS": "1"})
-    try:
-        out, _ = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        out = "(timed out after 300 s)\n" + slurm_cluster.log_tails()
-    finally:
-        stop_process_tree(proc)
-    assert proc.returncode == 0, out[-6000:]
+    run_to_end(cmd, slurm_cluster)
 
     records = json.loads((run_dir / "simulations.json").read_text())
     assert len(records) == 12 + 2 and all(r["state"] == "done" for r in records), \
@@ -74,15 +80,7 @@ def test_a_ddp_trainer_under_srun_submits_its_simulations_as_slurm_jobs(slurm_cl
            "trainer=ddp", "trainer.devices=2", "launcher=slurm",
            f"launcher.executor.partition={slurm_cluster.partition}", "launcher.executor.sims_per_job=2",
            "launcher.executor.time=5", "launcher.executor.mem_gb=1", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**slurm_cluster.env, "OMP_NUM_THREADS": "1"})
-    try:
-        out, _ = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        out = "(timed out after 300 s)\n" + slurm_cluster.log_tails()
-    finally:
-        stop_process_tree(proc)
-    assert proc.returncode == 0, out[-6000:]
+    out = run_to_end(cmd, slurm_cluster)
     assert "GLOBAL_RANK: 1" in out, "Lightning did not start the second rank from SLURM's environment"
 
     records = json.loads((run_dir / "simulations.json").read_text())
