@@ -421,7 +421,8 @@ class StreamingDataModule(L.LightningDataModule):
         interface (``tcp://*:*``); default this node's fully qualified name.
     prefetch : int, optional
         Batches drawn ahead on a background thread; default 1 when training on a GPU, 0 on the
-        CPU, where the thread competes with training for the cores (reports/scaleout/training.md).
+        CPU, where it gained nothing on 2 cores (reports/scaleout/training.md) and its thread
+        competes with training for them.
     pin_memory : bool, optional
         Page-locked batches, for asynchronous copies; default when training on a GPU.
     """
