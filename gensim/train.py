@@ -8,6 +8,7 @@ Example::
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import hashlib
 import json
 import logging
@@ -242,6 +243,9 @@ def release_large_arrays_at_free() -> None:
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: the run directory is Hydra's output directory."""
     release_large_arrays_at_free()
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck study waits for.
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     # SIGTERM (a scheduler's or `kill`'s) ends the study like Ctrl-C does: through the `finally`
     # that stops every simulation process, instead of leaving them to finish their current run.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

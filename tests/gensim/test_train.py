@@ -70,9 +70,10 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_leaves_no_simulation_process(tmp_path: Path, sig: signal.Signals) -> None:
     overrides = [o for o in TINY if not o.startswith(("trainer.max_steps", "launcher.max_simulations"))]
+    log = open(tmp_path / "study.log", "w")  # noqa: SIM115 - closed in the finally
     proc = subprocess.Popen(
         _train_cmd(tmp_path / "run", *overrides, "trainer.max_steps=1000000", "launcher.max_simulations=100000"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         workers: list[psutil.Process] = []
@@ -83,9 +84,16 @@ def test_interrupt_leaves_no_simulation_process(tmp_path: Path, sig: signal.Sign
         assert len(workers) == 2, "the study did not start its two simulation workers within 60 s"
         time.sleep(3.0)  # let training start, so the interrupt lands inside trainer.fit
         os.kill(proc.pid, sig)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGUSR1)  # gensim-train prints every thread's stack
+            time.sleep(2.0)
+            raise AssertionError(f"the study did not exit within 60 s of {sig.name}; its threads:\n"
+                                 + (tmp_path / "study.log").read_text()[-8000:]) from None
         gone, alive = psutil.wait_procs(workers, timeout=10)
         assert not alive, f"simulation workers left running after {sig.name}: {[p.pid for p in alive]}"
         assert proc.returncode != 0  # an interrupted study does not report success
     finally:
         stop_process_tree(proc)
+        log.close()
