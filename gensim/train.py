@@ -28,6 +28,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from gensim.callbacks import EnsembleProgressBar, StopWhenStreamExhausted, TrainingThroughput
+from gensim.config_checks import ConfigError, check_config
 from gensim.data.streaming import rows_per_chunk
 from gensim.metrics import relative_l2, summarize_errors
 
@@ -144,16 +145,6 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
     print("\n".join(lines), flush=True)
 
 
-def check_strategy(cfg: DictConfig) -> None:
-    """Refuse the strategies that copy the trainer into new processes: the data module holds live
-    threads and sockets (receiver, launcher), which cannot be pickled."""
-    strategy = str(cfg.trainer.get("strategy", "auto"))
-    if "spawn" in strategy or "fork" in strategy:
-        raise ValueError(f"trainer.strategy={strategy} starts ranks by copying the trainer, which holds the live "
-                         "stream (threads, sockets); use trainer=ddp (Lightning's ddp strategy starts each "
-                         "rank as a new process running gensim-train)")
-
-
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Run one study and return its metrics (also written to ``run_dir/metrics.json`` by rank 0).
 
@@ -161,7 +152,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     writes the outputs and returns the metrics, the other ranks return an empty dict.
     """
     start = time.perf_counter()
-    check_strategy(cfg)
+    check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -249,6 +240,11 @@ def main(cfg: DictConfig) -> None:
     # SIGTERM (a scheduler's or `kill`'s) ends the study like Ctrl-C does: through the `finally`
     # that stops every simulation process, instead of leaving them to finish their current run.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        check_config(cfg)
+    except ConfigError as err:  # a usage error: the message says it all, a traceback would bury it
+        print(f"gensim-train: {err}", file=sys.stderr)
+        sys.exit(2)
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
