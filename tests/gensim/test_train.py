@@ -20,7 +20,7 @@ TINY = [
     "launcher.max_simulations=24", "data.n_validation=4",
     "data.watermark=64", "data.batch_size=32", "data.steps_per_epoch=100",
     "buffer.capacity=200", "model.net.hidden=[64,64]", "model.warmup_steps=20",
-    "model.normalizer_warmup_batches=10", "trainer.max_steps=300",
+    "model.normalizer_warmup_batches=10", "trainer.max_steps=600",
 ]
 
 REQUIRED_KEYS = {
@@ -54,7 +54,10 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     assert metrics["simulations_failed"] == 0
     assert metrics["train_samples_per_s"] > 0
     assert math.isfinite(metrics["buffer_chi_square"]) and math.isfinite(metrics["buffer_energy_distance"])
-    # 300 steps are enough to beat the training-mean predictor on this smooth problem by far.
+    # The model beats the training-mean predictor by far. Its error depends on the order in which
+    # the stream arrived (the buffer's content at each step): at 300 steps the ratio was 0.36 to
+    # 0.50 over 16 runs on 2 busy cores (a CI run failed at 0.503), at 600 steps 0.25 to 0.37
+    # over 9 runs, so 0.5 leaves a margin of a quarter over the worst one measured.
     assert metrics["val_rel_l2_mean"] < 0.5 * metrics["trivial_rel_l2_mean"]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     records = json.loads((run_dir / "simulations.json").read_text())
