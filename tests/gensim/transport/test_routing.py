@@ -17,7 +17,7 @@ from gensim.transport.routing import (Endpoint, RankRouter, Registrar, RoutingRu
                                       control_address)
 
 FIELDS = [FieldSpec("u", (4,))]
-TOKEN = bytes(range(16))
+TOKEN = bytes(range(32))
 
 
 @dataclass
@@ -107,7 +107,7 @@ def test_a_registration_without_the_token_is_refused(two_ranks):
         req = ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
         req.connect(registrar.address)
-        for bad in [{"token": "00" * 16, "sim_id": 5, "params": [1.0], "purpose": "train"},
+        for bad in [{"token": "00" * 32, "sim_id": 5, "params": [1.0], "purpose": "train"},
                     {"token": TOKEN.hex(), "sim_id": 5, "params": [1.0], "purpose": "validation"},
                     "not an object"]:
             req.send_string(json.dumps(bad))
