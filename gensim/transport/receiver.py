@@ -177,10 +177,12 @@ class _Rejected(Exception):
 class _Oversize:
     """Internal: what is left of a message refused while it was received (its frames are gone)."""
 
-    __slots__ = ("frames", "nbytes")
+    __slots__ = ("frames", "nbytes", "too_large")
 
-    def __init__(self, nbytes: int, frames: int) -> None:
-        self.nbytes, self.frames = nbytes, frames
+    def __init__(self, nbytes: int, frames: int, too_large: bool) -> None:
+        # too_large: the bytes crossed the limit (else the frame count did), decided when the
+        # limit was crossed, not after the rest was drained.
+        self.nbytes, self.frames, self.too_large = nbytes, frames, too_large
 
 
 @dataclass
@@ -684,13 +686,13 @@ class Receiver:
             nbytes += len(frame)
             frames.append(frame)
             if nbytes > limit or len(frames) > max_frames:
-                n_frames = len(frames)
+                n_frames, too_large = len(frames), nbytes > limit
                 del frames  # release what was kept before draining the rest
                 while frame.more:
                     frame = sock.recv(copy=False)
                     nbytes += len(frame)
                     n_frames += 1
-                return _Oversize(nbytes, n_frames), nbytes
+                return _Oversize(nbytes, n_frames, too_large), nbytes
         return frames, nbytes
 
     def _handle(self, batch: list[tuple[list[zmq.Frame] | _Oversize, int]]) -> None:
@@ -723,7 +725,7 @@ class Receiver:
         self._dispatch(pending)
 
     def _oversize(self, message: _Oversize) -> _Rejected:
-        if message.nbytes > self.max_message_bytes:
+        if message.too_large:
             return _Rejected(
                 "too_large",
                 f"message of {message.nbytes} bytes in {message.frames} frame(s) over the limit of "
@@ -732,8 +734,9 @@ class Receiver:
             )
         return _Rejected(
             "malformed",
-            f"message of {message.frames} frames; expected at most {self.max_frames} (a header, "
-            f"{len(self.fields)} data frame(s) and a tag)",
+            f"message of {message.frames} frames ({message.nbytes} bytes); expected at most "
+            f"{self.max_frames} (a header, {len(self.fields)} data frame(s) and a tag); refused "
+            "while received, its frames discarded",
         )
 
     def _finish(self, sim_id: int) -> None:
