@@ -4,7 +4,7 @@ For fields of 64x64 and 256x256 float32, real ZeroMQ frames of a valid message a
 ``Receiver._validate`` (everything the receive thread does per message except the sink and the
 socket), and the tag alone (``wire.message_tag`` over the same frames) is timed: the cost
 of the MAC on the receiver (the sender computes the same tag, at the same cost).
-Best of 5 repeats of N messages each, in one run. Run: python reports/transport/mac_cost.py
+Best of 9 interleaved passes over N messages each, in one run. Run: python reports/transport/mac_cost.py
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from gensim.simulations.base import FieldSpec
 from gensim.transport import Receiver, wire
 
 KEY = bytes(range(32))
-REPEATS, N = 5, 2000
+REPEATS, N = 9, 2000
 
 
 def real_frames(fields, n_steps):
@@ -41,14 +41,17 @@ def real_frames(fields, n_steps):
     return out
 
 
-def best_us(fn, messages):
-    best = float("inf")
+def best_us(fns, inputs):
+    """Best time per call of each function over REPEATS passes, the functions interleaved in
+    every pass so that they see the same load (the machine may be shared)."""
+    best = [float("inf")] * len(fns)
     for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        for m in messages:
-            fn(m)
-        best = min(best, time.perf_counter() - t0)
-    return best / len(messages) * 1e6
+        for i, (fn, items) in enumerate(zip(fns, inputs)):
+            t0 = time.perf_counter()
+            for item in items:
+                fn(item)
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return [b / len(items) * 1e6 for b, items in zip(best, inputs)]
 
 
 def main() -> None:
@@ -66,10 +69,10 @@ def main() -> None:
             steps.extra.clear()  # the same steps again at every repeat
 
         mac = wire.new_mac(KEY)
-        total = best_us(validate, messages)
-        tag = best_us(lambda m: wire.message_tag(mac, m[:-1]), messages)  # the receiver's check
         buffers = [np.frombuffer(m[1], np.uint8) for m in messages]
-        copy = best_us(np.copy, buffers)  # memory bandwidth, for scale
+        total, tag, copy = best_us(
+            [validate, lambda m: wire.message_tag(mac, m[:-1]), np.copy],  # the receiver's check;
+            [messages, messages, buffers])                                  # memory bandwidth
         nbytes = sum(len(f) for f in messages[0])
         print(f"{n:>5}x{n:<6} {nbytes:>8} {total:>7.1f} us {tag:>10.1f} us {total - tag:>9.1f} us "
               f"{tag / total:>9.0%} {copy:>15.1f} us")
