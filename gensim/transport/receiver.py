@@ -374,8 +374,8 @@ class Receiver:
         if self._thread is not None or self._stopped:
             raise RuntimeError("a Receiver can be started once; create a new one")
         self._context = zmq.Context()
-        # The ZAP handler must be bound before the PULL socket: without one, libzmq lets every
-        # PLAIN peer in.
+        # The ZAP handler must be bound before the PULL socket: without one, a PLAIN server lets
+        # every peer in (libzmq < 4.3) or none (4.3.5: nothing is delivered).
         zap = self._context.socket(zmq.REP)
         zap.setsockopt(zmq.LINGER, 0)
         zap.bind("inproc://zeromq.zap.01")
