@@ -11,6 +11,8 @@ Used inside simulation processes (it never imports torch)::
 
 A full send queue blocks ``send`` (back-pressure from a busy trainer); after ``send_timeout_s``
 seconds without the trainer accepting anything, ``send`` raises :class:`TimeoutError`.
+Every message carries an HMAC-SHA256 tag keyed by the study key (``GENSIM_TOKEN``), and the
+connection presents the study's ZeroMQ PLAIN password; the trainer refuses anything else.
 The wire format is specified in ``docs/wire-format.md`` (a C or Fortran code can speak it).
 """
 
@@ -49,7 +51,8 @@ class Client:
     address : str
         The receiver's endpoint, e.g. ``"tcp://127.0.0.1:53817"`` (its ``address`` property).
     token : bytes or str
-        Study token: 16 bytes or 32 hex characters.
+        Study key: 32 bytes or 64 hex characters (``GENSIM_TOKEN``). It signs every message
+        and is never sent itself.
     sim_id : int
         This simulation's id, as registered with the receiver.
     fields : sequence of FieldSpec, optional
@@ -77,7 +80,11 @@ class Client:
         linger_s: float = 5.0,
     ) -> None:
         self.address = str(address)
-        self.token = wire.parse_token(token)
+        key = wire.parse_key(token)
+        self.study = wire.study_id(key)
+        self._mac = wire.new_mac(key)
+        zap_password = wire.zap_password(key)
+        del key  # only what derives from it is kept
         self.sim_id = int(sim_id)
         if not -(2**63) <= self.sim_id < 2**63:
             raise ValueError(f"sim_id must fit in an int64, got {sim_id}")
@@ -110,6 +117,8 @@ class Client:
             self._socket.setsockopt(zmq.SNDHWM, int(sndhwm))
             self._socket.setsockopt(zmq.SNDTIMEO, max(1, int(round(self.send_timeout_s * 1000))))
             self._socket.setsockopt(zmq.LINGER, max(0, int(round(self.linger_s * 1000))))
+            self._socket.setsockopt(zmq.PLAIN_USERNAME, wire.ZAP_USERNAME)
+            self._socket.setsockopt(zmq.PLAIN_PASSWORD, zap_password)
             self._socket.connect(self.address)
         except zmq.ZMQError as err:
             self._context.destroy(linger=0)
@@ -120,7 +129,8 @@ class Client:
 
     @classmethod
     def from_env(cls, fields: Sequence[FieldSpec] | None = None, **kwargs) -> Client:
-        """Build a client from ``GENSIM_ADDRESS``, ``GENSIM_TOKEN`` (hex) and ``GENSIM_SIM_ID``.
+        """Build a client from ``GENSIM_ADDRESS``, ``GENSIM_TOKEN`` (the key, 64 hex characters)
+        and ``GENSIM_SIM_ID``.
 
         Other keyword arguments go to the constructor.
 
@@ -242,8 +252,10 @@ class Client:
         if not math.isfinite(t):
             raise ValueError(f"simulation {self.sim_id}: time must be finite, got {t} at step {step}")
         descriptors, arrays = self._prepare(fields, copy)
-        preamble = wire.encode_preamble(self.token, self.sim_id, step, t, len(arrays))
-        self._send_frames([preamble + descriptors, *arrays], f"step {step}")
+        frames = [wire.encode_preamble(self.study, self.sim_id, step, t, len(arrays)) + descriptors, *arrays]
+        # The tag hashes the arrays in place (no copy), before ZeroMQ reads them.
+        frames.append(wire.message_tag(self._mac, frames))
+        self._send_frames(frames, f"step {step}")
         self._n_sent += 1
         self._last_t = t
 
@@ -254,9 +266,9 @@ class Client:
         """
         self._check_open()
         header = wire.encode_preamble(
-            self.token, self.sim_id, self._n_sent % 2**32, self._last_t, 0, wire.KIND_END
+            self.study, self.sim_id, self._n_sent % 2**32, self._last_t, 0, wire.KIND_END
         )
-        self._send_frames([header], "END")
+        self._send_frames(wire.sign(self._mac, [header]), "END")
         self._ended = True
 
     def _check_open(self) -> None:

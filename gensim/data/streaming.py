@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import queue
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, StackDataset
 
 from gensim.data.ranks import Ranks
 from gensim.simulations.base import Sample, Simulation
+from gensim.transport import wire
 from gensim.transport.receiver import BatchSink
 from gensim.transport.routing import Endpoint, RankRouter, Registrar, RoutingRule, advertised, control_address
 
@@ -402,7 +402,7 @@ class StreamingDataModule(L.LightningDataModule):
     buffer : callable
         ``buffer(fields=..., n_params=...) -> ReplayBuffer`` (a Hydra partial).
     receiver : callable
-        ``receiver(fields=..., token=...) -> Receiver`` (a Hydra partial); its ``address`` is the
+        ``receiver(fields=..., token=..., n_steps=..., times=...) -> Receiver`` (a Hydra partial); its ``address`` is the
         bind address of every rank.
     validation_sampler : callable
         ``validation_sampler(space=...) -> Sampler`` for the held-out design.
@@ -452,7 +452,7 @@ class StreamingDataModule(L.LightningDataModule):
         self.stream_mean = StreamMean(simulation)
         self.validation = ValidationStore(simulation, n_validation)
         # The buffer is built here (configs and tests read it before setup); the receiver needs
-        # the study token, which rank 0 chooses and sends to the others at setup.
+        # the study key, which rank 0 chooses and sends to the others at setup.
         self.buffer = buffer(fields=simulation.fields, n_params=simulation.space.dim)
         # The receiver's sink for training simulations: batches of samples in one call.
         self.train_sink = BatchSink(self._train_sink, self._train_sink_many)
@@ -484,8 +484,12 @@ class StreamingDataModule(L.LightningDataModule):
         if self.batch_size % world:
             raise ValueError(f"data.batch_size={self.batch_size} is the global batch: it must be a multiple of "
                              f"the {world} trainer ranks")
-        token = self.ranks.broadcast(secrets.token_bytes(16) if rank == 0 else None)
-        self.receiver = self._receiver_factory(fields=self.simulation.fields, token=token)
+        token = self.ranks.broadcast(wire.new_key() if rank == 0 else None)
+        # The simulation's step count and time grid (when it has one): the receiver refuses
+        # steps and times outside them.
+        self.receiver = self._receiver_factory(fields=self.simulation.fields, token=token,
+                                               n_steps=self.simulation.n_steps,
+                                               times=getattr(self.simulation, "times", None))
         self.receiver.start()
         control = None
         if world > 1 and rank > 0:

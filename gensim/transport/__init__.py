@@ -20,8 +20,12 @@ from gensim.transport.wire import (
     WireError,
     decode_header,
     encode_header,
+    new_key,
     new_token,
+    parse_key,
     parse_token,
+    sign,
+    study_id,
 )
 
 __all__ = [
@@ -38,8 +42,12 @@ __all__ = [
     "WireError",
     "decode_header",
     "encode_header",
+    "new_key",
     "new_token",
+    "parse_key",
     "parse_token",
+    "sign",
+    "study_id",
 ]
 
 

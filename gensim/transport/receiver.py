@@ -5,6 +5,13 @@ validates it completely and hands each accepted time step as a :class:`~gensim.s
 to the sink registered for its simulation. Nothing that fails validation reaches a sink; every
 rejection is counted by reason and logged (rate-limited) on the ``gensim.transport`` logger.
 
+Authentication is always on, whatever the bind address: a peer must present the study's
+ZeroMQ PLAIN password (:func:`gensim.transport.wire.zap_password`) to connect at all, and every
+message must carry the HMAC-SHA256 tag of the study key; nothing reaches a sink before its tag
+is verified. Messages are received frame by frame and refused as soon as their accumulated size
+or frame count is over the limit, without keeping their frames (ZeroMQ itself never allocates a
+single frame over the limit: ``ZMQ_MAXMSGSIZE``).
+
 There is no Python-side queue: the receive thread calls the sink directly, so when the sink
 (a replay buffer insert) is slow, ZeroMQ's high-water marks fill up and the simulations block
 in ``send``, which is the intended back-pressure.
@@ -22,11 +29,13 @@ import hmac
 import logging
 import math
 import threading
+from itertools import islice
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import zmq
+import zmq.utils.monitor
 
 from gensim.simulations.base import FieldSpec, Sample
 from gensim.transport import wire
@@ -39,13 +48,10 @@ POLL_MS = 50
 #: The first this many rejections of each reason are logged, then every ``LOG_EVERY``-th.
 LOG_FIRST = 5
 LOG_EVERY = 1000
-#: Hard cap on one frame, enforced by ZeroMQ itself (``ZMQ_MAXMSGSIZE``): the larger of
-#: ``HARD_FRAME_FACTOR`` times the message size limit and ``HARD_FRAME_MIN_BYTES``. ZeroMQ drops
-#: (and never allocates) a larger frame and disconnects its sender, so such messages never reach
-#: the receiver and are not counted; anything between the limit and the cap is counted
-#: as ``"too_large"``. The cap only protects the trainer's memory against absurd frames.
-HARD_FRAME_FACTOR = 16
-HARD_FRAME_MIN_BYTES = 64 * 2**20
+#: Relative tolerance of the time-range check: a time may lie outside the simulation's time grid
+#: ``[min(times), max(times)]`` by this fraction of ``max(|min|, |max|, max - min)`` (rounding
+#: in a solver that accumulates ``t += dt``, or a C code that computes its times in float32).
+TIME_RTOL = 1e-6
 
 #: Fields of at most this many values are checked for NaN/Inf by a dot product with zeros,
 #: larger ones by ``np.isfinite`` into a mask: BLAS runs such a dot product on the calling
@@ -60,6 +66,15 @@ DRAIN_MESSAGES = 64
 DRAIN_BYTES = 32 * 2**20
 
 Sink = Callable[[Sample], None]
+
+#: Where the PULL socket's monitor reports failed handshakes (inproc: private to the receiver's
+#: ZeroMQ context), and the events counted as refused connections.
+_MONITOR_ENDPOINT = "inproc://gensim-receiver-monitor"
+_HANDSHAKE_EVENTS = {
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol error, e.g. no PLAIN credentials",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "wrong password",
+}
 
 
 class BatchSink:
@@ -131,6 +146,9 @@ class ReceiverStats:
         Accepted DATA messages per simulation id (registered ids only, zeros included).
     finished : frozenset of int
         Simulation ids whose END message was received.
+    refused_connections : int
+        Connections refused at the ZeroMQ handshake (no or wrong PLAIN password): their
+        messages never reach the receiver, so they are not in ``rejected``.
     """
 
     accepted: int = 0
@@ -138,6 +156,7 @@ class ReceiverStats:
     bytes_accepted: int = 0
     accepted_per_sim: dict[int, int] = field(default_factory=dict)
     finished: frozenset[int] = frozenset()
+    refused_connections: int = 0
 
     @property
     def n_rejected(self) -> int:
@@ -155,11 +174,52 @@ class _Rejected(Exception):
         self.sim_id = sim_id
 
 
+class _Oversize:
+    """Internal: what is left of a message refused while it was received (its frames are gone)."""
+
+    __slots__ = ("frames", "nbytes", "too_large")
+
+    def __init__(self, nbytes: int, frames: int, too_large: bool) -> None:
+        # too_large: the bytes crossed the limit (else the frame count did), decided when the
+        # limit was crossed, not after the rest was drained.
+        self.nbytes, self.frames, self.too_large = nbytes, frames, too_large
+
+
 @dataclass
 class _Sim:
     params: np.ndarray
     sink: Sink
     accepted: int = 0
+
+
+class _Steps:
+    """The steps of one simulation taken so far: a bitmap of ``n_steps`` bits (a set without
+    ``n_steps``). Kept across re-registrations (a retried simulation resends its steps)."""
+
+    __slots__ = ("bits", "extra")
+
+    def __init__(self, n_steps: int | None) -> None:
+        self.bits = bytearray((n_steps + 7) // 8) if n_steps is not None else None
+        self.extra: set[int] | None = None if n_steps is not None else set()
+
+    def add(self, step: int) -> None:
+        """Record ``step`` (in ``[0, n_steps)`` when there is a bitmap)."""
+        if self.bits is None:
+            self.extra.add(step)
+        else:
+            self.bits[step >> 3] |= 1 << (step & 7)
+
+    def __contains__(self, step: int) -> bool:
+        if self.bits is None:
+            return step in self.extra
+        byte = step >> 3
+        return byte < len(self.bits) and bool(self.bits[byte] & (1 << (step & 7)))
+
+    def discard(self, step: int) -> None:
+        if self.bits is None:
+            self.extra.discard(step)
+        else:
+            self.bits[step >> 3] &= ~(1 << (step & 7)) & 0xFF
 
 
 class Receiver:
@@ -171,25 +231,38 @@ class Receiver:
         The fields every simulation of the study sends (names, shapes, dtypes). Messages are
         matched by field name; the descriptor order in a message is free.
     token : bytes or str
-        Study token (16 bytes, or 32 hex characters). Messages carrying another token are
-        rejected with reason ``"study"``.
+        Study key: 32 bytes, or 64 hex characters (``GENSIM_TOKEN``). A peer must present the
+        ZeroMQ PLAIN password derived from it to connect, and every message must carry its
+        HMAC-SHA256 tag (reason ``"auth"``); a message from another study (another key) is
+        rejected with reason ``"study"``. The key never appears in a log or an error message.
     address : str
         ZeroMQ endpoint to bind. Default ``"tcp://127.0.0.1:*"``: loopback, ephemeral port.
         ``"ipc:///private/dir/name"`` works too. Read the actual endpoint from :attr:`address`
-        after :meth:`start`.
+        after :meth:`start`. Authentication is on whatever the address.
+    n_steps : int, optional
+        Time steps of one simulation (``Simulation.n_steps``): steps outside ``[0, n_steps)``
+        are rejected (``"step_range"``), and the steps taken per simulation are kept as a
+        bitmap of ``n_steps`` bits. None: any uint32 step, kept in a set.
+    times : sequence of float, optional
+        The simulation's time grid (``Simulation.times``, when it has one): times outside
+        ``[min(times), max(times)]`` (give or take :data:`TIME_RTOL`) are rejected
+        (``"time_range"``). None: any finite time.
     max_message_bytes : int, optional
-        Largest accepted message (header plus data frames) in bytes. Default: twice the size of
-        a valid message. Larger messages are rejected with reason ``"too_large"``; a single frame
-        over :attr:`hard_frame_bytes` (16 times this limit, at least 64 MiB) is dropped by
-        ZeroMQ before allocation and is not counted.
+        Largest accepted message (header, data frames and tag) in bytes. Default: twice the
+        size of a valid message. A message is refused (``"too_large"``) as soon as the frames
+        received so far exceed it, and its other frames are discarded unread; ZeroMQ drops a
+        single larger frame before allocating it (``ZMQ_MAXMSGSIZE``) and disconnects its
+        sender: such a frame never reaches the receiver and is not counted.
     rcvhwm : int
-        ZeroMQ receive high-water mark, in messages (bounds memory held by the socket).
+        ZeroMQ receive high-water mark, in messages per connected simulation (bounds memory
+        held by the socket).
 
     Examples
     --------
-    >>> with Receiver(fields, token) as rx:                      # doctest: +SKIP
+    >>> key = wire.new_key()
+    >>> with Receiver(fields, key, n_steps=100) as rx:              # doctest: +SKIP
     ...     rx.register(0, params, buffer.add)
-    ...     launch_simulation(address=rx.address, token=token.hex(), sim_id=0)
+    ...     launch_simulation(address=rx.address, key=key, sim_id=0)   # GENSIM_TOKEN=key.hex()
     ...     rx.wait_finished([0], timeout=60)
     """
 
@@ -200,6 +273,8 @@ class Receiver:
         address: str = "tcp://127.0.0.1:*",
         max_message_bytes: int | None = None,
         rcvhwm: int = 64,
+        n_steps: int | None = None,
+        times: Sequence[float] | np.ndarray | None = None,
     ) -> None:
         self.fields = tuple(fields)
         if not self.fields:
@@ -220,9 +295,27 @@ class Receiver:
              else np.empty(f.size, dtype=bool))
             for f in self.fields
         )
-        self.token = wire.parse_token(token)
+        #: The study key (32 bytes). Never logged: messages name the public :attr:`study` id.
+        self.token = wire.parse_key(token)
+        #: The public study id that every header carries.
+        self.study = wire.study_id(self.token)
+        self._mac = wire.new_mac(self.token)
+        self._zap_password = wire.zap_password(self.token)
         self._bind_address = address
-        self.expected_message_bytes = wire.header_size(len(self.fields)) + sum(
+        if n_steps is not None and not 1 <= int(n_steps) <= 2**32:
+            raise ValueError(f"n_steps must be in 1..2**32, got {n_steps}")
+        self.n_steps = None if n_steps is None else int(n_steps)
+        self.time_range: tuple[float, float] | None = None
+        if times is not None:
+            grid = np.asarray(times, dtype=np.float64).reshape(-1)
+            if grid.size == 0 or not np.isfinite(grid).all():
+                raise ValueError(f"times must be a non-empty grid of finite values, got {grid.tolist()[:8]}")
+            lo, hi = float(grid.min()), float(grid.max())
+            tol = TIME_RTOL * max(abs(lo), abs(hi), hi - lo) or 1e-12
+            self.time_range = (lo - tol, hi + tol)
+        # A message has a header, one frame per field and a tag: more frames are refused unread.
+        self.max_frames = len(self.fields) + 2
+        self.expected_message_bytes = wire.header_size(len(self.fields)) + wire.TAG_BYTES + sum(
             f.size * self._np_dtypes[f.name].itemsize for f in self.fields
         )
         if max_message_bytes is None:
@@ -233,14 +326,16 @@ class Receiver:
         if rcvhwm < 1:
             raise ValueError(f"rcvhwm must be >= 1, got {rcvhwm}")
         self.rcvhwm = int(rcvhwm)
-        #: Largest single frame ZeroMQ lets through (see :data:`HARD_FRAME_FACTOR`).
-        self.hard_frame_bytes = max(HARD_FRAME_FACTOR * self.max_message_bytes, HARD_FRAME_MIN_BYTES)
+        #: Largest single frame ZeroMQ lets through (``ZMQ_MAXMSGSIZE``): the message limit.
+        self.hard_frame_bytes = self.max_message_bytes
 
         self._lock = threading.Lock()
         # wait_finished callers: the ids each still waits for, and the event set when none is left.
         self._finish_waiters: list[tuple[set[int], threading.Event]] = []
         self._sims: dict[int, _Sim] = {}
+        self._steps: dict[int, _Steps] = {}  # per simulation not finished, across registrations
         self._finished: set[int] = set()
+        self._refused_connections = 0
         self._dropped_counts: dict[int, int] = {}  # accepted counts of sims no longer registered
         self._accepted = 0
         self._bytes_accepted = 0
@@ -248,6 +343,7 @@ class Receiver:
 
         self._context: zmq.Context | None = None
         self._thread: threading.Thread | None = None
+        self._zap_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -278,6 +374,20 @@ class Receiver:
         if self._thread is not None or self._stopped:
             raise RuntimeError("a Receiver can be started once; create a new one")
         self._context = zmq.Context()
+        # The ZAP handler must be bound before the PULL socket: without one, a PLAIN server lets
+        # every peer in (libzmq < 4.3) or none (4.3.5: nothing is delivered).
+        zap = self._context.socket(zmq.REP)
+        zap.setsockopt(zmq.LINGER, 0)
+        zap.bind("inproc://zeromq.zap.01")
+        # Handshake failures (no PLAIN, wrong password, garbage) reported by the PULL socket's
+        # monitor, connected before the receive thread binds it so that none is missed.
+        monitor = self._context.socket(zmq.PAIR)
+        monitor.setsockopt(zmq.LINGER, 0)
+        monitor.connect(_MONITOR_ENDPOINT)
+        self._zap_thread = threading.Thread(
+            target=self._serve_zap, args=(zap, monitor), name="gensim-receiver-zap", daemon=True
+        )
+        self._zap_thread.start()
         self._thread = threading.Thread(
             target=self._run, name="gensim-receiver", daemon=True
         )
@@ -309,6 +419,8 @@ class Receiver:
             if thread.is_alive():  # pragma: no cover - a sink stuck forever
                 logger.error("gensim receiver thread did not stop within %.1f s (a sink blocks?)", timeout)
                 return
+        if self._zap_thread is not None:
+            self._zap_thread.join(timeout)
         if self._context is not None:
             self._context.term()
             self._context = None
@@ -329,7 +441,7 @@ class Receiver:
             pass
 
     # ------------------------------------------------------------------ registry
-    def register(self, sim_id: int, params: np.ndarray, sink: Sink) -> None:
+    def register(self, sim_id: int, params: np.ndarray, sink: Sink, *, retry: bool = False) -> None:
         """Accept messages from simulation ``sim_id`` and hand its samples to ``sink``.
 
         Parameters
@@ -348,11 +460,16 @@ class Receiver:
             frames alive: copy into preallocated storage instead). An exception is counted as
             ``"sink_error"`` and logged with its traceback; the receiver carries on. numpy's
             "invalid" floating-point warnings are off on the receive thread (see ``_run``).
+        retry : bool
+            The simulation runs again under the same id (a retry of a failed attempt): it may
+            be registered already, or have been unregistered. The steps already accepted from
+            it are kept, so that the ones it sends again are rejected as ``"duplicate"``
+            instead of reaching the sink twice.
 
         Raises
         ------
         ValueError
-            If ``sim_id`` is already registered, or has already finished.
+            If ``sim_id`` has already finished, or is already registered without ``retry``.
         """
         sim_id = int(sim_id)
         p = np.array(params, dtype=np.float64, copy=True).reshape(-1)
@@ -360,12 +477,24 @@ class Receiver:
         if not callable(sink):
             raise TypeError(f"sink must be callable, got {type(sink).__name__}")
         with self._lock:
-            if sim_id in self._sims or sim_id in self._finished:
+            if sim_id in self._finished:
                 raise ValueError(
-                    f"simulation id {sim_id} is already registered; give each simulation "
-                    "(and each restart) a new id"
+                    f"simulation {sim_id} already finished (its END was received); a finished "
+                    "simulation cannot be registered again"
                 )
-            self._sims[sim_id] = _Sim(p, sink)
+            old = self._sims.get(sim_id)
+            if old is not None and not retry:
+                raise ValueError(
+                    f"simulation id {sim_id} is already registered; give each simulation a new "
+                    "id, or pass retry=True for another attempt of the same simulation"
+                )
+            if old is None and sim_id in self._dropped_counts:
+                accepted = self._dropped_counts.pop(sim_id)
+            else:
+                accepted = 0 if old is None else old.accepted
+            self._sims[sim_id] = _Sim(p, sink, accepted)
+            if sim_id not in self._steps:
+                self._steps[sim_id] = _Steps(self.n_steps)
 
     def unregister(self, sim_id: int) -> None:
         """Stop accepting messages from ``sim_id`` (e.g. a failed simulation). No-op if unknown.
@@ -416,16 +545,75 @@ class Receiver:
                 bytes_accepted=self._bytes_accepted,
                 accepted_per_sim=per_sim,
                 finished=frozenset(self._finished),
+                refused_connections=self._refused_connections,
             )
 
     # ------------------------------------------------------------------ receive thread
+    def _serve_zap(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
+        """Answer ZeroMQ's authentication (ZAP) requests: let in the PLAIN peers that present
+        the study's user name and password, refuse every other one; count every failed
+        handshake (the PULL socket's monitor reports them) and log the first ones."""
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(POLL_MS))
+                if monitor in ready:
+                    self._count_handshake_failure(monitor.recv_multipart())
+                if sock not in ready:
+                    continue
+                request = sock.recv_multipart()
+                # RFC 27: version, request id, domain, address, routing id, mechanism, credentials.
+                version, request_id = request[0], request[1] if len(request) > 1 else b""
+                ok = (
+                    len(request) == 8
+                    and request[5] == b"PLAIN"
+                    and hmac.compare_digest(request[6], wire.ZAP_USERNAME)
+                    and hmac.compare_digest(request[7], self._zap_password)
+                )
+                if ok:
+                    sock.send_multipart([version, request_id, b"200", b"OK", b"", b""])
+                    continue
+                sock.send_multipart([version, request_id, b"400", b"not a gensim simulation of this study", b"", b""])
+        except zmq.ContextTerminated:  # pragma: no cover - stop() joins this thread first
+            pass
+        finally:
+            sock.close(linger=0)
+            monitor.close(linger=0)
+
+    def _count_handshake_failure(self, event: list[bytes]) -> None:
+        """Count (and log, rate-limited) one failed handshake reported by the monitor."""
+        try:
+            what = zmq.utils.monitor.parse_monitor_message(event)
+        except Exception:  # pragma: no cover - a monitor message of another libzmq version
+            what = {"event": 0, "value": 0, "endpoint": b"?"}
+        with self._lock:
+            self._refused_connections += 1
+            n = self._refused_connections
+        if n <= LOG_FIRST or n % LOG_EVERY == 0:
+            logger.warning(
+                "gensim receiver refused a connection on %s (%s, error %s): not a simulation of "
+                "this study; a simulation must connect with gensim.client.Client, or set "
+                "ZMQ_PLAIN_USERNAME and ZMQ_PLAIN_PASSWORD as docs/wire-format.md says "
+                "(refusal #%d; further ones are logged every %dth)",
+                what["endpoint"].decode("utf-8", "replace"), _HANDSHAKE_EVENTS.get(what["event"], what["event"]),
+                what["value"], n, LOG_EVERY,
+            )
+
     def _run(self) -> None:
         assert self._context is not None
         try:
             sock = self._context.socket(zmq.PULL)
             sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
+            # ZeroMQ drops a frame over the limit before allocating it (and disconnects its sender).
             sock.setsockopt(zmq.MAXMSGSIZE, self.hard_frame_bytes)
             sock.setsockopt(zmq.LINGER, 0)
+            # PLAIN with the ZAP handler of _serve_zap: peers without the study password are
+            # refused at the handshake, before ZeroMQ buffers any of their frames.
+            sock.setsockopt(zmq.PLAIN_SERVER, 1)
+            sock.setsockopt(zmq.ZAP_DOMAIN, b"gensim")
+            sock.monitor(_MONITOR_ENDPOINT, sum(_HANDSHAKE_EVENTS))
             try:
                 sock.bind(self._bind_address)
                 self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -452,17 +640,18 @@ class Receiver:
         sock.setsockopt(zmq.RCVTIMEO, POLL_MS)
         while not self._stop.is_set():
             try:
-                batch = [self._recv_message(sock, 0)]
+                first = self._recv_message(sock, 0)
+                batch = [first]
                 # Then what is already queued, without waiting: the batch's validation and
                 # sink calls share their fixed costs (locks, stats, the buffer's insert).
-                nbytes = sum(map(len, batch[0]))
+                nbytes = first[1]
                 while len(batch) < DRAIN_MESSAGES and nbytes < DRAIN_BYTES:
                     try:
-                        frames = self._recv_message(sock, zmq.NOBLOCK)
+                        message = self._recv_message(sock, zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    batch.append(frames)
-                    nbytes += sum(map(len, frames))
+                    batch.append(message)
+                    nbytes += message[1]
             except zmq.Again:
                 continue
             except zmq.ContextTerminated:
@@ -474,17 +663,39 @@ class Receiver:
                 continue
             self._handle(batch)
 
-    @staticmethod
-    def _recv_message(sock: zmq.Socket, flags: int) -> list[zmq.Frame]:
-        """The frames of one message; ``zmq.Again`` if none is queued (``flags=zmq.NOBLOCK``)."""
-        frames = [sock.recv(flags, copy=False)]
+    def _recv_message(
+        self, sock: zmq.Socket, flags: int
+    ) -> tuple[list[zmq.Frame] | _Oversize, int]:
+        """The frames of one message and their total size; ``zmq.Again`` if none is queued
+        (``flags=zmq.NOBLOCK``).
+
+        Frame by frame: once the frames so far exceed :attr:`max_message_bytes` or
+        :attr:`max_frames`, they are released and the rest of the message is received and
+        discarded one frame at a time (an :class:`_Oversize` stands for the message), so the
+        receiver never holds more than one over-size message's worth of frames, and that only
+        up to the frame that crossed the limit.
+        """
+        frame = sock.recv(flags, copy=False)
+        frames = [frame]
+        nbytes = len(frame)
+        limit, max_frames = self.max_message_bytes, self.max_frames
         # The frame's own "more" flag, not recv_multipart's getsockopt(RCVMORE) per frame; the
         # parts of a message arrive together, so these never wait.
-        while frames[-1].more:
-            frames.append(sock.recv(copy=False))
-        return frames
+        while frame.more:
+            frame = sock.recv(copy=False)
+            nbytes += len(frame)
+            frames.append(frame)
+            if nbytes > limit or len(frames) > max_frames:
+                n_frames, too_large = len(frames), nbytes > limit
+                del frames  # release what was kept before draining the rest
+                while frame.more:
+                    frame = sock.recv(copy=False)
+                    nbytes += len(frame)
+                    n_frames += 1
+                return _Oversize(nbytes, n_frames, too_large), nbytes
+        return frames, nbytes
 
-    def _handle(self, batch: list[list[zmq.Frame]]) -> None:
+    def _handle(self, batch: list[tuple[list[zmq.Frame] | _Oversize, int]]) -> None:
         """Validate the messages of a batch in order and dispatch the accepted samples.
 
         Samples are handed to sinks in arrival order; an END first flushes the samples before
@@ -492,12 +703,12 @@ class Receiver:
         it is validated against the registry without that simulation.
         """
         pending: list[tuple[_Sim, Sample, int]] = []
-        for frames in batch:
+        for frames, nbytes in batch:
             if self._stop.is_set():  # stop() from a sink: the rest is dropped, as if still queued
                 break
-            nbytes = 0
             try:
-                nbytes = sum(map(len, frames))
+                if isinstance(frames, _Oversize):
+                    raise self._oversize(frames)
                 kind, sim_id, sim, sample = self._validate(frames, nbytes)
             except _Rejected as rej:
                 self._reject(rej.reason, rej.message, rej.sim_id)
@@ -513,6 +724,21 @@ class Receiver:
                 pending.append((sim, sample, nbytes))
         self._dispatch(pending)
 
+    def _oversize(self, message: _Oversize) -> _Rejected:
+        if message.too_large:
+            return _Rejected(
+                "too_large",
+                f"message of {message.nbytes} bytes in {message.frames} frame(s) over the limit of "
+                f"{self.max_message_bytes} bytes (a valid message is {self.expected_message_bytes} "
+                "bytes); refused while received, its frames discarded",
+            )
+        return _Rejected(
+            "malformed",
+            f"message of {message.frames} frames ({message.nbytes} bytes); expected at most "
+            f"{self.max_frames} (a header, {len(self.fields)} data frame(s) and a tag); refused "
+            "while received, its frames discarded",
+        )
+
     def _finish(self, sim_id: int) -> None:
         """Record the END of ``sim_id`` and wake the waiters it completes."""
         with self._lock:
@@ -521,6 +747,8 @@ class Receiver:
                 return
             self._dropped_counts[sim_id] = sim.accepted
             self._finished.add(sim_id)
+            # Everything after END is refused anyway: the step record is no longer needed.
+            self._steps.pop(sim_id, None)
             for remaining, done in self._finish_waiters:
                 remaining.discard(sim_id)
                 if not remaining:
@@ -556,6 +784,11 @@ class Receiver:
                 try:
                     sink(sample)
                 except Exception as err:
+                    # Not taken: the step may come again (e.g. from a retry of the simulation).
+                    with self._lock:
+                        steps = self._steps.get(sample.sim_id)
+                        if steps is not None:
+                            steps.discard(sample.step)
                     self._reject(
                         "sink_error",
                         f"the sink raised {type(err).__name__}: {err} (step {sample.step})",
@@ -578,61 +811,84 @@ class Receiver:
 
         The registration is looked up once, here: the sink it names is called right after.
 
-        Checks, in order: size limit; header (layout, magic, version, kind, descriptors); study
-        token; simulation registered and not finished; frame count; finite time; field names;
-        the dtype and shape of every field; then for each field its frame size and finite
-        values. A header whose
-        descriptors are byte for byte those of the declared fields takes a fast path
+        Checks, in order (the size limit and the frame count limit were checked while the
+        message was received): header (layout, magic, version, kind, descriptors); study id;
+        frame count; the authentication tag; then, for an authentic message: END of a finished
+        simulation; simulation finished or not registered; step range; finite time and time
+        range; duplicate step; field names, the dtype and shape of every field; then for each
+        field its frame size and finite values. A header whose descriptors are byte for byte
+        those of the declared fields takes a fast path
         (:func:`~gensim.transport.wire.match_data_header`) that skips decoding and checking
         each descriptor, which the byte equality already guarantees.
         """
-        if nbytes > self.max_message_bytes:
-            raise _Rejected(
-                "too_large",
-                f"message of {nbytes} bytes over the limit of {self.max_message_bytes} bytes "
-                f"(a valid message is {self.expected_message_bytes} bytes)",
-            )
         raw = frames[0].bytes
         matched = wire.match_data_header(raw, self._descriptors)
         if matched is not None:
-            token, sim_id, step, time = matched
+            study, sim_id, step, time = matched
             kind, descriptors = wire.KIND_DATA, None
         else:
             try:
                 header = wire.decode_header(raw)
             except WireError as err:
                 raise _Rejected(err.reason, err.message) from None
-            token, sim_id, step, time = header.token, header.sim_id, header.step, header.time
+            study, sim_id, step, time = header.study, header.sim_id, header.step, header.time
             kind, descriptors = header.kind, header.fields
-        if not hmac.compare_digest(token, self.token):
+        # Until the tag is verified, sim_id is only a claim: rejections name no simulation.
+        if study != self.study:
             raise _Rejected(
                 "study",
-                f"study token {token.hex()[:8]}... does not match this study's "
-                f"{self.token.hex()[:8]}... (a simulation of another run?)",
-                sim_id,
+                f"study id {study.hex()[:8]}... is not this study's {self.study.hex()[:8]}... "
+                f"(a simulation of another run? it claims to be simulation {sim_id})",
             )
-        with self._lock:
-            sim = self._sims.get(sim_id)
-            finished = sim_id in self._finished
-        if finished:
-            raise _Rejected("finished_sim", "message after this simulation's END", sim_id)
-        if sim is None:
-            raise _Rejected("unknown_sim", "simulation id not registered with the receiver", sim_id)
-        n_data = len(frames) - 1
+        n_data = len(frames) - 2
         n_declared = len(self.fields) if descriptors is None else len(descriptors)
         if n_data != n_declared:
             raise _Rejected(
                 "malformed",
-                f"header declares {n_declared} field(s) but {n_data} data frame(s) came",
-                sim_id,
+                f"header declares {n_declared} field(s): expected {n_declared + 2} frames (header, "
+                f"fields, tag), got {len(frames)}",
             )
+        tag = frames[-1]
+        if len(tag) != wire.TAG_BYTES or not hmac.compare_digest(
+            tag.bytes, wire.message_tag(self._mac, islice(frames, len(frames) - 1))
+        ):
+            raise _Rejected(
+                "auth",
+                f"authentication tag does not match (claims to be simulation {sim_id}, step "
+                f"{step}): not sent with this study's key",
+            )
+        with self._lock:
+            sim = self._sims.get(sim_id)
+            finished = sim_id in self._finished
+            steps = self._steps.get(sim_id)
         if kind == wire.KIND_END:
+            if finished:
+                raise _Rejected("duplicate_end", "a second END of this simulation", sim_id)
+            if sim is None:
+                raise _Rejected("unknown_sim", "END of a simulation not registered with the receiver", sim_id)
             return wire.KIND_END, sim_id, sim, None
+        if finished:
+            raise _Rejected("finished_sim", "message after this simulation's END", sim_id)
+        if sim is None:
+            raise _Rejected("unknown_sim", "simulation id not registered with the receiver", sim_id)
+        if self.n_steps is not None and step >= self.n_steps:
+            raise _Rejected(
+                "step_range", f"step {step} outside [0, {self.n_steps}) (n_steps {self.n_steps})", sim_id
+            )
         if not math.isfinite(time):
             raise _Rejected("non_finite", f"time is {time} at step {step}", sim_id)
+        if self.time_range is not None and not self.time_range[0] <= time <= self.time_range[1]:
+            raise _Rejected(
+                "time_range",
+                f"time {time!r} at step {step} outside the simulation's time grid "
+                f"[{self.time_range[0]!r}, {self.time_range[1]!r}]",
+                sim_id,
+            )
+        if step in steps:
+            raise _Rejected("duplicate", f"step {step} was already accepted from this simulation", sim_id)
 
         if descriptors is None:
-            layout, frames_in_order = self._layout, frames[1:]
+            layout, frames_in_order = self._layout, frames[1:-1]
         else:
             layout, frames_in_order = self._checked_layout(descriptors, frames, sim_id)
         fields: dict[str, np.ndarray] = {}
@@ -662,6 +918,11 @@ class Receiver:
         # Fields in declaration order (the layout's), whatever their order on the wire.
         if descriptors is not None:
             fields = {name: fields[name] for name in self._specs}
+        # Recorded only now that the message passed every check (the sink may still refuse it:
+        # _dispatch then forgets the step), so that a later copy is a duplicate even within
+        # this batch. Only this thread adds steps: the check above still holds.
+        with self._lock:
+            steps.add(step)
         return wire.KIND_DATA, sim_id, sim, Sample(sim_id, step, time, sim.params, fields)
 
     def _checked_layout(
@@ -674,7 +935,7 @@ class Receiver:
         layout : list of tuple
             The entries of the receiver's field layout, in wire order.
         frames : list of zmq.Frame
-            The data frames, in wire order.
+            The data frames, in wire order (without the tag).
         """
         names = [d.name for d in descriptors]
         if len(set(names)) != len(names) or set(names) != self._specs.keys():
@@ -698,7 +959,7 @@ class Receiver:
                     f"field {desc.name!r}: expected shape {spec.shape}, got {desc.shape}",
                     sim_id,
                 )
-        return [by_name[name] for name in names], frames[1:]
+        return [by_name[name] for name in names], frames[1:-1]
 
     def _reject(
         self, reason: str, message: str, sim_id: int | None, exc_info: bool = False

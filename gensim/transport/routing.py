@@ -12,12 +12,14 @@ The launcher runs on rank 0 only; before it starts a simulation it calls
    the acknowledgement, so that no time step can arrive before its simulation is known,
 3. returns the address the simulation's worker streams to.
 
-The registration requests carry the study token and are refused without it. This module never
-imports torch.
+The registration requests are signed with the study key (an HMAC-SHA256 tag; the key itself
+never travels, since these requests cross the network between nodes) and refused without a
+valid tag. This module never imports torch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -36,6 +38,30 @@ log = logging.getLogger("gensim.transport")
 
 #: Purposes a simulation can have, and so the sinks a rank must provide for them.
 PURPOSES = ("train", "validation")
+#: What a registration tag authenticates besides the request body (keeps it apart from the
+#: wire format's tags, which start with a frame length).
+REGISTRATION_LABEL = b"gensim registration\0"
+
+
+def sign_request(key: bytes, request: Mapping[str, Any]) -> str:
+    """A registration request as sent: ``{"body": <JSON text>, "mac": <hex HMAC-SHA256>}``."""
+    body = json.dumps(request, sort_keys=True)
+    mac = hmac.new(key, REGISTRATION_LABEL + body.encode(), hashlib.sha256).hexdigest()
+    return json.dumps({"body": body, "mac": mac})
+
+
+def verify_request(key: bytes, raw: bytes) -> dict[str, Any]:
+    """The request inside a signed registration; PermissionError if its tag is not the key's."""
+    outer = json.loads(raw)
+    if not isinstance(outer, dict) or not isinstance(outer.get("body"), str):
+        raise ValueError("expected a JSON object {body, mac}")
+    expected = hmac.new(key, REGISTRATION_LABEL + outer["body"].encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(str(outer.get("mac", "")).encode(), expected.encode()):
+        raise PermissionError("the registration is not signed with this study's key")
+    request = json.loads(outer["body"])
+    if not isinstance(request, dict):
+        raise ValueError("expected a JSON object {sim_id, params, purpose}")
+    return request
 
 
 class _Record(Protocol):
@@ -146,7 +172,7 @@ class RankRouter:
     endpoints : sequence of Endpoint
         Every rank's endpoints, indexed by rank (``endpoints[0]`` is this rank's).
     token : bytes
-        Study token, sent with every registration request.
+        Study key: signs every registration request (it is never sent).
     rule : RoutingRule, optional
         Default round-robin over all ranks.
     timeout_s : float
@@ -167,30 +193,36 @@ class RankRouter:
     def world_size(self) -> int:
         return len(self.endpoints)
 
-    def assign(self, record: _Record) -> str:
+    def assign(self, record: _Record, retry: bool = False) -> str:
         """Bind ``record``'s simulation to a rank, register it there, and return its stream address.
 
-        Sets ``record.rank``.
+        Sets ``record.rank``. With ``retry`` (another attempt of a simulation under the same id),
+        the simulation stays on the rank it had, whose receiver keeps the steps it already
+        accepted (see :meth:`Receiver.register`).
 
         Raises
         ------
         RuntimeError
             If a rank refused or did not acknowledge the registration within ``timeout_s``.
         """
-        rank = self.rule.choose(record.purpose, self.world_size)
+        if retry and record.rank is not None:
+            rank = record.rank
+        else:
+            rank = self.rule.choose(record.purpose, self.world_size)
         endpoint = self.endpoints[rank]
         if endpoint.control is None:
-            self.receiver.register(record.sim_id, np.asarray(record.params), self.sinks[record.purpose])
+            self.receiver.register(record.sim_id, np.asarray(record.params), self.sinks[record.purpose],
+                                   retry=retry)
         else:
-            self._register_remote(endpoint, record)
+            self._register_remote(endpoint, record, retry)
         record.rank = rank
         return endpoint.data
 
-    def _register_remote(self, endpoint: Endpoint, record: _Record) -> None:
-        request = {"token": self.token.hex(), "sim_id": int(record.sim_id),
-                   "params": [float(v) for v in record.params], "purpose": record.purpose}
+    def _register_remote(self, endpoint: Endpoint, record: _Record, retry: bool = False) -> None:
+        request = {"sim_id": int(record.sim_id), "params": [float(v) for v in record.params],
+                   "purpose": record.purpose, "retry": bool(retry)}
         sock = self._socket(endpoint)
-        sock.send_string(json.dumps(request))
+        sock.send_string(sign_request(self.token, request))
         if not sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
             # A REQ socket that missed its reply cannot send again: drop it, a new one is made.
             self._sockets.pop(endpoint.rank).close(linger=0)
@@ -225,9 +257,10 @@ class RankRouter:
 class Registrar:
     """Registers, on this rank's receiver, the simulations that rank 0's launcher routes here.
 
-    A background thread answers requests ``{"token", "sim_id", "params", "purpose"}`` on a REP
-    socket with ``{"ok": true}`` or ``{"ok": false, "error": ...}``. Requests without the study
-    token, or with a malformed body, are refused and logged; none can stop the thread.
+    A background thread answers signed requests (:func:`sign_request` of ``{"sim_id", "params",
+    "purpose"}``) on a REP socket with ``{"ok": true}`` or ``{"ok": false, "error": ...}``.
+    Requests without a valid tag of the study key, or with a malformed body, are refused and
+    logged; none can stop the thread.
 
     Parameters
     ----------
@@ -236,7 +269,7 @@ class Registrar:
     sinks : mapping of str to callable
         This rank's sink for each purpose it accepts (``"train"`` on ranks other than 0).
     token : bytes
-        Study token.
+        Study key.
     address : str
         Endpoint to bind, normally the receiver's interface with an ephemeral port.
     """
@@ -271,16 +304,12 @@ class Registrar:
             self._sock.close(linger=0)
 
     def _register(self, raw: bytes) -> None:
-        request = json.loads(raw)
-        if not isinstance(request, dict):
-            raise ValueError("expected a JSON object {token, sim_id, params, purpose}")
-        if not hmac.compare_digest(str(request.get("token", "")).encode(), self.token.hex().encode()):
-            raise PermissionError("the study token does not match this study's")
+        request = verify_request(self.token, raw)
         purpose = request.get("purpose")
         if purpose not in self.sinks:
             raise ValueError(f"purpose {purpose!r} is not served by this rank (it serves {sorted(self.sinks)})")
         self.receiver.register(int(request["sim_id"]), np.asarray(request["params"], dtype=float),
-                               self.sinks[purpose])
+                               self.sinks[purpose], retry=bool(request.get("retry", False)))
 
     def stop(self) -> None:
         """Stop the thread and close the socket. Idempotent."""

@@ -1,18 +1,19 @@
-"""The gensim wire format: one ZeroMQ multipart message per simulation time step.
+"""The gensim wire format: one authenticated ZeroMQ multipart message per simulation time step.
 
 Frame 0 is a little-endian header with a fixed layout that a C program reads with a plain
 ``struct`` (every field is naturally aligned, there is no padding); frames ``1..n_fields`` are
-the raw bytes of each field, C order, little-endian, in descriptor order. The full
+the raw bytes of each field, C order, little-endian, in descriptor order; the last frame is a
+32-byte HMAC-SHA256 tag over every frame before it, keyed by the study key. The full
 specification, with a C example, is ``docs/wire-format.md``.
 
-Header layout (version 1)::
+Header layout (version 2)::
 
     preamble, 48 bytes
       offset  size  type        field
            0     4  char[4]     magic = b"GSIM"
-           4     2  uint16      version = 1
+           4     2  uint16      version = 2
            6     2  uint16      n_fields (0 for END)
-           8    16  uint8[16]   study token (raw bytes)
+           8    16  uint8[16]   study id (public, derived from the key: study_id(key))
           24     8  int64       simulation id
           32     4  uint32      step
           36     4  uint32      kind (0 = DATA, 1 = END)
@@ -25,15 +26,24 @@ Header layout (version 1)::
           36    16  uint32[4]   shape (unused dims 0)
           52    12  uint8[12]   reserved, zero
 
+Tag (last frame, 32 bytes)::
+
+    HMAC-SHA256(key, len(f_0) || f_0 || len(f_1) || f_1 || ... || len(f_n) || f_n)
+
+over the header ``f_0`` and the data frames ``f_1..f_n``, each preceded by its byte length as a
+little-endian uint64 (so that no byte can move from one frame to another).
+
 This module imports numpy only (no zmq, no torch), so it can be used by any tool that reads or
 writes the format.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,18 +52,31 @@ import numpy as np
 #: First four bytes of every header.
 MAGIC = b"GSIM"
 #: Version of the wire format written by this module and the only one it accepts.
-VERSION = 1
+VERSION = 2
 #: Message kinds.
 KIND_DATA = 0
 KIND_END = 1
 KINDS = (KIND_DATA, KIND_END)
-#: Length of the study token in bytes.
-TOKEN_BYTES = 16
+#: Length of the study key in bytes (the secret shared by the trainer and its simulations;
+#: ``GENSIM_TOKEN`` holds it as 64 hexadecimal characters).
+KEY_BYTES = 32
+#: Length of the public study id in the header (derived from the key by :func:`study_id`).
+STUDY_ID_BYTES = 16
+#: Length of the authentication tag, the last frame of every message (HMAC-SHA256).
+TAG_BYTES = 32
+#: What :func:`study_id` and :func:`zap_password` authenticate with the key: fixed ASCII
+#: strings, which can never equal a tag's input (that starts with a uint64 frame length < 2**56,
+#: so with a zero byte at offset 7).
+STUDY_ID_LABEL = b"gensim study id"
+ZAP_LABEL = b"gensim zap password"
+#: ZeroMQ PLAIN user name that simulations present (the password is :func:`zap_password`).
+ZAP_USERNAME = b"gensim"
 #: Longest field name in UTF-8 bytes (the 32-byte slot keeps a terminating NUL).
 MAX_NAME_BYTES = 31
 MAX_NDIM = 4
 
 _PREAMBLE = struct.Struct("<4sHH16sqIId")
+_LENGTH = struct.Struct("<Q")
 _DESCRIPTOR = struct.Struct("<32sBB2s4I12s")
 #: Size of the fixed preamble in bytes.
 PREAMBLE_SIZE = _PREAMBLE.size
@@ -69,16 +92,21 @@ _NUMPY_DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 #: Machine tags of the reasons a message can be rejected (``WireError.reason`` and the keys of
 #: ``ReceiverStats.rejected``).
 REASONS = (
+    "too_large",  # message over the receiver's size limit (refused while it is being received)
     "malformed",  # frame count, header size, magic, kind, descriptor layout, bad reserved bytes
     "version",  # wire-format version other than VERSION
-    "study",  # study token does not match the receiver's
+    "study",  # study id is not the receiver's (a simulation of another study or run)
+    "auth",  # the authentication tag is wrong: not sent by a holder of the study key
+    "duplicate_end",  # a second END of a simulation
+    "finished_sim",  # DATA after the simulation's END
     "unknown_sim",  # simulation id not registered
-    "finished_sim",  # simulation already sent END
+    "step_range",  # step outside [0, n_steps)
+    "time_range",  # time outside the simulation's time grid
+    "duplicate",  # this (simulation, step) was already accepted
     "fields",  # field names or count differ from the declared FieldSpecs
     "dtype",  # unknown dtype code, or dtype differs from the declared one
     "shape",  # shape differs from the declared one
     "frame_size",  # a data frame's byte size does not match its descriptor
-    "too_large",  # whole message over the receiver's size limit
     "non_finite",  # NaN or Inf in a field, or non-finite time
     "sink_error",  # the sink raised while taking the sample
     "internal",  # any other exception while handling one message
@@ -143,8 +171,8 @@ class Header:
     ----------
     version : int
         Wire-format version.
-    token : bytes
-        Study token, 16 bytes.
+    study : bytes
+        Study id, 16 bytes (:func:`study_id` of the sender's key).
     sim_id : int
         Simulation id.
     step : int
@@ -158,7 +186,7 @@ class Header:
     """
 
     version: int
-    token: bytes
+    study: bytes
     sim_id: int
     step: int
     kind: int
@@ -186,37 +214,114 @@ def numpy_dtype(dtype: str) -> np.dtype:
         ) from None
 
 
-def parse_token(token: bytes | str) -> bytes:
-    """Return the 16 raw bytes of a study token given as bytes or as 32 hexadecimal characters.
+def parse_key(key: bytes | str) -> bytes:
+    """Return the 32 raw bytes of a study key given as bytes or as 64 hexadecimal characters.
 
     Raises
     ------
     ValueError
-        If the token is neither 16 bytes nor 32 hex characters.
+        If the key is neither 32 bytes nor 64 hex characters.
+    TypeError
+        If the key is neither bytes nor str.
     """
-    if isinstance(token, str):
+    if isinstance(key, str):
         try:
-            raw = bytes.fromhex(token.strip())
+            raw = bytes.fromhex(key.strip())
         except ValueError:
+            # The key itself is never echoed: only its length.
             raise ValueError(
-                f"study token must be {TOKEN_BYTES} bytes or {2 * TOKEN_BYTES} hex characters, "
-                f"got the string {token!r}"
+                f"study key must be {KEY_BYTES} bytes or {2 * KEY_BYTES} hex characters, got a "
+                f"string of {len(key)} characters that is not hexadecimal"
             ) from None
-    elif isinstance(token, (bytes, bytearray, memoryview)):
-        raw = bytes(token)
+    elif isinstance(key, (bytes, bytearray, memoryview)):
+        raw = bytes(key)
     else:
-        raise TypeError(f"study token must be bytes or a hex string, got {type(token).__name__}")
-    if len(raw) != TOKEN_BYTES:
+        raise TypeError(f"study key must be bytes or a hex string, got {type(key).__name__}")
+    if len(raw) != KEY_BYTES:
         raise ValueError(
-            f"study token must be {TOKEN_BYTES} bytes ({2 * TOKEN_BYTES} hex characters), "
-            f"got {len(raw)} bytes"
+            f"study key must be {KEY_BYTES} bytes ({2 * KEY_BYTES} hex characters), got "
+            f"{len(raw)} bytes (wire version 1 used 16-byte tokens): use the launcher and the "
+            "client of the same gensim version"
         )
     return raw
 
 
-def new_token() -> bytes:
-    """A fresh random study token (16 bytes); ``new_token().hex()`` is its environment form."""
-    return secrets.token_bytes(TOKEN_BYTES)
+def new_key() -> bytes:
+    """A fresh random study key (32 bytes); ``new_key().hex()`` is its environment form."""
+    return secrets.token_bytes(KEY_BYTES)
+
+
+#: Former names (the study "token" became a key in wire version 2).
+parse_token = parse_key
+new_token = new_key
+TOKEN_BYTES = KEY_BYTES
+
+
+def study_id(key: bytes | str) -> bytes:
+    """The public 16-byte study id of a key: ``HMAC-SHA256(key, b"gensim study id")[:16]``.
+
+    It lets a receiver tell a simulation of another study (a stale run that still knows the
+    port) from a forgery, and reveals nothing of the key.
+    """
+    return hmac.new(parse_key(key), STUDY_ID_LABEL, hashlib.sha256).digest()[:STUDY_ID_BYTES]
+
+
+def zap_password(key: bytes | str) -> bytes:
+    """ZeroMQ PLAIN password of a study: the 64 hex characters of
+    ``HMAC-SHA256(key, b"gensim zap password")`` (ASCII bytes).
+
+    Receivers refuse, at connection time, any peer that does not present it (user name
+    :data:`ZAP_USERNAME`), so that a process without the key cannot make ZeroMQ buffer anything.
+    It is derived from the key and reveals nothing of it.
+    """
+    return hmac.new(parse_key(key), ZAP_LABEL, hashlib.sha256).hexdigest().encode("ascii")
+
+
+def new_mac(key: bytes | str) -> hmac.HMAC:
+    """An HMAC-SHA256 object keyed by the study key, fed nothing yet.
+
+    Keep it and :meth:`~hmac.HMAC.copy` it for each message (cheaper than keying anew).
+    """
+    return hmac.new(parse_key(key), digestmod=hashlib.sha256)
+
+
+def message_tag(mac: hmac.HMAC, frames: Iterable) -> bytes:
+    """The authentication tag of a message: HMAC-SHA256 over each frame's length and bytes.
+
+    Parameters
+    ----------
+    mac : hmac.HMAC
+        A fresh keyed object from :func:`new_mac` (copied here, not modified).
+    frames : iterable of bytes-like
+        The header and the data frames, in order, without the tag (C-contiguous buffers:
+        bytes, numpy arrays, ZeroMQ frames; hashed in place, without copies).
+
+    Returns
+    -------
+    bytes
+        32 bytes: the message's last frame.
+    """
+    h = mac.copy()
+    update = h.update
+    for frame in frames:
+        buf = memoryview(frame)  # any C-contiguous buffer; hashed in place
+        update(_LENGTH.pack(buf.nbytes))
+        update(buf)
+    return h.digest()
+
+
+def sign(key: bytes | str | hmac.HMAC, frames: Sequence) -> list:
+    """``frames`` plus their tag: a complete message to send (tests and simple tools).
+
+    Parameters
+    ----------
+    key : bytes, str or hmac.HMAC
+        Study key, or a keyed object from :func:`new_mac`.
+    frames : sequence of bytes-like
+        Header and data frames.
+    """
+    mac = key if isinstance(key, hmac.HMAC) else new_mac(key)
+    return [*frames, message_tag(mac, frames)]
 
 
 def encode_descriptors(fields: Sequence[_FieldLike]) -> bytes:
@@ -253,11 +358,13 @@ def encode_descriptors(fields: Sequence[_FieldLike]) -> bytes:
 
 
 def encode_preamble(
-    token: bytes, sim_id: int, step: int, time: float, n_fields: int, kind: int = KIND_DATA
+    study: bytes, sim_id: int, step: int, time: float, n_fields: int, kind: int = KIND_DATA
 ) -> bytes:
-    """Encode the 48-byte preamble; ``token`` must already be 16 raw bytes."""
-    if len(token) != TOKEN_BYTES:
-        raise ValueError(f"study token must be {TOKEN_BYTES} bytes, got {len(token)}")
+    """Encode the 48-byte preamble; ``study`` is the 16-byte study id (:func:`study_id`)."""
+    if len(study) != STUDY_ID_BYTES:
+        raise ValueError(
+            f"study id must be {STUDY_ID_BYTES} bytes (wire.study_id(key)), got {len(study)}"
+        )
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind}")
     if not 0 <= step < 2**32:
@@ -266,11 +373,11 @@ def encode_preamble(
         raise ValueError(f"simulation id must fit in an int64, got {sim_id}")
     if not 0 <= n_fields < 2**16:
         raise ValueError(f"n_fields must be in 0..65535, got {n_fields}")
-    return _PREAMBLE.pack(MAGIC, VERSION, n_fields, token, sim_id, step, kind, float(time))
+    return _PREAMBLE.pack(MAGIC, VERSION, n_fields, study, sim_id, step, kind, float(time))
 
 
 def encode_header(
-    token: bytes | str,
+    study: bytes,
     sim_id: int,
     step: int,
     time: float,
@@ -281,8 +388,8 @@ def encode_header(
 
     Parameters
     ----------
-    token : bytes or str
-        Study token, 16 bytes or 32 hex characters.
+    study : bytes
+        Study id, 16 bytes (:func:`study_id` of the key).
     sim_id : int
         Simulation id (int64).
     step : int
@@ -302,7 +409,7 @@ def encode_header(
     """
     if kind == KIND_END and len(fields):
         raise ValueError("an END message carries no fields")
-    return encode_preamble(parse_token(token), sim_id, step, time, len(fields), kind) + (
+    return encode_preamble(bytes(study), sim_id, step, time, len(fields), kind) + (
         encode_descriptors(fields)
     )
 
@@ -326,15 +433,15 @@ def match_data_header(buf: bytes, descriptors: bytes) -> tuple[bytes, int, int, 
     Returns
     -------
     tuple or None
-        ``(token, sim_id, step, time)`` of a matching header.
+        ``(study, sim_id, step, time)`` of a matching header.
     """
     n_fields, rest = divmod(len(descriptors), DESCRIPTOR_SIZE)
     if rest or len(buf) != PREAMBLE_SIZE + len(descriptors) or not buf.endswith(descriptors):
         return None
-    magic, version, n, token, sim_id, step, kind, time = _PREAMBLE.unpack_from(buf, 0)
+    magic, version, n, study, sim_id, step, kind, time = _PREAMBLE.unpack_from(buf, 0)
     if magic != MAGIC or version != VERSION or n != n_fields or kind != KIND_DATA:
         return None
-    return token, sim_id, step, time
+    return study, sim_id, step, time
 
 
 def decode_header(buf: bytes | bytearray | memoryview) -> Header:
@@ -365,7 +472,7 @@ def decode_header(buf: bytes | bytearray | memoryview) -> Header:
             "malformed",
             f"header is {n} bytes, shorter than the {PREAMBLE_SIZE}-byte preamble",
         )
-    magic, version, n_fields, token, sim_id, step, kind, time = _PREAMBLE.unpack_from(view, 0)
+    magic, version, n_fields, study, sim_id, step, kind, time = _PREAMBLE.unpack_from(view, 0)
     if magic != MAGIC:
         raise WireError("malformed", f"magic is {bytes(magic)!r}, expected {MAGIC!r}")
     if version != VERSION:
@@ -421,7 +528,7 @@ def decode_header(buf: bytes | bytearray | memoryview) -> Header:
         fields.append(FieldDescriptor(name, CODE_DTYPES[code], tuple(shape)))
     return Header(
         version=version,
-        token=bytes(token),
+        study=bytes(study),
         sim_id=sim_id,
         step=step,
         kind=kind,

@@ -73,16 +73,20 @@ def sender_main(conn, token: bytes, n_steps: int) -> None:
             # Fixed random values: the receiver's work does not depend on them, only on sizes.
             field = np.random.default_rng(grid).random((grid, grid), dtype=np.float32)
             descriptors = wire.encode_descriptors([FieldSpec("temperature", (grid, grid), "float32")])
+            study, mac = wire.study_id(token), wire.new_mac(token)  # wire version 2: signed messages
             sock = context.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 5000)
+            sock.setsockopt(zmq.PLAIN_USERNAME, wire.ZAP_USERNAME)
+            sock.setsockopt(zmq.PLAIN_PASSWORD, wire.zap_password(token))
             sock.connect(address)
             conn.send("ready")
             assert conn.recv() == "go"
             for sim_id in sim_ids:
                 for step in range(n_steps):
-                    header = wire.encode_preamble(token, sim_id, step, 0.01 * step, 1) + descriptors
-                    sock.send_multipart([header, field], copy=False)
-                sock.send(wire.encode_preamble(token, sim_id, n_steps, 0.01 * (n_steps - 1), 0, wire.KIND_END))
+                    header = wire.encode_preamble(study, sim_id, step, 0.01 * step, 1) + descriptors
+                    sock.send_multipart(wire.sign(mac, [header, field]), copy=False)
+                end = wire.encode_preamble(study, sim_id, n_steps, 0.01 * (n_steps - 1), 0, wire.KIND_END)
+                sock.send_multipart(wire.sign(mac, [end]))
             sock.close()  # lingers until every message is handed over
             conn.send("sent")
     finally:
@@ -142,11 +146,21 @@ def thread_cpu_s(ident: int) -> float:
     return time.clock_gettime(time.pthread_getcpuclockid(ident))
 
 
-def bare_trial(senders: Senders, grid: int, sim_ids: list[list[int]], n_steps: int) -> tuple[float, float]:
+def bare_trial(senders: Senders, grid: int, sim_ids: list[list[int]], n_steps: int,
+               token: bytes) -> tuple[float, float]:
     """Seconds for a bare PULL loop to receive every message of the trial, and its thread's CPU seconds."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    from gensim.transport import wire
+
     total = sum(len(ids) for ids in sim_ids) * (n_steps + 1)
     context = zmq.Context()
+    # The senders connect with the study's PLAIN password, as to a Receiver (no tag check here).
+    auth = ThreadAuthenticator(context)
+    auth.start()
+    auth.configure_plain(domain="*", passwords={wire.ZAP_USERNAME.decode(): wire.zap_password(token).decode()})
     sock = context.socket(zmq.PULL)
+    sock.setsockopt(zmq.PLAIN_SERVER, 1)
     sock.setsockopt(zmq.RCVHWM, RCVHWM)
     sock.setsockopt(zmq.LINGER, 0)
     # The receiver's receive timeout and stop check, so that the loop ends on failure too.
@@ -188,6 +202,7 @@ def bare_trial(senders: Senders, grid: int, sim_ids: list[list[int]], n_steps: i
             thread.join()
         elif not done.is_set():  # the thread never started: the socket is still ours
             sock.close(linger=0)
+        auth.stop()
         context.term()
 
 
@@ -275,7 +290,7 @@ def main() -> None:
     from gensim.transport import BatchSink, wire
     from sampling import Sobol
 
-    token = wire.new_token()
+    token = wire.new_key()
     setups = {}
     for grid in args.grids:
         print(f"building the default buffer for {grid}x{grid} and filling it to capacity ...", flush=True)
@@ -306,7 +321,7 @@ def main() -> None:
                                for k in range(N_SENDERS)]
                     next_sim += N_SENDERS * sims
                     if variant == "bare":
-                        seconds, cpu = bare_trial(senders, grid, sim_ids, n_steps)
+                        seconds, cpu = bare_trial(senders, grid, sim_ids, n_steps, token)
                     else:
                         seconds, cpu = receiver_trial(senders, grid, sim_ids, n_steps, token,
                                                  setup["simulation"].fields, setup["params"],

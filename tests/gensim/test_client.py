@@ -13,9 +13,9 @@ import pytest
 
 from gensim.client import Client
 from gensim.simulations.base import FieldSpec
-from gensim.transport import Receiver
+from gensim.transport import Receiver, wire
 
-TOKEN = bytes(range(16))
+TOKEN = bytes(range(32))
 SPECS = (FieldSpec("u", (4, 3), "float32"),)
 
 
@@ -54,7 +54,8 @@ def test_from_env(monkeypatch, receiver):
     monkeypatch.setenv("GENSIM_TOKEN", TOKEN.hex())
     monkeypatch.setenv("GENSIM_SIM_ID", "12")
     with Client.from_env(fields=SPECS, sndhwm=4) as c:
-        assert (c.address, c.token, c.sim_id, c.fields) == (receiver.address, TOKEN, 12, SPECS)
+        assert (c.address, c.study, c.sim_id, c.fields) == (receiver.address, receiver.study, 12, SPECS)
+        assert not hasattr(c, "token")  # the client keeps what derives from the key, not the key
         c.send(0, 0.0, {"u": np.ones((4, 3))})
         c.end()
     assert receiver.wait_finished([12], timeout=5)
@@ -187,3 +188,34 @@ def test_subprocess_simulation(receiver):
         (1, 0.5, 1.0),
         (2, 1.0, 2.0),
     ]
+
+
+def test_messages_are_signed_and_the_key_never_sent(make_client):
+    """What leaves the client: header, fields and the HMAC tag; never the key, not even in the
+    ZeroMQ handshake (only the derived PLAIN password)."""
+    import zmq
+    from zmq.auth.thread import ThreadAuthenticator
+
+    ctx = zmq.Context()
+    auth = ThreadAuthenticator(ctx)  # pyzmq's own ZAP handler, told the derived password only
+    auth.start()
+    auth.configure_plain(domain="*", passwords={"gensim": wire.zap_password(TOKEN).decode()})
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.PLAIN_SERVER, 1)
+    pull.setsockopt(zmq.RCVTIMEO, 5000)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        c = make_client(f"tcp://127.0.0.1:{port}", TOKEN.hex(), 7, fields=SPECS)
+        c.send(3, 0.25, {"u": np.ones((4, 3))})
+        c.end()
+        data = pull.recv_multipart()
+        end = pull.recv_multipart()
+    finally:
+        pull.close(linger=0)
+        auth.stop()
+        ctx.term()
+    assert len(data) == 3 and len(end) == 2
+    assert data[0][8:24] == wire.study_id(TOKEN)
+    assert data[-1] == wire.sign(TOKEN, data[:-1])[-1]
+    assert end[-1] == wire.sign(TOKEN, end[:-1])[-1]
+    assert all(TOKEN not in frame and TOKEN.hex().encode() not in frame for frame in data + end)

@@ -21,6 +21,7 @@ from gensim.launch.executors import LocalExecutor
 from gensim.models import DeterministicSurrogate
 from gensim.models.components import MLP
 from gensim.simulations import DecayingWave, Sample
+from gensim.transport import wire
 from gensim.transport.receiver import Receiver
 from sampling import Sobol
 
@@ -43,11 +44,18 @@ def datamodule(tmp_path):
     dm.shutdown()
 
 
-def send_bad_messages(address: str, token: bytes, sim_id: int) -> None:
-    """Garbage bytes from a raw socket; a wrong shape and a NaN field from a registered simulation."""
+def send_bad_messages(address: str, token: bytes, sim_id: int, t: float) -> None:
+    """Garbage from a raw socket without the study's password (refused at the handshake) and
+    with it (rejected as malformed); a wrong shape and a NaN field from a registered simulation."""
     ctx = zmq.Context()
     try:
+        stranger = ctx.socket(zmq.PUSH)
+        stranger.connect(address)
+        stranger.send(b"\x00garbage\xff" * 10)
+        stranger.close(linger=0)
         raw = ctx.socket(zmq.PUSH)
+        raw.setsockopt(zmq.PLAIN_USERNAME, wire.ZAP_USERNAME)
+        raw.setsockopt(zmq.PLAIN_PASSWORD, wire.zap_password(token))
         raw.connect(address)
         raw.send(b"\x00garbage\xff" * 10)
         raw.send_multipart([b"GSIM", b"not a header"])
@@ -55,8 +63,8 @@ def send_bad_messages(address: str, token: bytes, sim_id: int) -> None:
     finally:
         ctx.term()
     with Client(address, token, sim_id=sim_id) as client:
-        client.send(0, 0.1, {"u": np.zeros(9, np.float32)})             # wrong shape
-        client.send(0, 0.1, {"u": np.full(8, np.nan, np.float32)})      # NaN field
+        client.send(0, t, {"u": np.zeros(9, np.float32)})             # wrong shape
+        client.send(0, t, {"u": np.full(8, np.nan, np.float32)})      # NaN field
 
 
 def test_training_goes_on_through_bad_messages(datamodule, tmp_path):
@@ -71,7 +79,8 @@ def test_training_goes_on_through_bad_messages(datamodule, tmp_path):
                 started.set()
                 # A registered, running simulation whose messages are wrong in content only.
                 datamodule.receiver.register(10_000, np.array([1.5, 0.5]), datamodule._train_sink)
-                send_bad_messages(datamodule.receiver.address, datamodule.receiver.token, 10_000)
+                send_bad_messages(datamodule.receiver.address, datamodule.receiver.token, 10_000,
+                                  float(datamodule.simulation.times[0]))
                 time.sleep(0.5)  # let the receiver thread handle them while training continues
 
     trainer = L.Trainer(max_steps=150, logger=False, enable_progress_bar=False, enable_model_summary=False,
@@ -82,6 +91,7 @@ def test_training_goes_on_through_bad_messages(datamodule, tmp_path):
     rejected = datamodule.receiver.stats().rejected
     assert rejected.get("malformed", 0) == 2, rejected
     assert rejected.get("shape", 0) == 1 and rejected.get("non_finite", 0) == 1, rejected
+    assert datamodule.receiver.stats().refused_connections >= 1
     # None of them reached the held-out set: 4 simulations x 5 steps, all finite.
     val = datamodule.validation_tensors()
     assert val["fields"].shape == (20, 8) and torch.isfinite(val["fields"]).all()

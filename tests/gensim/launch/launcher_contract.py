@@ -91,7 +91,7 @@ def running_study(make_executor, tmp_path: Path, monkeypatch):
     """A :class:`Study` whose launchers and receiver are stopped on exit, also when a test fails."""
     # Workers (local processes, SLURM jobs inheriting our environment) import faulty.py.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
-    token = os.urandom(16)
+    token = os.urandom(32)
     receiver = Receiver(DecayingWave(size=8, n_steps=N_STEPS).fields, token=token).start()
     made: list[Launcher] = []
 

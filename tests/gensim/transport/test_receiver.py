@@ -15,7 +15,8 @@ from gensim.simulations.base import FieldSpec
 from gensim.transport import Receiver, wire
 from gensim.transport import receiver as receiver_module
 
-TOKEN = bytes(range(16))
+TOKEN = bytes(range(32))  # the study key
+STUDY = wire.study_id(TOKEN)
 SPECS = (FieldSpec("u", (6, 5), "float32"), FieldSpec("v", (7,), "float64"))
 PARAMS = np.array([0.5, 2.0])
 
@@ -71,6 +72,9 @@ def raw_push():
         s = ctx.socket(zmq.PUSH)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDTIMEO, 2000)
+        # A key holder's connection: the receiver lets it in, then judges each message.
+        s.setsockopt(zmq.PLAIN_USERNAME, wire.ZAP_USERNAME)
+        s.setsockopt(zmq.PLAIN_PASSWORD, wire.zap_password(TOKEN))
         s.connect(address)
         sockets.append(s)
         return s
@@ -88,10 +92,30 @@ def fields_at(step):
     }
 
 
-def valid_frames(sim_id=0, step=0, specs=SPECS, token=TOKEN, arrays=None):
+def body(sim_id=0, step=0, specs=SPECS, study=STUDY, arrays=None, time=None):
+    """Header and data frames of a message, without its tag."""
     arrays = fields_at(step) if arrays is None else arrays
-    header = wire.encode_header(token, sim_id, step, 0.1 * step, specs)
+    header = wire.encode_header(study, sim_id, step, 0.1 * step if time is None else time, specs)
     return [header] + [np.ascontiguousarray(arrays[s.name], dtype=s.dtype).tobytes() for s in specs]
+
+
+def signed(frames, key=TOKEN):
+    return wire.sign(key, frames)
+
+
+def valid_frames(sim_id=0, step=0, **kwargs):
+    return signed(body(sim_id, step, **kwargs))
+
+
+def end_frames(sim_id=0, n_sent=0, key=TOKEN):
+    return signed([wire.encode_header(wire.study_id(key), sim_id, n_sent, 0.0, kind=wire.KIND_END)], key)
+
+
+def with_header(frames, offset, fmt, value):
+    """``frames`` (unsigned) with a value packed into the header."""
+    h = bytearray(frames[0])
+    struct.pack_into(fmt, h, offset, value)
+    return [bytes(h)] + frames[1:]
 
 
 def test_end_to_end(make_receiver, make_client):
@@ -123,7 +147,7 @@ def test_end_to_end(make_receiver, make_client):
     assert st.accepted_per_sim == {4: n}
     assert st.finished == frozenset({4})
     assert st.bytes_accepted == n * rx.expected_message_bytes
-    assert rx.expected_message_bytes == 48 + 2 * 64 + 30 * 4 + 7 * 8
+    assert rx.expected_message_bytes == 48 + 2 * 64 + 30 * 4 + 7 * 8 + 32
 
 
 def test_several_simulations_and_ipc(make_receiver, make_client, tmp_path):
@@ -146,15 +170,9 @@ def test_several_simulations_and_ipc(make_receiver, make_client, tmp_path):
     assert rx.stats().accepted_per_sim == {0: 5, 1: 5}
 
 
-def _bad_token():
-    return valid_frames(token=b"\xee" * 16)
-
-
-def _wrong_version():
-    f = valid_frames()
-    h = bytearray(f[0])
-    struct.pack_into("<H", h, 4, 2)
-    return [bytes(h)] + f[1:]
+def _other_study():
+    other = bytes(32 * [0xEE])
+    return signed(body(study=wire.study_id(other)), other)
 
 
 def _wrong_shape():
@@ -183,74 +201,70 @@ def _wrong_names():
     return valid_frames(specs=specs, arrays=arrays)
 
 
-def _missing_frame():
-    return valid_frames()[:-1]
-
-
 def _short_frame():
-    f = valid_frames()
-    return f[:-1] + [f[-1][:-8]]
+    f = body()
+    return signed(f[:-1] + [f[-1][:-8]])
 
 
 def _oversize():
-    f = valid_frames()
-    return f[:-1] + [f[-1] * 100]
-
-
-def _nan_time():
-    f = valid_frames()
-    h = bytearray(f[0])
-    struct.pack_into("<d", h, 40, float("nan"))
-    return [bytes(h)] + f[1:]
+    # Every frame under the limit (ZeroMQ would drop a larger one), their sum over it.
+    return signed(body()[:1] + [b"\0" * 700, b"\0" * 700])
 
 
 def _reordered(arrays=None):
     """A message whose descriptors list the fields in another order than declared: the slow path."""
-    return valid_frames(specs=SPECS[::-1], arrays=arrays)
+    return body(specs=SPECS[::-1], arrays=arrays)
 
 
 def _reordered_with(name, value):
     arrays = fields_at(0)
     arrays[name] = arrays[name].copy()
     arrays[name].flat[3] = value
-    return _reordered(arrays)
+    return signed(_reordered(arrays))
 
 
 def _reserved_byte():
-    f = valid_frames()
+    f = body()
     h = bytearray(f[0])
     h[wire.PREAMBLE_SIZE + 34] = 1  # a reserved byte of the first descriptor
-    return [bytes(h)] + f[1:]
+    return signed([bytes(h)] + f[1:])
 
 
-def _end_kind_with_fields():
+def _flipped_data_bit():
     f = valid_frames()
-    h = bytearray(f[0])
-    struct.pack_into("<I", h, 36, wire.KIND_END)
-    return [bytes(h)] + f[1:]
+    u = bytearray(f[1])
+    u[5] ^= 1
+    return [f[0], bytes(u), *f[2:]]
 
 
 BAD_MESSAGES = {
     "garbage": (lambda: [b"\x00garbage" * 9], "malformed"),
     "garbage_multi": (lambda: [b"GSIM", b"xyz", b""], "malformed"),
     "empty_frame": (lambda: [b""], "malformed"),
-    "wrong_version": (_wrong_version, "version"),
-    "wrong_token": (_bad_token, "study"),
+    "wrong_version": (lambda: signed(with_header(body(), 4, "<H", 1)), "version"),
+    "other_study": (_other_study, "study"),
+    "no_tag": (lambda: body(), "malformed"),
+    "too_many_frames": (lambda: valid_frames() + [b"x"], "malformed"),
+    "wrong_key": (lambda: signed(body(), bytes(32)), "auth"),
+    "short_tag": (lambda: valid_frames()[:-1] + [valid_frames()[-1][:16]], "auth"),
+    "flipped_data_bit": (_flipped_data_bit, "auth"),
+    "tag_of_another_step": (lambda: body() + valid_frames(step=1)[-1:], "auth"),
+    "frames_reshuffled": (lambda: [valid_frames()[0], *(lambda f: [f[1] + f[2][:8], f[2][8:]])(valid_frames()),
+                                   valid_frames()[-1]], "auth"),
     "unknown_sim": (lambda: valid_frames(sim_id=99), "unknown_sim"),
     "wrong_shape": (_wrong_shape, "shape"),
     "wrong_dtype": (_wrong_dtype, "dtype"),
     "wrong_names": (_wrong_names, "fields"),
-    "missing_frame": (_missing_frame, "malformed"),
     "short_frame": (_short_frame, "frame_size"),
     "nan": (lambda: _with("u", np.nan), "non_finite"),
     "inf": (lambda: _with("v", np.inf), "non_finite"),
     "minus_inf": (lambda: _with("u", -np.inf), "non_finite"),
-    "nan_time": (_nan_time, "non_finite"),
+    "nan_time": (lambda: valid_frames(time=float("nan")), "non_finite"),
     "oversize": (_oversize, "too_large"),
     "reordered_nan": (lambda: _reordered_with("v", np.nan), "non_finite"),
-    "reordered_short_frame": (lambda: _reordered()[:-1] + [_reordered()[-1][:-4]], "frame_size"),
+    "reordered_short_frame": (lambda: signed(_reordered()[:-1] + [_reordered()[-1][:-4]]), "frame_size"),
     "reserved_byte": (_reserved_byte, "malformed"),
-    "end_kind_with_fields": (_end_kind_with_fields, "malformed"),
+    "end_kind_with_fields": (lambda: signed(with_header(body(), 36, "<I", wire.KIND_END)), "malformed"),
 }
 
 
@@ -294,12 +308,12 @@ def test_end_then_data_is_rejected(make_receiver, raw_push):
     got = []
     rx.register(0, PARAMS, got.append)
     push = raw_push(rx.address)
-    push.send_multipart([wire.encode_header(TOKEN, 0, 0, 0.0, kind=wire.KIND_END)])
+    push.send_multipart(end_frames(0))
     assert rx.wait_finished([0], timeout=5)
     push.send_multipart(valid_frames())
-    push.send_multipart([wire.encode_header(TOKEN, 0, 0, 0.0, kind=wire.KIND_END)])
+    push.send_multipart(end_frames(0))
     assert wait_until(lambda: rx.stats().n_rejected == 2)
-    assert rx.stats().rejected == {"finished_sim": 2}
+    assert rx.stats().rejected == {"finished_sim": 1, "duplicate_end": 1}
     assert got == []
     with pytest.raises(ValueError, match="already"):
         rx.register(0, PARAMS, got.append)
@@ -319,7 +333,9 @@ def test_unregister(make_receiver, raw_push):
 
 
 def test_custom_size_limit(make_receiver, make_client):
-    rx = make_receiver(max_message_bytes=100)
+    # Frames of 176 (header), 120, 56 and 32 bytes: each under the limit, the second one takes
+    # the message over it.
+    rx = make_receiver(max_message_bytes=200)
     rx.register(0, PARAMS, lambda s: None)
     make_client(rx.address, 0).send(0, 0.0, fields_at(0))
     assert wait_until(lambda: rx.stats().rejected == {"too_large": 1})
@@ -416,20 +432,23 @@ def test_constructor_checks():
         Receiver([], TOKEN)
     with pytest.raises(ValueError, match="unique"):
         Receiver([SPECS[0], SPECS[0]], TOKEN)
-    with pytest.raises(ValueError, match="16 bytes"):
+    with pytest.raises(ValueError, match="32 bytes"):
         Receiver(SPECS, b"x")
+    with pytest.raises(ValueError, match="32 bytes"):
+        Receiver(SPECS, bytes(16))  # a version-1 token
+    with pytest.raises(ValueError, match="n_steps"):
+        Receiver(SPECS, TOKEN, n_steps=0)
+    with pytest.raises(ValueError, match="times"):
+        Receiver(SPECS, TOKEN, times=[0.0, float("nan")])
 
 
-def test_absurd_frame_dropped_by_zmq(make_receiver, raw_push, monkeypatch):
-    """A frame over the hard cap never gets allocated; the receiver carries on."""
-    from gensim.transport import receiver as receiver_module
-
-    monkeypatch.setattr(receiver_module, "HARD_FRAME_MIN_BYTES", 0)
+def test_absurd_frame_dropped_by_zmq(make_receiver, raw_push):
+    """A frame over the limit never gets allocated (ZMQ_MAXMSGSIZE); the receiver carries on."""
     rx = make_receiver(max_message_bytes=1000)
-    assert rx.hard_frame_bytes == 16_000
+    assert rx.hard_frame_bytes == 1000
     got = []
     rx.register(0, PARAMS, got.append)
-    raw_push(rx.address).send_multipart(valid_frames()[:1] + [b"\0" * 20_000])
+    raw_push(rx.address).send_multipart(signed(body()[:1] + [b"\0" * 20_000]))
     time.sleep(0.2)
     raw_push(rx.address).send_multipart(valid_frames(step=1))
     assert wait_until(lambda: rx.stats().accepted == 1)
@@ -467,7 +486,7 @@ def test_wait_finished_waiters_are_independent(make_receiver, raw_push):
     for waiter in waiters:
         waiter.start()
     for sim_id in (0, 1):
-        push.send_multipart([wire.encode_header(TOKEN, sim_id, 0, 0.0, kind=wire.KIND_END)])
+        push.send_multipart(end_frames(sim_id))
     for waiter in waiters:
         waiter.join(10)
     assert results == {"first": True, "first_two": True}

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from test_receiver import PARAMS, TOKEN, make_receiver, raw_push, valid_frames, wait_until  # noqa: F401
+from test_receiver import PARAMS, TOKEN, end_frames, fields_at, make_receiver, raw_push, valid_frames, wait_until  # noqa: F401
 
 from gensim.transport import BatchSink, wire
 
@@ -71,11 +71,13 @@ def test_bad_messages_inside_a_batch_are_rejected_and_the_good_ones_kept(gated):
     for step in range(10):
         frames = valid_frames(1, step)
         if step == 3:
-            frames[1] = np.full(30, np.nan, np.float32).tobytes()  # NaN field
+            arrays = fields_at(step)
+            arrays["u"] = np.full((6, 5), np.nan, np.float32)  # NaN field, signed
+            frames = valid_frames(1, step, arrays=arrays)
         if step == 6:
-            frames = valid_frames(1, step, token=bytes(16))  # another study
+            frames = valid_frames(1, step, study=wire.study_id(bytes(32)))  # another study
         sock.send_multipart(frames)
-    sock.send(wire.encode_header(TOKEN, 1, 10, 1.0, (), kind=wire.KIND_END))
+    sock.send_multipart(end_frames(1, 10))
     release()
     assert rx.wait_finished([1], timeout=5)
     assert rec.steps == [0, 1, 2, 4, 5, 7, 8, 9]
@@ -98,8 +100,8 @@ def test_order_per_simulation_and_end_inside_a_batch(gated):
         for sim_id in (1, 2):
             sock.send_multipart(valid_frames(sim_id, step))
         if step == 3:
-            sock.send(wire.encode_header(TOKEN, 1, 4, 0.4, (), kind=wire.KIND_END))
-    sock.send(wire.encode_header(TOKEN, 2, 6, 0.6, (), kind=wire.KIND_END))
+            sock.send_multipart(end_frames(1, 4))
+    sock.send_multipart(end_frames(2, 6))
 
     def waiter() -> None:
         if rx.wait_finished([1], timeout=5):
@@ -126,7 +128,7 @@ def test_a_failing_batch_is_retried_one_by_one(gated):
     rx.register(1, PARAMS, rec.sink)
     for step in range(5):
         sock.send_multipart(valid_frames(1, step))
-    sock.send(wire.encode_header(TOKEN, 1, 5, 0.5, (), kind=wire.KIND_END))
+    sock.send_multipart(end_frames(1, 5))
     release()
     assert rx.wait_finished([1], timeout=5)
     assert rec.calls == [[0], [1], [3], [4]]
@@ -142,11 +144,11 @@ def test_plain_sinks_get_one_sample_per_call_and_sinks_are_grouped(gated):
     rx.register(1, PARAMS, shared.sink)
     rx.register(2, PARAMS, shared.sink)
     rx.register(3, PARAMS, plain.append)
-    for sim_id in (1, 2, 3, 3, 1):
-        sock.send_multipart(valid_frames(sim_id, 0))
+    for sim_id, step in ((1, 0), (2, 0), (3, 0), (3, 1), (1, 1)):
+        sock.send_multipart(valid_frames(sim_id, step))
     release()
     assert wait_until(lambda: rx.stats().accepted == 1 + 5)
-    assert shared.calls == [[0, 0], [0]]
+    assert shared.calls == [[0, 0], [1]]
     assert [s.sim_id for s in plain] == [3, 3]
     assert rx.stats().rejected == {}
 

@@ -14,10 +14,10 @@ from gensim.client import Client
 from gensim.simulations import FieldSpec
 from gensim.transport.receiver import Receiver
 from gensim.transport.routing import (Endpoint, RankRouter, Registrar, RoutingRule, advertised,
-                                      control_address)
+                                      control_address, sign_request)
 
 FIELDS = [FieldSpec("u", (4,))]
-TOKEN = bytes(range(16))
+TOKEN = bytes(range(32))
 
 
 @dataclass
@@ -100,17 +100,22 @@ def test_each_simulation_streams_to_the_rank_it_was_registered_with(two_ranks):
     assert [(s.sim_id, float(s.params[0])) for s in got["train1"]] == [(2, 3.0)]
 
 
-def test_a_registration_without_the_token_is_refused(two_ranks):
+def test_a_registration_without_a_valid_tag_is_refused(two_ranks):
     _, registrar, _ = two_ranks
     ctx = zmq.Context()
     try:
         req = ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
         req.connect(registrar.address)
-        for bad in [{"token": "00" * 16, "sim_id": 5, "params": [1.0], "purpose": "train"},
-                    {"token": TOKEN.hex(), "sim_id": 5, "params": [1.0], "purpose": "validation"},
-                    "not an object"]:
-            req.send_string(json.dumps(bad))
+        request = {"sim_id": 5, "params": [1.0], "purpose": "train"}
+        signed = json.loads(sign_request(TOKEN, request))
+        for bad in [sign_request(bytes(32), request),  # another key
+                    json.dumps({**request, "token": TOKEN.hex()}),  # version 1: the key itself, unsigned
+                    json.dumps({"body": json.dumps({**request, "sim_id": 6}), "mac": signed["mac"]}),  # altered
+                    json.dumps({"body": signed["body"]}),  # no tag
+                    sign_request(TOKEN, {**request, "purpose": "validation"}),  # not served by this rank
+                    json.dumps("not an object")]:
+            req.send_string(bad)
             assert req.poll(5000), "the registrar must answer every request"
             reply = json.loads(req.recv_string())
             assert reply["ok"] is False and reply["error"]
@@ -139,3 +144,19 @@ def test_a_rank_that_does_not_answer_is_a_clear_error():
         silent.close(linger=0)
         ctx.term()
         rx0.stop()
+
+
+def test_a_retry_stays_on_its_rank_and_keeps_its_accepted_steps(two_ranks):
+    router, _, got = two_ranks
+    record = Record(2, [3.0], "train")
+    router.assign(Record(1, [2.0], "train"))  # rank 0
+    address = router.assign(record)  # rank 1, behind the registrar
+    assert record.rank == 1
+    send(address, 2, 3.0)  # step 0 and END... of a first attempt that ends normally here
+    assert wait_for(lambda: len(got["train1"]) == 1)
+    with pytest.raises(RuntimeError, match="already finished"):
+        router.assign(record, retry=True)  # a finished simulation is never registered again
+    other = Record(3, [4.0], "train")
+    router.assign(Record(4, [5.0], "train"))  # rank 0: the round robin moves on
+    router.assign(other)  # rank 1
+    assert router.assign(other, retry=True) == address and other.rank == 1  # no new rank, no error
