@@ -84,8 +84,9 @@ class Outcome:
         Scheduler job id that ran it, when the executor submits jobs.
     worker_lost : bool
         True when the process or job running the simulation died instead of reporting (a crash,
-        a kill, a job that ended without result): the launcher counts these against
-        ``max_worker_restarts``. A simulation that raised an error is failed but not lost.
+        a kill, a hang killed by the executor, a job that ended without result); a simulation
+        that raised an error is failed but not lost. For diagnostics: the launcher retries and
+        counts every failed attempt alike (``max_consecutive_failures``).
     """
 
     sim_id: int | None

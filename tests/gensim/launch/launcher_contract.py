@@ -336,3 +336,29 @@ class LauncherContract:
         restored.load_state_dict(launcher.state_dict())
         assert restored.ledger.state_dict() == launcher.ledger.state_dict()
         assert restored.counts("train")["done"] == 2
+
+    def test_a_restored_ledger_reruns_interrupted_simulations_only(self, study):
+        first = study.make(n_parallel=1, max_simulations=2)
+        first.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
+        assert wait_until(lambda: first.exhausted, self.timeout_s)
+        state = first.state_dict()
+        # As if the trainer had died while the second simulation ran.
+        done, interrupted = state["ledger"]["records"]
+        interrupted["state"], interrupted["attempts"][-1]["state"] = "running", "running"
+        restored = study.make(n_parallel=1, max_simulations=2)
+        restored.load_state_dict(state)
+        # A resumed study has a new receiver, with which the rerun registers again.
+        receiver = Receiver(DecayingWave(size=8, n_steps=N_STEPS).fields, token=study.token).start()
+        try:
+            restored.start(OneRankRouter(receiver, study.sinks), Sobol(DecayingWave().space, seed=0), study.token)
+            assert wait_until(lambda: restored.exhausted, self.timeout_s)
+            assert receiver.wait_finished([interrupted["sim_id"]], 10)
+        finally:
+            restored.shutdown()
+            receiver.stop()
+        records = restored.ledger.records
+        assert len(records) == 2 and restored.counts("train")["done"] == 2
+        assert [a.state for a in records[done["sim_id"]].attempts] == ["done"]  # not rerun
+        rerun = records[interrupted["sim_id"]]  # same id and seed, one more attempt
+        assert [a.state for a in rerun.attempts] == ["cancelled", "done"] and rerun.seed == interrupted["seed"]
+
