@@ -20,6 +20,7 @@ from gensim.buffers import ReplayBuffer, Reservoir
 from gensim.data import ValidationStore
 from gensim.launch import Launcher, LocalExecutor
 from gensim.simulations import DecayingWave
+from gensim.transport import wire
 from gensim.transport.receiver import BatchSink, Receiver
 from sampling import Sobol
 
@@ -59,7 +60,7 @@ def test_a_study_with_random_sigkills_and_a_hang_completes_without_loss_or_dupli
     hang_seed = STUDY_SEED * 1_000_003 + N_HELDOUT + 3
     config = {"_target_": "faulty.InjectedFaults", "size": 8, "n_steps": N_STEPS, "state_dir": str(state),
               "p_kill": P_KILL, "fault_seed": FAULT_SEED, "hang_seed": hang_seed}
-    token = os.urandom(16)
+    token = os.urandom(getattr(wire, "KEY_BYTES", 16))  # the study key's length on the wire
     # Room for every sample: what the buffer holds is what it received.
     buffer = ReplayBuffer(capacity=4 * N_TRAIN * N_STEPS, fields=sim.fields, n_params=sim.space.dim,
                           policy=Reservoir())
