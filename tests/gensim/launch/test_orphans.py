@@ -19,6 +19,7 @@ from processes import stop_process_tree
 from gensim.launch.executors.base import PARENT_ENV, TOKEN_ENV, Task
 from gensim.launch.orphans import Heartbeat, HeartbeatWatch
 from gensim.launch.worker import run_tasks
+from gensim.transport import wire
 
 HERE = Path(__file__).parent
 # The tiny study of tests/gensim/test_train.py on the analytic problem, with a simulation that
@@ -101,11 +102,12 @@ def test_a_slurm_job_body_stops_its_worker_when_the_heartbeat_stops(tmp_path: Pa
     heartbeat.write_text("1 0.0\n")  # written once: the trainer died right after
     simulation = {"_target_": "faulty.Slow", "delay_s": 30.0, "tag": tag, "size": 8, "n_steps": 4}
     task = Task(123, [1.5, 0.5], 0, "tcp://127.0.0.1:9").to_json()
+    key = os.urandom(getattr(wire, "KEY_BYTES", 16)).hex()  # the study key's length on the wire
     result: dict = {}
 
     def job() -> None:
         try:
-            run_tasks(simulation, [task], "00" * 16, poll_s=0.1, heartbeat=str(heartbeat), heartbeat_stale_s=3.0)
+            run_tasks(simulation, [task], key, poll_s=0.1, heartbeat=str(heartbeat), heartbeat_stale_s=3.0)
         except Exception as exc:
             result["error"] = exc
 
