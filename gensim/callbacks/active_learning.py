@@ -223,7 +223,8 @@ class ActiveLearning(Callback):
             return
         self.scores.update(updated)
         records = trainer.datamodule.launcher.ledger.records
-        ids = sorted(i for i in updated if i in records and records[i].purpose == "train")
+        # In the ledger's (creation) order: ids are random, and the sampler is told reproducibly.
+        ids = [i for i in records if i in updated and records[i].purpose == "train"]
         if ids:
             self._sampler.tell(np.array([records[i].params for i in ids]), np.array([updated[i] for i in ids]))
 

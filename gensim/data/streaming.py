@@ -48,8 +48,14 @@ class ValidationStore:
     """Held-out simulations kept in memory once: one row per (simulation, step), all steps.
 
     Rows live in arrays preallocated for ``n_simulations x simulation.n_steps`` samples, in
-    (simulation, step) order whatever the arrival order: a simulation's position is the rank
-    of its id among the ids given to :meth:`expect`. Thread-safe ``add`` (the receiver thread).
+    (simulation, step) order whatever the arrival order: a simulation's position is the place
+    of its id in the list given to :meth:`expect` (ids are random; the order of the design is
+    not). Thread-safe ``add`` (the receiver thread).
+
+    The store holds complete simulations only: :meth:`tensors` leaves out every simulation
+    with a missing step, and :meth:`drop` removes a simulation given up by the launcher (its
+    partial steps included). A step received twice (a retried simulation resends its steps)
+    overwrites its row with the same values.
 
     Parameters
     ----------
@@ -69,16 +75,17 @@ class ValidationStore:
         self._sim_id = np.full(n, -1, np.int64)
         self._present = np.zeros(n, bool)
         self._position: dict[int, int] | None = None
+        self._dropped: set[int] = set()
         self._early: list[Sample] = []  # arrivals before expect(): the launcher runs in its own thread
         self._lock = threading.Lock()
 
     def expect(self, sim_ids: list[int]) -> None:
-        """Declare the held-out simulation ids; rows are ordered by id."""
+        """Declare the held-out simulation ids; rows follow their order in ``sim_ids``."""
         if len(sim_ids) * self.n_steps > len(self._present):
             raise ValueError(f"{len(sim_ids)} held-out simulations do not fit a store made for "
                              f"{len(self._present) // self.n_steps}")
         with self._lock:
-            self._position = {int(s): k for k, s in enumerate(sorted(sim_ids))}
+            self._position = {int(s): k for k, s in enumerate(sim_ids)}
             early, self._early = self._early, []
         for sample in early:
             self.add(sample)
@@ -88,6 +95,8 @@ class ValidationStore:
         with self._lock:
             if self._position is None:
                 self._early.append(sample)
+                return
+            if sample.sim_id in self._dropped:  # a late step of a simulation given up
                 return
             pos = self._position.get(sample.sim_id)
             if pos is None or not 0 <= sample.step < self.n_steps:
@@ -104,22 +113,57 @@ class ValidationStore:
             self._sim_id[row] = sample.sim_id
             self._present[row] = True
 
+    def drop(self, sim_id: int) -> int:
+        """Remove a simulation from the held-out set (it failed): its rows and any later step.
+
+        Returns
+        -------
+        int
+            Rows of it that were stored (its partial steps), now removed.
+        """
+        with self._lock:
+            self._dropped.add(int(sim_id))
+            pos = None if self._position is None else self._position.get(int(sim_id))
+            if pos is None:
+                return 0
+            rows = slice(pos * self.n_steps, (pos + 1) * self.n_steps)
+            n = int(self._present[rows].sum())
+            self._present[rows] = False
+            return n
+
+    def complete(self) -> list[int]:
+        """Ids of the expected simulations whose every step is stored, in design order."""
+        with self._lock:
+            if self._position is None:
+                return []
+            present = self._present.reshape(-1, self.n_steps)
+            return [s for s, k in self._position.items() if present[k].all()]
+
     def __len__(self) -> int:
         return int(self._present.sum())
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """``{"params": (N, P), "t": (N,), "fields": (N, D), "sim_id": (N,)}`` with N = sims x steps.
 
-        Shares memory with the store when every row arrived (no copy of the held-out set); rows
-        of failed simulations are left out.
+        Complete simulations only: a simulation with a missing step is left out whole (and
+        logged). Shares memory with the store when every row arrived (no copy of the held-out
+        set).
         """
         with self._lock:
-            if not self._present.any():
+            # Rows of simulations with a missing step: the held-out error must weigh every
+            # simulation over its whole trajectory, not over the steps that happened to arrive.
+            per_sim = self._present.reshape(-1, self.n_steps)
+            partial = per_sim.any(axis=1) & ~per_sim.all(axis=1)
+            if partial.any():
+                log.warning("%d held-out simulation(s) have missing steps; left out of the held-out set",
+                            int(partial.sum()))
+            keep = np.repeat(per_sim.all(axis=1), self.n_steps)
+            if not keep.any():
                 raise RuntimeError("no held-out data was received: every validation simulation failed; "
                                    "read the worker logs in the run directory")
             arrays = {"params": self._params, "t": self._t, "fields": self._fields, "sim_id": self._sim_id}
-            if not self._present.all():
-                arrays = {k: v[self._present] for k, v in arrays.items()}
+            if not keep.all():
+                arrays = {k: v[keep] for k, v in arrays.items()}
             return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
@@ -534,9 +578,16 @@ class StreamingDataModule(L.LightningDataModule):
                 time.sleep(0.1)
         finally:
             self.launcher.set_budget(budget)
-        failed = self.launcher.counts("validation")["failed"]
+        records = self.launcher.ledger.records
+        # Given up after their retries (an END received before a worker's death means every
+        # step is in): their partial steps must not be scored.
+        failed = [i for i in val_ids if records[i].state == "failed" and not self.receiver.is_finished(i)]
+        for i in failed:
+            self.validation.drop(i)
         if failed:
-            log.warning("%d of %d held-out simulations failed; validating on the others", failed, len(val_ids))
+            log.warning("%d of %d held-out simulations failed all their attempts (%s); they are left out of the "
+                        "held-out set, which validates on the %d others", len(failed), len(val_ids),
+                        ", ".join(str(i) for i in failed), len(val_ids) - len(failed))
         return self.validation.tensors()
 
     def _settled(self, ids: list[int]) -> bool:

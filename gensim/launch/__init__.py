@@ -2,6 +2,6 @@
 
 from gensim.launch.executors import Executor, LocalExecutor, SlurmExecutor
 from gensim.launch.launcher import Launcher, Router
-from gensim.launch.records import Ledger, SimulationRecord
+from gensim.launch.records import Attempt, Ledger, SimulationRecord
 
-__all__ = ["Executor", "Launcher", "Ledger", "LocalExecutor", "Router", "SimulationRecord", "SlurmExecutor"]
+__all__ = ["Attempt", "Executor", "Launcher", "Ledger", "LocalExecutor", "Router", "SimulationRecord", "SlurmExecutor"]

@@ -8,8 +8,15 @@ command line, which every user of the machine can read. Protocol, one JSON objec
 - stdin (executor -> worker): ``{"sim_id": 3, "params": [...], "seed": 17, "address": "tcp://..."}``;
   each task names the receiver it streams to (simulations of one study may stream to different
   trainer ranks). End of input means "no more work": the worker exits 0.
-- stdout (worker -> executor): ``{"sim_id": 3, "event": "done", "steps": 100, "seconds": 0.2}``
-  or ``{"sim_id": 3, "event": "failed", "error": "..."}``.
+- stdout (worker -> executor): ``{"sim_id": 3, "event": "started"}`` when it takes the task,
+  ``{"sim_id": 3, "event": "progress", "steps": 40}`` after the
+  first time step and then at most every ``GENSIM_PROGRESS_S`` seconds (the executor's hang
+  detection: a simulation silent for ``simulation_timeout_s`` is killed), then
+  ``{"sim_id": 3, "event": "done", "steps": 100, "seconds": 0.2}``
+  or ``{"sim_id": 3, "event": "failed", "error": "...", "steps": 12, "seconds": 0.1}``.
+
+The worker ends when the process that started it dies (``GENSIM_PARENT_PID``; see
+:mod:`gensim.launch.orphans`): the kernel kills it, and it checks between time steps.
 
 The fields themselves go over ZeroMQ through :class:`gensim.client.Client`, never through these
 pipes or the disk. Anything the simulation prints goes to stderr, so it cannot corrupt the protocol.
@@ -24,16 +31,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from gensim.launch.executors.base import TOKEN_ENV
+from gensim.launch import orphans
+from gensim.launch.executors.base import PARENT_ENV, PROGRESS_ENV, TOKEN_ENV
+
+#: Default seconds between two progress reports, when ``GENSIM_PROGRESS_S`` is not set.
+PROGRESS_S = 1.0
 
 
 def _build_simulation(config_json: str):
@@ -43,22 +56,50 @@ def _build_simulation(config_json: str):
     return instantiate(json.loads(config_json))
 
 
-def _run_one(simulation, task: dict, token: str) -> int:
+class _Progress:
+    """Counts the steps of the running simulation and reports them, throttled, on ``status``.
+
+    Also checks between steps that the executor's process still lives: a worker whose trainer
+    died exits here at once (the kernel's parent-death signal covers the time inside a step).
+    """
+
+    def __init__(self, status: IO[str], sim_id: int, every_s: float, parent_pid: int | None) -> None:
+        self.status, self.sim_id, self.every_s, self.parent_pid = status, sim_id, every_s, parent_pid
+        self.steps = 0
+        self._last = -math.inf
+
+    def step(self) -> None:
+        self.steps += 1
+        if not orphans.parent_alive(self.parent_pid):
+            print(f"gensim worker: the trainer (pid {self.parent_pid}) is gone; exiting", file=sys.stderr)
+            os._exit(orphans._ORPHAN_EXIT)
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            _report(self.status, {"sim_id": self.sim_id, "event": "progress", "steps": self.steps})
+
+
+def _report(status: IO[str], message: dict) -> None:
+    status.write(json.dumps(message) + "\n")
+    status.flush()
+
+
+def _run_one(simulation, task: dict, token: str, progress: _Progress) -> int:
     """Run one simulation and stream it to ``task["address"]``; return the number of steps sent."""
     from gensim.client import Client
 
     params = np.asarray(task["params"], dtype=float)
-    n_sent = 0
     with Client(task["address"], token, int(task["sim_id"]), fields=simulation.fields) as client:
         for step, t, fields in simulation.run(params, seed=task.get("seed")):
             client.send(step, t, fields)
-            n_sent += 1
+            progress.step()
         client.end()
-    return n_sent
+    return progress.steps
 
 
-def serve(tasks: IO[str], status: IO[str], simulation, token: str) -> None:
-    """Run every task read from ``tasks`` and report each outcome on ``status``.
+def serve(tasks: IO[str], status: IO[str], simulation, token: str, progress_s: float = PROGRESS_S,
+          parent_pid: int | None = None) -> None:
+    """Run every task read from ``tasks`` and report its progress and outcome on ``status``.
 
     Parameters
     ----------
@@ -70,33 +111,45 @@ def serve(tasks: IO[str], status: IO[str], simulation, token: str) -> None:
         The solver, built once for the worker's lifetime.
     token : str
         Study token (hex) handed to the client.
+    progress_s : float
+        Seconds between two progress reports of a running simulation (the first step is
+        reported at once).
+    parent_pid : int, optional
+        The executor's process: the worker exits when it is gone (checked between steps).
     """
     for line in tasks:
         if not line.strip():
             continue
         task = json.loads(line)
         start = time.perf_counter()
+        # The executor's hang clock runs from here: the worker's own start-up is not the task's.
+        _report(status, {"sim_id": task["sim_id"], "event": "started"})
+        progress = _Progress(status, task["sim_id"], progress_s, parent_pid)
         try:
-            steps = _run_one(simulation, task, token)
+            steps = _run_one(simulation, task, token, progress)
         except Exception as exc:  # a failing simulation must not take the worker down
             traceback.print_exc(file=sys.stderr)
-            report = {"sim_id": task["sim_id"], "event": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            report = {"sim_id": task["sim_id"], "event": "failed", "error": f"{type(exc).__name__}: {exc}",
+                      "steps": progress.steps, "seconds": round(time.perf_counter() - start, 4)}
         else:
             report = {"sim_id": task["sim_id"], "event": "done", "steps": steps,
                       "seconds": round(time.perf_counter() - start, 4)}
-        status.write(json.dumps(report) + "\n")
-        status.flush()
+        _report(status, report)
 
 
 def run_tasks(simulation: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], token: str,
-              poll_s: float = 0.2) -> list[dict[str, Any]]:
+              poll_s: float = 0.2, simulation_timeout_s: float | None = None,
+              heartbeat: str | None = None, heartbeat_stale_s: float = 60.0) -> list[dict[str, Any]]:
     """Run a group of tasks through one worker subprocess and return their outcomes.
 
     The body of a SLURM job: submitit pickles this function with its arguments (the token
     included) into a folder readable by the user only, and calls it on the compute node. The
     simulations run in a child worker process, exactly as on a local machine, so a simulation
     that kills its process (a segfault in a solver) fails alone: the job reports it with the
-    exit code, starts a new worker and runs the rest of the group.
+    exit code or signal, starts a new worker and runs the rest of the group; a simulation
+    silent for ``simulation_timeout_s`` is killed and reported as timed out. When the trainer's
+    ``heartbeat`` file stops changing for ``heartbeat_stale_s`` seconds (the trainer died), the
+    job stops its worker and raises, so that nothing of a dead study keeps a node busy.
 
     Parameters
     ----------
@@ -108,25 +161,42 @@ def run_tasks(simulation: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]],
         Study token, hex; given to the child worker in its environment.
     poll_s : float
         Seconds between checks of the child worker.
+    simulation_timeout_s : float, optional
+        Hang timeout of one simulation (see :class:`~gensim.launch.executors.LocalExecutor`).
+    heartbeat : str, optional
+        Path of the trainer's heartbeat file (:class:`gensim.launch.orphans.Heartbeat`); None:
+        not watched.
+    heartbeat_stale_s : float
+        Seconds without a heartbeat after which the trainer is taken for dead.
 
     Returns
     -------
     list of dict
         One :class:`~gensim.launch.executors.Outcome` per task, as a dict, in completion order,
         plus one with ``sim_id`` None per worker that died between tasks.
+
+    Raises
+    ------
+    RuntimeError
+        If the trainer's heartbeat stopped (its worker is stopped first).
     """
     from dataclasses import asdict
 
     from gensim.launch.executors.base import Task
     from gensim.launch.executors.local import LocalExecutor
 
+    watch = orphans.HeartbeatWatch(Path(heartbeat), heartbeat_stale_s) if heartbeat else None
     executor = LocalExecutor()
-    executor.start(simulation, bytes.fromhex(token), n_parallel=1, log_dir=None)
+    executor.start(simulation, bytes.fromhex(token), n_parallel=1, log_dir=None,
+                   simulation_timeout_s=simulation_timeout_s)
     outcomes = []
     try:
         pending = [Task(**t) for t in tasks]
         running: int | None = None
         while pending or running is not None:
+            if watch is not None and watch.stale():
+                raise RuntimeError(f"the trainer's heartbeat {heartbeat} has not changed for "
+                                   f"{heartbeat_stale_s} s: the trainer is gone, this job stops")
             if running is None:  # one simulation at a time: the job's CPUs are the solver's
                 task = pending.pop(0)
                 executor.submit(task)
@@ -145,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--simulation", required=True, help="simulation config as JSON with _target_")
     args = parser.parse_args(argv)
+    parent = os.environ.get(PARENT_ENV)
+    parent_pid = int(parent) if parent else None
+    # First: a worker started just as its trainer died must not run a whole simulation.
+    orphans.die_with_parent(parent_pid)
     token = os.environ.get(TOKEN_ENV)
     if not token:
         parser.error(f"the study token must be in the environment variable {TOKEN_ENV} (hex); "
@@ -155,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     try:
         simulation = _build_simulation(args.simulation)
-        serve(sys.stdin, status, simulation, token)
+        serve(sys.stdin, status, simulation, token,
+              progress_s=float(os.environ.get(PROGRESS_ENV, PROGRESS_S)), parent_pid=parent_pid)
     except KeyboardInterrupt:
         return 130
     return 0

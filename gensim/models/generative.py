@@ -250,7 +250,9 @@ class GenerativeSurrogate(FieldSurrogate):
             self._reference_done = True
             if self.check.n_samples > 0:
                 ids = validation["sim_id"]
-                first = torch.stack([torch.nonzero(ids == i)[0, 0] for i in torch.unique(ids)])
+                # In the held-out design's order (rows are stored in it), not the ids' order:
+                # ids are random, and each vector's reference seeds follow its position.
+                first = torch.stack([torch.nonzero(ids == i)[0, 0] for i in torch.unique(ids)]).sort().values
                 log.info("simulating %d x %d reference realizations for the distribution check",
                          len(first), 2 * self.check.n_samples)
                 self._reference = simulate_reference(simulation, validation["params"][first], self.check)

@@ -19,6 +19,14 @@ from typing import Any, Literal
 #: where every user of the machine can read them (``ps``, ``/proc/<pid>/cmdline``).
 TOKEN_ENV = "GENSIM_TOKEN"
 
+#: Environment variable that tells a worker process the id of the process that must outlive it
+#: (its executor's): the worker exits when that process dies (see :mod:`gensim.launch.orphans`).
+PARENT_ENV = "GENSIM_PARENT_PID"
+
+#: Environment variable with the seconds between two progress reports of a worker (see
+#: :mod:`gensim.launch.worker`); the executor sets it well below its hang timeout.
+PROGRESS_ENV = "GENSIM_PROGRESS_S"
+
 
 @dataclass(frozen=True)
 class Task:
@@ -64,15 +72,21 @@ class Outcome:
     error : str or None
         Why it failed.
     exit_code : int or None
-        Exit code of the worker process when it died during the simulation.
+        Exit code of the worker process when it exited during the simulation.
+    signal : str or None
+        Name of the signal that killed the worker process during the simulation (``"SIGKILL"``).
+    timed_out : bool
+        True when the executor killed the worker because the simulation reported no progress
+        for ``simulation_timeout_s`` seconds (a hang).
     worker : int or None
         Local worker slot that ran it, when the executor has slots.
     job_id : str or None
         Scheduler job id that ran it, when the executor submits jobs.
     worker_lost : bool
         True when the process or job running the simulation died instead of reporting (a crash,
-        a kill, a job that ended without result): the launcher counts these against
-        ``max_worker_restarts``. A simulation that raised an error is failed but not lost.
+        a kill, a hang killed by the executor, a job that ended without result); a simulation
+        that raised an error is failed but not lost. For diagnostics: the launcher retries and
+        counts every failed attempt alike (``max_consecutive_failures``).
     """
 
     sim_id: int | None
@@ -81,6 +95,8 @@ class Outcome:
     seconds: float = 0.0
     error: str | None = None
     exit_code: int | None = None
+    signal: str | None = None
+    timed_out: bool = False
     worker: int | None = None
     job_id: str | None = None
     worker_lost: bool = False
@@ -94,14 +110,17 @@ class Executor(ABC):
     ``n_parallel`` submitted tasks without an outcome; an executor may rely on it.
 
     Every submitted task gets exactly one :class:`Outcome` from :meth:`poll`, unless
-    :meth:`shutdown` comes first. The worker must receive the study token without it appearing
+    :meth:`shutdown` comes first. A simulation that reports no progress for
+    ``simulation_timeout_s`` seconds is killed (its worker's whole process group) and reported
+    failed with ``timed_out``. Workers must not outlive the process that runs the executor
+    (the trainer), even when it is killed with SIGKILL. The worker must receive the study token without it appearing
     on any command line (environment variable :data:`TOKEN_ENV`, or a file readable by the
     user only).
     """
 
     @abstractmethod
     def start(self, simulation: Mapping[str, Any], token: bytes, n_parallel: int,
-              log_dir: Path | None) -> None:
+              log_dir: Path | None, simulation_timeout_s: float | None = None) -> None:
         """Prepare to run simulations (start workers, create folders).
 
         Parameters
@@ -115,6 +134,10 @@ class Executor(ABC):
             Most tasks the launcher will have submitted without an outcome at any time.
         log_dir : Path or None
             Folder for the workers' logs; None: the executor's default.
+        simulation_timeout_s : float or None
+            A simulation that reports no progress (no time step sent) for this many seconds
+            is a hang: its worker is killed and the simulation reported failed with
+            ``timed_out``. None: never.
         """
 
     @abstractmethod
@@ -148,3 +171,23 @@ class Executor(ABC):
         Idempotent; callable from ``finally`` blocks after an error or a Ctrl-C. Tasks without
         an outcome get none.
         """
+
+
+def signal_name(returncode: int | None) -> str | None:
+    """The name of the signal that ended a process (``Popen.returncode`` < 0), else None.
+
+    Examples
+    --------
+    >>> signal_name(-9)
+    'SIGKILL'
+    >>> signal_name(3) is None
+    True
+    """
+    import signal
+
+    if returncode is None or returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gensim.launch.executors.base import Executor, Outcome, Task
+from gensim.launch.orphans import Heartbeat
 
 log = logging.getLogger("gensim.launch")
 
@@ -35,6 +36,14 @@ class SlurmExecutor(Executor):
     address of the receiver it streams to. The compute nodes must reach that address: bind the
     receivers on an interface the nodes see (not loopback) on a real cluster, and put
     ``folder`` on a filesystem shared with the nodes.
+
+    **Hangs and orphans.** Inside a job, the simulations run under a
+    :class:`~gensim.launch.executors.LocalExecutor`, which kills a simulation silent for the
+    launcher's ``simulation_timeout_s``. The trainer is on another node, so the workers cannot
+    watch it as local ones do: the executor rewrites ``<folder>/heartbeat`` every
+    ``heartbeat_s`` seconds, and a job whose heartbeat has not changed for
+    ``heartbeat_stale_s`` seconds (the trainer died without cancelling it) stops its worker and
+    ends (:class:`~gensim.launch.orphans.HeartbeatWatch`).
 
     **States.** A job's outcome is its returned list of per-simulation outcomes; a job that
     ends without a result (killed by SLURM: time limit, memory, ``scancel``, node failure)
@@ -64,6 +73,11 @@ class SlurmExecutor(Executor):
     folder : str, optional
         Folder of submitit's payloads, scripts and job logs; created with mode 0700. None:
         ``<log_dir>/slurm`` of the study (the run directory's ``workers/slurm``).
+    heartbeat_s : float
+        Seconds between two rewrites of the heartbeat file.
+    heartbeat_stale_s : float
+        Seconds without a new heartbeat after which a job takes the trainer for dead and ends;
+        several times ``heartbeat_s``, with room for the shared filesystem's delays.
     """
 
     def __init__(
@@ -76,6 +90,8 @@ class SlurmExecutor(Executor):
         sims_per_job: int = 1,
         additional_parameters: Mapping[str, Any] | None = None,
         folder: str | None = None,
+        heartbeat_s: float = 5.0,
+        heartbeat_stale_s: float = 60.0,
     ) -> None:
         for name, value in (("time", time), ("cpus_per_task", cpus_per_task),
                             ("array_parallelism", array_parallelism), ("sims_per_job", sims_per_job)):
@@ -83,6 +99,14 @@ class SlurmExecutor(Executor):
                 raise ValueError(f"SlurmExecutor.{name} must be >= 1, got {value}")
         if mem_gb is not None and mem_gb <= 0:
             raise ValueError(f"SlurmExecutor.mem_gb must be positive or None, got {mem_gb}")
+        if not heartbeat_s > 0:
+            raise ValueError(f"SlurmExecutor.heartbeat_s must be positive seconds, got {heartbeat_s}")
+        if not heartbeat_stale_s >= 2 * heartbeat_s:
+            raise ValueError(f"SlurmExecutor.heartbeat_stale_s ({heartbeat_stale_s}) must be at least twice "
+                             f"heartbeat_s ({heartbeat_s}), or live trainers would be taken for dead; raise it")
+        self.heartbeat_s, self.heartbeat_stale_s = float(heartbeat_s), float(heartbeat_stale_s)
+        self.simulation_timeout_s: float | None = None
+        self._heartbeat: Heartbeat | None = None
         self.partition = partition
         self.time = int(time)
         self.cpus_per_task = int(cpus_per_task)
@@ -97,8 +121,8 @@ class SlurmExecutor(Executor):
         self._stopped = False
 
     def start(self, simulation: Mapping[str, Any], token: bytes, n_parallel: int,
-              log_dir: Path | None) -> None:
-        """Create the private job folder and the submitit executor.
+              log_dir: Path | None, simulation_timeout_s: float | None = None) -> None:
+        """Create the private job folder, start the heartbeat and the submitit executor.
 
         Parameters
         ----------
@@ -111,6 +135,8 @@ class SlurmExecutor(Executor):
             running at once.
         log_dir : Path or None
             Study log folder; the job folder defaults to ``log_dir/slurm``.
+        simulation_timeout_s : float or None
+            Hang timeout of one simulation, applied inside each job; None: never.
 
         Raises
         ------
@@ -130,6 +156,8 @@ class SlurmExecutor(Executor):
         self.folder = _private_folder(folder)
         self._simulation = dict(simulation)
         self._token = bytes(token).hex()
+        self.simulation_timeout_s = simulation_timeout_s
+        self._heartbeat = Heartbeat(self.folder / "heartbeat", self.heartbeat_s)
         params: dict[str, Any] = {
             "time": self.time,
             "cpus_per_task": self.cpus_per_task,
@@ -187,6 +215,8 @@ class SlurmExecutor(Executor):
                 except OSError as exc:  # scancel missing or failing: say which job may linger
                     log.error("could not cancel SLURM job %s: %s", job.job_id, exc)
             _forget_payload(job)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
 
     def job_ids(self) -> list[str]:
         """SLURM ids of the unfinished jobs (for tests and diagnostics)."""
@@ -200,7 +230,9 @@ class SlurmExecutor(Executor):
         groups = [tasks[i:i + self.sims_per_job] for i in range(0, len(tasks), self.sims_per_job)]
         payloads = [[t.to_json() for t in g] for g in groups]
         n = len(groups)
-        jobs = self._executor.map_array(run_tasks, [self._simulation] * n, payloads, [self._token] * n)
+        jobs = self._executor.map_array(
+            run_tasks, [self._simulation] * n, payloads, [self._token] * n, [0.2] * n,
+            [self.simulation_timeout_s] * n, [str(self._heartbeat.path)] * n, [self.heartbeat_stale_s] * n)
         self._jobs.extend(zip(jobs, groups))
         log.info("submitted %d simulation(s) to SLURM as %d job(s): %s", len(tasks), n,
                  ", ".join(j.job_id for j in jobs))

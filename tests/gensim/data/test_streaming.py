@@ -145,31 +145,46 @@ def wave_sample(sim_id: int, step: int) -> Sample:
     return Sample(sim_id, step, 0.5 * (step + 1), np.array([1.0, 0.5]), {"u": np.full(2, 10 * sim_id + step, np.float32)})
 
 
-def test_validation_store_orders_rows_by_simulation_and_step():
+def test_validation_store_orders_rows_by_design_order_and_step():
     sim = DecayingWave(size=2, n_steps=2)
     store = ValidationStore(sim, n_simulations=2)
     store.add(wave_sample(1, 1))  # before expect(): the launcher may start a simulation first
-    store.expect([0, 1])
-    for sim_id, step in [(0, 1), (1, 0), (0, 0)]:
+    # Ids are random: rows follow the design's order (the order of expect), not the ids'.
+    store.expect([9, 1])
+    for sim_id, step in [(9, 1), (1, 0), (9, 0)]:
         store.add(wave_sample(sim_id, step))
     t = store.tensors()
-    assert t["sim_id"].tolist() == [0, 0, 1, 1]
-    assert t["fields"][:, 0].tolist() == [0, 1, 10, 11]
+    assert t["sim_id"].tolist() == [9, 9, 1, 1]
+    assert t["fields"][:, 0].tolist() == [90, 91, 10, 11]
     # The held-out set is stored once: the tensors are views of the store's arrays.
     assert t["fields"].data_ptr() == store.tensors()["fields"].data_ptr()
 
 
-def test_validation_store_leaves_out_missing_rows_and_foreign_samples():
+def test_validation_store_keeps_complete_simulations_only_and_no_foreign_samples():
     sim = DecayingWave(size=2, n_steps=2)
-    store = ValidationStore(sim, n_simulations=2)
-    store.expect([3, 7])
-    store.add(wave_sample(7, 0))
+    store = ValidationStore(sim, n_simulations=3)
+    store.expect([3, 7, 5])
+    for step in (0, 1, 1):  # a step received twice (a retry resends it) is stored once
+        store.add(wave_sample(7, step))
+    store.add(wave_sample(3, 0))    # 3 lacks its step 1: left out whole
     store.add(wave_sample(7, 5))    # a step the simulation does not have
     store.add(wave_sample(99, 0))   # not a held-out simulation
     t = store.tensors()
-    assert t["sim_id"].tolist() == [7] and len(store) == 1
+    assert t["sim_id"].tolist() == [7, 7] and store.complete() == [7]
     with pytest.raises(RuntimeError, match="every validation simulation failed"):
         ValidationStore(sim, n_simulations=2).tensors()
+
+
+def test_a_dropped_held_out_simulation_leaves_nothing_behind():
+    sim = DecayingWave(size=2, n_steps=2)
+    store = ValidationStore(sim, n_simulations=2)
+    store.expect([4, 8])
+    for sim_id, step in [(4, 0), (4, 1), (8, 0), (8, 1)]:
+        store.add(wave_sample(sim_id, step))
+    assert store.drop(8) == 2  # given up by the launcher (e.g. its last attempt hung after END)
+    store.add(wave_sample(8, 1))  # a late step of it is ignored
+    assert store.tensors()["sim_id"].tolist() == [4, 4] and len(store) == 2 and store.complete() == [4]
+    assert store.drop(123) == 0
 
 
 def filled_buffer(n: int = 64) -> ReplayBuffer:

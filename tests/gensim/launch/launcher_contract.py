@@ -39,10 +39,19 @@ class Collect:
             self.samples.append(sample)
 
     def per_sim(self) -> dict[int, int]:
+        """Samples received per simulation, duplicates included."""
         with self._lock:
             out: dict[int, int] = {}
             for s in self.samples:
                 out[s.sim_id] = out.get(s.sim_id, 0) + 1
+            return out
+
+    def unique_per_sim(self) -> dict[int, int]:
+        """Distinct steps received per simulation."""
+        with self._lock:
+            out: dict[int, int] = {}
+            for sim_id, _ in {(s.sim_id, s.step) for s in self.samples}:
+                out[sim_id] = out.get(sim_id, 0) + 1
             return out
 
 
@@ -151,13 +160,19 @@ class LauncherContract:
         assert wait_until(lambda: launcher.exhausted, self.timeout_s), launcher.counts()
         assert launcher.error is None
         assert launcher.counts("train") == {"pending": 0, "running": 0, "done": 6, "failed": 0, "cancelled": 0}
-        records = sorted(launcher.ledger.records.values(), key=lambda r: r.sim_id)
+        records = list(launcher.ledger.records.values())  # in creation order
         # Each simulation streamed all its steps exactly once, to the sink of its purpose.
         assert wait_until(lambda: study.sinks["train"].per_sim() == {r.sim_id: N_STEPS for r in records}, 10)
-        # Parameters come from the sampler, in order; seeds follow the documented rule.
+        # Parameters come from the sampler, in order; seeds follow the documented rule, from the
+        # order of creation, not from the ids, which are random 62-bit integers.
         np.testing.assert_allclose([r.params for r in records], Sobol(DecayingWave().space, seed=1).sample(6))
-        assert [r.seed for r in records] == [5 * 1_000_003 + r.sim_id for r in records]
+        assert [r.index for r in records] == list(range(6))
+        assert [r.seed for r in records] == [5 * 1_000_003 + k for k in range(6)]
+        ids = [r.sim_id for r in records]
+        assert len(set(ids)) == 6 and all(0 <= i < 2**62 for i in ids)
+        assert max(ids) > 2**40, f"simulation ids look guessable: {ids}"  # P(fail) = 6 * 2**-22
         assert all(r.steps == N_STEPS and r.rank == 0 and r.error is None for r in records)
+        assert all(len(r.attempts) == 1 and r.attempts[0].state == "done" for r in records)
         by_id = {r.sim_id: r.params for r in records}
         for s in study.sinks["train"].samples:
             np.testing.assert_allclose(s.params, by_id[s.sim_id])
@@ -174,7 +189,9 @@ class LauncherContract:
                           and study.receiver.wait_finished(ids, 0.1), self.timeout_s)
         assert study.sinks["validation"].per_sim() == {i: N_STEPS for i in ids}
         assert len(study.sinks["train"].samples) == 2 * N_STEPS
-        assert min(r.sim_id for r in launcher.ledger.records.values() if r.purpose == "train") > max(ids)
+        records = launcher.ledger.records
+        assert [records[i].index for i in ids] == [0, 1]
+        assert min(r.index for r in records.values() if r.purpose == "train") == 2
 
     def test_the_budget_is_set_through_a_method(self, study):
         launcher = study.make(n_parallel=self.parallel, max_simulations=5)
@@ -192,32 +209,84 @@ class LauncherContract:
         with pytest.raises(ValueError, match="budget must be >= 0, got -1"):
             launcher.set_budget(-1)
 
-    def test_a_simulation_that_raises_is_recorded_and_the_study_goes_on(self, study):
-        launcher = study.make("faulty.RaisesOnLargeAmplitude", n_parallel=self.parallel, max_simulations=8)
+    def test_a_simulation_that_raises_is_retried_recorded_and_the_study_goes_on(self, study):
+        launcher = study.make("faulty.RaisesOnLargeAmplitude", n_parallel=self.parallel, max_simulations=8,
+                              max_retries=1, on_failure="drop")
         launcher.start(study.router, Sobol(DecayingWave().space, seed=3), study.token)
         assert wait_until(lambda: launcher.exhausted, self.timeout_s)
         records = list(launcher.ledger.records.values())
         failed = [r for r in records if r.state == "failed"]
         assert failed and all(r.params[0] > 1.5 and "diverged" in r.error for r in failed)
-        assert all(r.state == "done" for r in records if r.params[0] <= 1.5)
-        assert launcher.error is None
+        # Each failure was retried once, with the same id and seed, and both attempts recorded.
+        assert all(len(r.attempts) == 2 and all("diverged" in a.error for a in r.attempts) for r in failed)
+        assert all(r.replaced_by is None for r in failed)  # "drop": not redrawn
+        assert all(r.state == "done" and len(r.attempts) == 1 for r in records if r.params[0] <= 1.5)
+        assert len(records) == 8 and launcher.error is None
 
-    def test_a_simulation_that_kills_its_worker_is_recorded_and_the_study_goes_on(self, study):
-        launcher = study.make("faulty.CrashesOnLargeAmplitude", n_parallel=self.parallel, max_simulations=8)
+    def test_a_training_simulation_that_keeps_failing_is_redrawn(self, study):
+        launcher = study.make("faulty.RaisesOnLargeAmplitude", n_parallel=self.parallel, max_simulations=6,
+                              max_retries=1, on_failure="redraw", max_consecutive_failures=50)
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=3), study.token)
+        assert wait_until(lambda: launcher.exhausted, self.timeout_s)
+        records = launcher.ledger.records
+        failed = [r for r in records.values() if r.state == "failed"]
+        assert failed and launcher.error is None
+        # Every failure was replaced by a new draw, and the budget counts the replacements only.
+        assert all(r.replaced_by in records and records[r.replaced_by].index > r.index for r in failed)
+        assert launcher.counts("train")["done"] == 6
+        assert len(records) == 6 + len(failed)
+
+    def test_a_simulation_that_kills_its_worker_is_retried_and_recorded(self, study):
+        launcher = study.make("faulty.CrashesOnLargeAmplitude", n_parallel=self.parallel, max_simulations=8,
+                              max_retries=1, on_failure="drop")
         launcher.start(study.router, Sobol(DecayingWave().space, seed=3), study.token)
         assert wait_until(lambda: launcher.exhausted, self.timeout_s)
         records = list(launcher.ledger.records.values())
         crashed = [r for r in records if r.state == "failed"]
         assert crashed and all(r.exit_code == 3 and r.params[0] > 1.5 for r in crashed)
+        assert all([a.exit_code for a in r.attempts] == [3, 3] and a.signal is None
+                   for r in crashed for a in r.attempts)
         assert all(r.state == "done" for r in records if r.params[0] <= 1.5)
         assert launcher.error is None
 
+    def test_a_crash_by_signal_is_recorded_with_the_signal_name(self, study):
+        launcher = study.make("faulty.KilledBySignal", n_parallel=self.parallel, max_simulations=8,
+                              max_retries=0, on_failure="drop")
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=3), study.token)
+        assert wait_until(lambda: launcher.exhausted, self.timeout_s)
+        records = list(launcher.ledger.records.values())
+        crashed = [r for r in records if r.state == "failed"]
+        assert crashed and all(r.params[0] > 1.5 for r in crashed)
+        for r in crashed:
+            [a] = r.attempts
+            assert a.signal == "SIGKILL" and a.exit_code is None and not a.timed_out
+            assert "SIGKILL" in a.error
+        assert launcher.error is None
+
+    def test_a_hung_simulation_is_killed_and_retried(self, study, tmp_path):
+        state = tmp_path / "attempts"
+        state.mkdir()
+        launcher = study.make("faulty.HangsOnce", extra={"state_dir": str(state)}, n_parallel=self.parallel,
+                              max_simulations=2, simulation_timeout_s=3.0)
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
+        assert wait_until(lambda: launcher.exhausted, self.timeout_s + 20)
+        assert launcher.error is None and launcher.counts("train")["done"] == 2
+        for r in launcher.ledger.records.values():
+            hung, retry = r.attempts
+            assert hung.state == "failed" and hung.timed_out and hung.signal == "SIGKILL"
+            assert "simulation_timeout_s" in hung.error
+            assert retry.state == "done" and retry.steps == N_STEPS
+        # Every step arrived (duplicates of resent steps are the receiver's to drop: see
+        # test_faults.py, which counts them).
+        assert wait_until(lambda: study.sinks["train"].unique_per_sim() == dict.fromkeys(launcher.ledger.records,
+                                                                                        N_STEPS), 10)
+
     def test_a_broken_simulation_config_stops_the_launcher_with_a_clear_error(self, study):
         launcher = study.make("gensim.simulations.NoSuchSolver", n_parallel=1, max_simulations=4,
-                              max_worker_restarts=1)
+                              max_consecutive_failures=1)
         launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
         assert wait_until(lambda: launcher.error is not None, self.timeout_s)
-        assert "died 2 times" in launcher.error and "read" in launcher.error
+        assert "failed 2 times in a row" in launcher.error and "read" in launcher.error
         assert launcher.exhausted
         self.check_broken_config_logs(launcher)
 
@@ -267,3 +336,29 @@ class LauncherContract:
         restored.load_state_dict(launcher.state_dict())
         assert restored.ledger.state_dict() == launcher.ledger.state_dict()
         assert restored.counts("train")["done"] == 2
+
+    def test_a_restored_ledger_reruns_interrupted_simulations_only(self, study):
+        first = study.make(n_parallel=1, max_simulations=2)
+        first.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
+        assert wait_until(lambda: first.exhausted, self.timeout_s)
+        state = first.state_dict()
+        # As if the trainer had died while the second simulation ran.
+        done, interrupted = state["ledger"]["records"]
+        interrupted["state"], interrupted["attempts"][-1]["state"] = "running", "running"
+        restored = study.make(n_parallel=1, max_simulations=2)
+        restored.load_state_dict(state)
+        # A resumed study has a new receiver, with which the rerun registers again.
+        receiver = Receiver(DecayingWave(size=8, n_steps=N_STEPS).fields, token=study.token).start()
+        try:
+            restored.start(OneRankRouter(receiver, study.sinks), Sobol(DecayingWave().space, seed=0), study.token)
+            assert wait_until(lambda: restored.exhausted, self.timeout_s)
+            assert receiver.wait_finished([interrupted["sim_id"]], 10)
+        finally:
+            restored.shutdown()
+            receiver.stop()
+        records = restored.ledger.records
+        assert len(records) == 2 and restored.counts("train")["done"] == 2
+        assert [a.state for a in records[done["sim_id"]].attempts] == ["done"]  # not rerun
+        rerun = records[interrupted["sim_id"]]  # same id and seed, one more attempt
+        assert [a.state for a in rerun.attempts] == ["cancelled", "done"] and rerun.seed == interrupted["seed"]
+

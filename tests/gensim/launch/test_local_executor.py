@@ -78,6 +78,12 @@ def test_bad_arguments_are_rejected():
         Launcher({"_target_": "x"}, {"_target_": "gensim.launch.executors.LocalExecutor"})
     with pytest.raises(ValueError, match="stop_grace_s must be >= 0"):
         LocalExecutor(stop_grace_s=-1)
+    for kwargs, message in [({"max_retries": -1}, "max_retries must be >= 0"),
+                            ({"on_failure": "retry"}, r"on_failure must be one of \('redraw', 'drop'\)"),
+                            ({"simulation_timeout_s": 0}, "simulation_timeout_s must be positive seconds, or null"),
+                            ({"max_consecutive_failures": -1}, "max_consecutive_failures must be >= 0")]:
+        with pytest.raises(ValueError, match=message):
+            Launcher({"_target_": "x"}, LocalExecutor(), **kwargs)
 
 
 def test_the_worker_refuses_a_missing_token(monkeypatch, capsys):
