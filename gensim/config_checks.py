@@ -20,6 +20,8 @@ from numbers import Integral, Real
 
 from omegaconf import DictConfig, OmegaConf
 
+from gensim.launch.launcher import ON_FAILURE
+
 _MISSING = object()
 
 
@@ -86,12 +88,17 @@ RULES: tuple[Rule, ...] = (
     Rule("launcher.n_parallel", True, 1, "simulations in flight", "launcher.n_parallel=2"),
     Rule("launcher.max_simulations", True, 1,
          "training simulations; with none, no training sample would ever arrive", "launcher.max_simulations=160"),
-    Rule("launcher.max_worker_restarts", True, 0, "lost workers tolerated", "launcher.max_worker_restarts=10"),
+    Rule("launcher.max_consecutive_failures", True, 0, "failed attempts in a row before the study stops",
+         "launcher.max_consecutive_failures=10"),
     Rule("launcher.max_retries", True, 0, "new attempts of a failed simulation", "launcher.max_retries=2"),
     Rule("launcher.simulation_timeout_s", False, 0, "seconds without a message before a simulation is hung",
          "launcher.simulation_timeout_s=300", strict=True, also=(None,)),
     Rule("launcher.executor.sims_per_job", True, 1, "simulations per SLURM job", "launcher.executor.sims_per_job=4"),
     Rule("launcher.executor.cpus_per_task", True, 1, "CPUs per SLURM job", "launcher.executor.cpus_per_task=1"),
+    Rule("launcher.executor.heartbeat_s", False, 0, "seconds between the trainer's heartbeats to SLURM jobs",
+         "launcher.executor.heartbeat_s=5", strict=True),
+    Rule("launcher.executor.heartbeat_stale_s", False, 0, "seconds without a heartbeat before a job ends",
+         "launcher.executor.heartbeat_stale_s=60", strict=True),
     Rule("launcher.executor.time", True, 1, "minutes per SLURM job", "launcher.executor.time=60"),
     Rule("buffer.capacity", True, 1, "samples the replay buffer holds", "buffer.capacity=8000"),
     Rule("buffer.max_bytes", False, 0, "bound on the buffer's storage in bytes", "buffer.max_bytes=1e9",
@@ -137,6 +144,15 @@ def _cross_checks(cfg: DictConfig) -> Iterable[str]:
     if isinstance(batch, int) and isinstance(watermark, int) and watermark < batch:
         yield (f"data.watermark={watermark} is below data.batch_size={batch}: the first batches would repeat a "
                f"handful of samples; e.g. data.watermark={max(batch, 8 * batch)}")
+    on_failure = _get(cfg, "launcher.on_failure")
+    if on_failure is not _MISSING and on_failure not in ON_FAILURE:
+        yield (f"launcher.on_failure={on_failure!r}: expected one of {', '.join(ON_FAILURE)} (what becomes of a "
+               "training simulation still failing after its retries); e.g. launcher.on_failure=redraw")
+    heartbeat, stale = _get(cfg, "launcher.executor.heartbeat_s"), _get(cfg, "launcher.executor.heartbeat_stale_s")
+    if isinstance(heartbeat, Real) and isinstance(stale, Real) and stale < 2 * heartbeat:
+        yield (f"launcher.executor.heartbeat_stale_s={stale} must be at least twice heartbeat_s={heartbeat}, or a job "
+               "would end while its trainer is alive; e.g. launcher.executor.heartbeat_stale_s="
+               f"{max(60, 12 * heartbeat):g}")
     world = world_size(cfg)
     if world is not None and world > 1:
         if isinstance(batch, int) and batch % world:

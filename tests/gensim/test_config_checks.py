@@ -41,6 +41,9 @@ def test_every_shipped_config_option_passes(choice):
     ("model.lr=nan", "model.lr=nan: expected a finite number > 0"),
     ("buffer.max_bytes=-5", "buffer.max_bytes=-5: expected a finite number > 0 or null"),
     ("data.watermark=16", "data.watermark=16 is below data.batch_size=128"),
+    ("launcher.on_failure=retry", "launcher.on_failure='retry': expected one of redraw, drop"),
+    ("launcher.max_retries=-1", "launcher.max_retries=-1: expected an integer >= 0"),
+    ("launcher.simulation_timeout_s=0", "launcher.simulation_timeout_s=0: expected a finite number > 0 or null"),
     ("+trainer.strategy=ddp_spawn", "trainer.strategy=ddp_spawn: it starts ranks by copying the trainer"),
 ])
 def test_a_bad_value_is_named_with_what_is_expected_and_an_example(override, expected):
@@ -52,6 +55,11 @@ def test_a_bad_value_is_named_with_what_is_expected_and_an_example(override, exp
     # Every problem line ends with a valid override of the same key to copy.
     key = override.lstrip("+").split("=")[0]
     assert f"e.g. {key}=" in message
+
+
+def test_a_slurm_job_heartbeat_must_not_go_stale_while_the_trainer_lives():
+    with pytest.raises(ConfigError, match="heartbeat_stale_s=8 must be at least twice heartbeat_s=5"):
+        check_config(compose_train("launcher=slurm", "launcher.executor.heartbeat_stale_s=8"))
 
 
 def test_every_problem_is_reported_at_once():
