@@ -204,9 +204,19 @@ class Launcher:
             return {"ledger": self.ledger.state_dict(), "next_id": self._next_id}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` to continue its study (before :meth:`start`).
+
+        Finished and failed simulations stay as recorded and are never run again; those still
+        pending, running or cancelled when the state was saved are queued again, ahead of new
+        ones, with their parameters, seed and id, so the budget counts each once.
+        """
         with self._lock:
             self.ledger.load_state_dict(state["ledger"])
             self._next_id = int(state["next_id"])
+            for r in self.ledger.records.values():
+                if r.state in ("pending", "running", "cancelled"):
+                    r.state = "pending"
+                    self._queue.append(r.sim_id)
 
     # -- internals --------------------------------------------------------------------------
     def _train_started(self) -> int:
