@@ -51,23 +51,38 @@ class StudyCheckpoint(Callback):
     ----------
     directory : str or Path
         Folder of the per-rank stream files (``<run dir>/checkpoints/stream``).
-    buffer : bool
-        Save each rank's replay buffer content.
+    buffer : bool or "auto"
+        Save each rank's replay buffer content: always (True), never (False), or when the
+        buffer's storage takes at most ``buffer_max_bytes`` ("auto"), decided at the first save.
     heldout : bool
         Save the held-out set in ``last.ckpt``.
+    buffer_max_bytes : float
+        The "auto" limit, per rank.
     keep : int
         Stream files kept per rank (the newest steps): 2, so the files of the previous
         checkpoint remain while the new ``last.ckpt`` is being written.
     """
 
-    def __init__(self, directory: str | Path, buffer: bool = True, heldout: bool = True, keep: int = 2) -> None:
+    def __init__(self, directory: str | Path, buffer: bool | str = "auto", heldout: bool = True,
+                 buffer_max_bytes: float = 1e9, keep: int = 2) -> None:
+        if buffer not in (True, False, "auto"):
+            raise ValueError(f"checkpoint.buffer must be true, false or auto, got {buffer!r}")
         self.directory = Path(directory)
-        self.buffer, self.heldout, self.keep = bool(buffer), bool(heldout), int(keep)
+        self._buffer_choice, self.buffer_max_bytes = buffer, float(buffer_max_bytes)
+        self.buffer: bool | None = None if buffer == "auto" else bool(buffer)
+        self.heldout, self.keep = bool(heldout), int(keep)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # Called on every rank by Trainer.save_checkpoint (rank 0 alone writes last.ckpt).
         dm = trainer.datamodule
         step, rank = int(trainer.global_step), int(trainer.global_rank)
+        if self.buffer is None:  # "auto": every rank's buffer has the same capacity, so the same answer
+            nbytes = int(dm.buffer.stats()["bytes"])
+            self.buffer = nbytes <= self.buffer_max_bytes
+            if not self.buffer:
+                log.warning("checkpoints leave out the replay buffer (%.2g bytes per rank > checkpoint."
+                            "buffer_max_bytes=%.2g): a resumed study refills it from the simulations still "
+                            "to run; set checkpoint.buffer=true to save it anyway", nbytes, self.buffer_max_bytes)
         self.directory.mkdir(parents=True, exist_ok=True)
         state = dm.stream_state_dict(with_buffer=self.buffer)
         buffer_file, delivered_file = stream_files(self.directory, rank, step)
@@ -89,7 +104,7 @@ class StudyCheckpoint(Callback):
 
 
 def checkpoint_callbacks(run_dir: Path, every_n_steps: int | None, every_minutes: float | None,
-                         buffer: bool, heldout: bool) -> list[Callback]:
+                         buffer: bool | str, heldout: bool, buffer_max_bytes: float = 1e9) -> list[Callback]:
     """The checkpoint callbacks of a study (``checkpoint.*`` in ``conf/train.yaml``).
 
     Parameters
@@ -100,7 +115,7 @@ def checkpoint_callbacks(run_dir: Path, every_n_steps: int | None, every_minutes
         Save every that many optimizer steps.
     every_minutes : float or None
         Save every that many minutes of training (checked after each step).
-    buffer, heldout : bool
+    buffer, heldout, buffer_max_bytes
         See :class:`StudyCheckpoint`.
 
     Returns
@@ -122,5 +137,6 @@ def checkpoint_callbacks(run_dir: Path, every_n_steps: int | None, every_minutes
         from datetime import timedelta
         callbacks.append(ModelCheckpoint(dirpath=dirpath, save_last=True, save_top_k=0,
                                          train_time_interval=timedelta(minutes=float(every_minutes))))
-    callbacks.append(StudyCheckpoint(run_dir / "checkpoints" / "stream", buffer=buffer, heldout=heldout))
+    callbacks.append(StudyCheckpoint(run_dir / "checkpoints" / "stream", buffer=buffer, heldout=heldout,
+                                     buffer_max_bytes=buffer_max_bytes))
     return callbacks

@@ -1,12 +1,12 @@
 """Run, SIGKILL and resume tiny ``gensim-train`` studies (tests/gensim/test_resume.py and
 reports/resume/measure.py).
 
-The study: :class:`faulty.Slow` decaying waves (tests/gensim/launch/faulty.py), 0.1 s per step
+The study: :class:`faulty.Slow` decaying waves (tests/gensim/launch/faulty.py), 0.03 s per step
 x 10 steps, 2 in parallel, 16 training simulations released by
-:class:`~gensim.callbacks.SimulationPacing` from 4 at the start to all 16 at half of
-``trainer.max_steps``: simulations are running when the checkpoints are written and the trainer
-is killed, and a resumed study gets the whole budget at the same training steps as an
-uninterrupted one, whatever the speed of the machine.
+:class:`~gensim.callbacks.SimulationPacing` from 4 at the start to all 16 at 30% of the 400
+training steps: simulations run while the first checkpoints are written (the trainer is killed
+after one that has a simulation in flight), and all of them end long before the last step, in
+an uninterrupted study and in a resumed one alike, so both train on the same budget.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from processes import stop_process_tree
 
 HERE = Path(__file__).resolve().parent
 STUDY = [
-    "simulation=decaying_wave", "simulation._target_=faulty.Slow", "+simulation.delay_s=0.1",
+    "simulation=decaying_wave", "simulation._target_=faulty.Slow", "+simulation.delay_s=0.03",
     "+simulation.tag=gensim-resume-test", "simulation.n_steps=10",
     "launcher.n_parallel=2", "launcher.max_simulations=16", "data.n_validation=4",
     "data.watermark=40", "data.batch_size=32", "data.steps_per_epoch=100",
     "buffer.capacity=400", "model.net.hidden=[64,64]", "model.warmup_steps=20",
-    "model.normalizer_warmup_batches=10", "trainer.max_steps=300",
+    "model.normalizer_warmup_batches=10", "trainer.max_steps=400",
     "checkpoint.every_n_steps=25", "checkpoint.every_minutes=null",
     "+callbacks.pacing._target_=gensim.callbacks.SimulationPacing", "+callbacks.pacing.n_initial=4",
-    "+callbacks.pacing.release_until=0.5",
+    "+callbacks.pacing.release_until=0.3",
 ]
 
 
@@ -63,8 +63,15 @@ def run_study(run_dir: Path, *extra: str, timeout: float = 180) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def kill_after_checkpoint(run_dir: Path, *extra: str, min_step: int = 50, timeout: float = 120) -> dict:
-    """Start a study, SIGKILL its trainer once a checkpoint of step >= ``min_step`` exists.
+def in_flight(ckpt: dict) -> list[dict]:
+    """The training simulations pending or running in a checkpoint's ledger."""
+    records = ckpt["StreamingDataModule"]["launcher"]["ledger"]["records"]
+    return [r for r in records if r["purpose"] == "train" and r["state"] in ("pending", "running")]
+
+
+def kill_after_checkpoint(run_dir: Path, *extra: str, min_step: int = 25, timeout: float = 120) -> dict:
+    """Start a study, SIGKILL its trainer once a checkpoint of step >= ``min_step`` with a
+    training simulation in flight exists.
 
     Returns
     -------
@@ -79,23 +86,25 @@ def kill_after_checkpoint(run_dir: Path, *extra: str, min_step: int = 50, timeou
     try:
         deadline = time.monotonic() + timeout
         while True:
-            assert proc.poll() is None, "the study ended before its checkpoint: " + \
+            assert proc.poll() is None, "the study ended before a checkpoint with a simulation in flight: " + \
                 (run_dir.parent / f"{run_dir.name}.log").read_text()[-3000:]
             assert time.monotonic() < deadline, f"no checkpoint of step >= {min_step} after {timeout} s"
-            steps = [int(p.name.split("-step")[1].split(".")[0])
-                     for p in (run_dir / "checkpoints" / "stream").glob("rank0-step*.delivered.ckpt")]
-            if ckpt_file.is_file() and steps and max(steps) >= min_step:
+            workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                       if "gensim.launch.worker" in " ".join(p.cmdline())]
+            try:  # last.ckpt may be half-written: then read it at the next turn
+                ckpt = torch.load(ckpt_file, weights_only=False, map_location="cpu")
+            except Exception:
+                ckpt = None
+            if ckpt is not None and ckpt["global_step"] >= min_step and in_flight(ckpt):
                 break
-            time.sleep(0.05)
-        time.sleep(0.5)  # let last.ckpt's write finish (the stream files come first)
-        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                   if "gensim.launch.worker" in " ".join(p.cmdline())]
+            time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         proc.wait(timeout=10)
     finally:
         stop_process_tree(proc)  # only the trainer: its workers are left to their own devices
         log.close()
+    # The checkpoint that was read may have been replaced by a later one before the kill.
     ckpt = torch.load(ckpt_file, weights_only=False, map_location="cpu")
     return {"workers": workers, "killed_at": killed_at, "ckpt": ckpt}
 

@@ -200,6 +200,26 @@ def test_loading_the_study_state_after_setup_is_an_error_unless_restored_before(
     restored.load_state_dict(state)  # Lightning's second call: a no-op
 
 
+@pytest.mark.parametrize("buffer,max_bytes,saved", [("auto", 1e9, True), ("auto", 100, False), (True, 100, True),
+                                                     (False, 1e9, False)])
+def test_study_checkpoint_writes_each_ranks_stream_and_keeps_the_two_newest(tmp_path, buffer, max_bytes, saved):
+    from types import SimpleNamespace
+
+    from gensim.callbacks.checkpointing import CHECKPOINT_KEY, StudyCheckpoint, stream_files
+    dm = small_datamodule(tmp_path)
+    dm.train_sink.add_many([sample(0, 0)])
+    callback = StudyCheckpoint(tmp_path / "stream", buffer=buffer, heldout=True, buffer_max_bytes=max_bytes)
+    for step in (10, 20, 30):
+        ckpt: dict = {}
+        trainer = SimpleNamespace(datamodule=dm, global_step=step, global_rank=1, world_size=2)
+        callback.on_save_checkpoint(trainer, None, ckpt)
+    assert ckpt[CHECKPOINT_KEY]["stream_step"] == 30 and ckpt[CHECKPOINT_KEY]["buffer"] is saved
+    assert ckpt[CHECKPOINT_KEY]["heldout"] is None  # rank 1 holds no held-out set
+    kept = sorted(p.name for p in (tmp_path / "stream").iterdir())
+    expected = [f.name for step in (20, 30) for f in stream_files(tmp_path / "stream", 1, step)[(0 if saved else 1):]]
+    assert kept == sorted(expected)
+
+
 # -- config ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs,match", [
     ({"every_n_steps": 0}, "every_n_steps"), ({"every_minutes": -1.0}, "every_minutes")])
@@ -267,7 +287,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_study(tmp_path):
     for p in killed["workers"]:
         if p.is_running():
             p.kill()
-    interrupted = {r["sim_id"]: r for r in saved if r["purpose"] == "train" and r["state"] in ("running", "pending")}
+    interrupted = {r["sim_id"]: r for r in rs.in_flight(killed["ckpt"])}
     finished = {r["sim_id"]: r for r in saved if r["state"] in ("done", "failed")}
     assert interrupted, "the study was killed with no simulation in flight: the test checks nothing"
 
@@ -289,7 +309,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_study(tmp_path):
     assert metrics["samples_received"] == n_steps * len(ran_again)
     # The whole budget, each simulation once, like the uninterrupted study.
     assert metrics["simulations_finished"] == reference["simulations_finished"] == 16
-    assert metrics["steps_per_rank"] == [300]
+    assert metrics["steps_per_rank"] == [400]
     assert metrics["validation_simulations"] == 4  # the held-out set came with the checkpoint
     # Final held-out error within 10% of the uninterrupted study's.
     ratio = metrics["val_rel_l2_mean"] / reference["val_rel_l2_mean"]
