@@ -114,6 +114,9 @@ def load_run_config(run_dir: str | Path, overrides: list[str] = ()) -> DictConfi
     cfg["_saved_hydra"] = {"runtime": OmegaConf.to_container(saved_hydra.runtime, resolve=False)}
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     del cfg["_saved_hydra"]
+    if "checkpoint" not in cfg:
+        raise ValueError(f"{run_dir} was written by a gensim-train without resumable checkpoints (no "
+                         "checkpoint.* in its .hydra/config.yaml); start the study again")
     _apply_overrides(cfg, list(overrides), groups=set(saved_hydra.runtime.choices.keys()))
     cfg.resume = str(run_dir)
     return cfg

@@ -243,16 +243,19 @@ def test_resume_paths_that_cannot_be_resumed_say_why(tmp_path):
 def test_the_saved_config_is_resolved_with_the_first_runs_hydra_choices(tmp_path):
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text(
-        "study: ${hydra:runtime.choices.simulation}\nseed: 3\ntrainer:\n  max_steps: 10\n")
+        "study: ${hydra:runtime.choices.simulation}\nseed: 3\ntrainer:\n  max_steps: 10\ncheckpoint: {}\n")
     (tmp_path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
         {"hydra": {"runtime": {"choices": {"simulation": "plume2d", "model": "cvae"}}}}))
     cfg = load_run_config(tmp_path, ["resume=x", "trainer.max_steps=20"])
     assert OmegaConf.to_container(cfg) == {"study": "plume2d", "seed": 3, "trainer": {"max_steps": 20},
-                                           "resume": str(tmp_path)}
+                                           "checkpoint": {}, "resume": str(tmp_path)}
     for bad, match in [("model=deterministic", "config groups"), ("+extra=1", "config groups"),
                        ("trainer.max_stepz=5", "no key")]:
         with pytest.raises(ValueError, match=match):
             load_run_config(tmp_path, [bad])
+    (tmp_path / ".hydra" / "config.yaml").write_text("seed: 3\n")  # a run from before checkpoints
+    with pytest.raises(ValueError, match="without resumable checkpoints"):
+        load_run_config(tmp_path)
 
 
 @pytest.mark.parametrize("args,match", [
