@@ -3,10 +3,11 @@ reports/resume/measure.py).
 
 The study: :class:`faulty.Slow` decaying waves (tests/gensim/launch/faulty.py), 0.03 s per step
 x 10 steps, 2 in parallel, 16 training simulations released by
-:class:`~gensim.callbacks.SimulationPacing` from 4 at the start to all 16 at 30% of the 400
-training steps: simulations run while the first checkpoints are written (the trainer is killed
-after one that has a simulation in flight), and all of them end long before the last step, in
-an uninterrupted study and in a resumed one alike, so both train on the same budget.
+:class:`~gensim.callbacks.SimulationPacing` from 4 at the start to all 16 at step 120 of 600:
+simulations run while the first checkpoints are written (the trainer is killed after one, of
+step 50 or later, that has a simulation in flight), and all of them end long before the last
+step, in an uninterrupted study and in a resumed one alike (whose workers must start again
+first), so both train on the same budget.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ STUDY = [
     "launcher.n_parallel=2", "launcher.max_simulations=16", "data.n_validation=4",
     "data.watermark=40", "data.batch_size=32", "data.steps_per_epoch=100",
     "buffer.capacity=400", "model.net.hidden=[64,64]", "model.warmup_steps=20",
-    "model.normalizer_warmup_batches=10", "trainer.max_steps=400",
+    "model.normalizer_warmup_batches=10", "trainer.max_steps=600",
     "checkpoint.every_n_steps=25", "checkpoint.every_minutes=null",
     "+callbacks.pacing._target_=gensim.callbacks.SimulationPacing", "+callbacks.pacing.n_initial=4",
-    "+callbacks.pacing.release_until=0.3",
+    "+callbacks.pacing.release_until=0.2",
 ]
 
 
@@ -69,7 +70,7 @@ def in_flight(ckpt: dict) -> list[dict]:
     return [r for r in records if r["purpose"] == "train" and r["state"] in ("pending", "running")]
 
 
-def kill_after_checkpoint(run_dir: Path, *extra: str, min_step: int = 25, timeout: float = 120) -> dict:
+def kill_after_checkpoint(run_dir: Path, *extra: str, min_step: int = 50, timeout: float = 120) -> dict:
     """Start a study, SIGKILL its trainer once a checkpoint of step >= ``min_step`` with a
     training simulation in flight exists.
 

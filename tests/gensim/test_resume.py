@@ -18,11 +18,12 @@ import numpy as np
 import psutil
 import pytest
 import resume_study as rs
+import torch
 import yaml
 from omegaconf import OmegaConf
 
 from gensim.buffers import ReplayBuffer, Reservoir
-from gensim.callbacks.checkpointing import checkpoint_callbacks
+from gensim.callbacks.checkpointing import checkpoint_callbacks, stream_files
 from gensim.data import StreamingDataModule, ValidationStore
 from gensim.data.delivered import DeliveredSteps
 from gensim.launch import Launcher
@@ -293,6 +294,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_study(tmp_path):
     interrupted = {r["sim_id"]: r for r in rs.in_flight(killed["ckpt"])}
     finished = {r["sim_id"]: r for r in saved if r["state"] in ("done", "failed")}
     assert interrupted, "the study was killed with no simulation in flight: the test checks nothing"
+    delivered = DeliveredSteps()  # the pairs taken before the checkpoint
+    delivered.load_state_dict(torch.load(stream_files(run_dir / "checkpoints" / "stream", 0,
+                                                      killed["ckpt"]["global_step"])[1], weights_only=False)["delivered"])
 
     rc, out = rs.resume(run_dir)
     assert rc == 0, out[-4000:]
@@ -301,18 +305,26 @@ def test_sigkill_then_resume_matches_an_uninterrupted_study(tmp_path):
 
     # Finished simulations were not run again: their records are untouched (a rerun would
     # have rewritten at least the wall time), and the resumed run received only the steps of
-    # the simulations it ran: the interrupted ones and the new ones.
+    # the simulations it ran: the interrupted ones and the new ones (all 16 are done by then).
     for sim_id, rec in finished.items():
         assert final[sim_id] == rec
     for sim_id, rec in interrupted.items():
         assert final[sim_id]["state"] == "done"
         assert (final[sim_id]["params"], final[sim_id]["seed"]) == (rec["params"], rec["seed"])
     n_steps = 10
-    ran_again = [r for r in final.values() if r["sim_id"] not in finished and r["state"] == "done"]
+    ran_again = [r for r in final.values() if r["sim_id"] not in finished]
+    assert all(r["state"] == "done" for r in ran_again)
     assert metrics["samples_received"] == n_steps * len(ran_again)
+    # The steps of interrupted simulations taken before the checkpoint came again and were
+    # dropped, each one; the final buffer holds every (simulation, step) at most once.
+    assert metrics["samples_duplicate_dropped"] == sum(delivered.count(i) for i in interrupted)
+    final_buffer = torch.load(stream_files(run_dir / "checkpoints" / "stream", 0, 600)[0], weights_only=False)
+    live = final_buffer["storage"]["live"]
+    pairs = list(zip(final_buffer["storage"]["sim_id"][live].tolist(), final_buffer["storage"]["step"][live].tolist()))
+    assert len(pairs) == len(set(pairs)) > 0
     # The whole budget, each simulation once, like the uninterrupted study.
     assert metrics["simulations_finished"] == reference["simulations_finished"] == 16
-    assert metrics["steps_per_rank"] == [400]
+    assert metrics["steps_per_rank"] == [600]
     assert metrics["validation_simulations"] == 4  # the held-out set came with the checkpoint
     # Final held-out error within 10% of the uninterrupted study's.
     ratio = metrics["val_rel_l2_mean"] / reference["val_rel_l2_mean"]
