@@ -89,7 +89,8 @@ def rank_stats(trainer, model, datamodule, throughput: TrainingThroughput) -> li
     mine = {"rank": datamodule.ranks.rank, "samples_received": stats.accepted,
             "samples_rejected": stats.n_rejected, "train_samples": throughput.samples,
             "train_seconds": throughput.seconds, "steps": int(trainer.global_step),
-            "normalizer_digest": normalizer_digest(model), "buffer": datamodule.buffer.stats()}
+            "normalizer_digest": normalizer_digest(model), "buffer": datamodule.buffer.stats(),
+            "duplicates_dropped": datamodule.delivered.n_duplicates}
     mine["stream_sum"], mine["stream_count"] = datamodule.stream_mean.totals()
     everyone = datamodule.ranks.gather_objects(mine)
     datamodule.stream_mean.sum = np.sum([r.pop("stream_sum") for r in everyone], axis=0)
@@ -113,8 +114,8 @@ def study_metrics(datamodule, ranks: list[dict], wall_s: float) -> dict:
         "samples_received": sum(r["samples_received"] for r in ranks),
         "samples_rejected": sum(r["samples_rejected"] for r in ranks),
         "samples_rejected_by_reason": dict(local.rejected),  # rank 0's receiver
-        # Rank 0's pairs that arrived again (a rerun after a resume) and were not taken twice.
-        "samples_duplicate_dropped": datamodule.delivered.n_duplicates,
+        # (simulation, step) pairs that arrived again (a rerun after a resume) and were not taken twice.
+        "samples_duplicate_dropped": sum(r["duplicates_dropped"] for r in ranks),
         "train_samples": samples,
         "train_samples_per_s": samples / seconds if seconds > 0 else 0.0,
         "wall_s": wall_s,
