@@ -302,31 +302,37 @@ def test_sigkill_then_resume_matches_an_uninterrupted_study(tmp_path):
     assert rc == 0, out[-4000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     final = {r["sim_id"]: r for r in json.loads((run_dir / "simulations.json").read_text())}
+    # What a failure message shows: the ledgers and counters of both runs.
+    context = (f"killed at step {killed['ckpt']['global_step']}; saved ledger "
+               f"{[(r['sim_id'], r['state']) for r in saved]}; final ledger "
+               f"{[(r['sim_id'], r['state'], r['steps']) for r in final.values()]}; resumed metrics "
+               f"{ {k: metrics[k] for k in ('samples_received', 'samples_duplicate_dropped', 'simulations_finished', 'val_rel_l2_mean')} }; "
+               f"uninterrupted {reference['simulations_finished']} done, val {reference['val_rel_l2_mean']}")
 
     # Finished simulations were not run again: their records are untouched (a rerun would
     # have rewritten at least the wall time), and the resumed run received only the steps of
     # the simulations it ran: the interrupted ones and the new ones (all 16 are done by then).
     for sim_id, rec in finished.items():
-        assert final[sim_id] == rec
+        assert final[sim_id] == rec, context
     for sim_id, rec in interrupted.items():
-        assert final[sim_id]["state"] == "done"
-        assert (final[sim_id]["params"], final[sim_id]["seed"]) == (rec["params"], rec["seed"])
+        assert final[sim_id]["state"] == "done", context
+        assert (final[sim_id]["params"], final[sim_id]["seed"]) == (rec["params"], rec["seed"]), context
     n_steps = 10
     ran_again = [r for r in final.values() if r["sim_id"] not in finished]
-    assert all(r["state"] == "done" for r in ran_again)
-    assert metrics["samples_received"] == n_steps * len(ran_again)
+    assert all(r["state"] == "done" for r in ran_again), context
+    assert metrics["samples_received"] == n_steps * len(ran_again), context
     # The steps of interrupted simulations taken before the checkpoint came again and were
     # dropped, each one; the final buffer holds every (simulation, step) at most once.
-    assert metrics["samples_duplicate_dropped"] == sum(delivered.count(i) for i in interrupted)
+    assert metrics["samples_duplicate_dropped"] == sum(delivered.count(i) for i in interrupted), context
     final_buffer = torch.load(stream_files(run_dir / "checkpoints" / "stream", 0, 600)[0], weights_only=False)
     live = final_buffer["storage"]["live"]
     pairs = list(zip(final_buffer["storage"]["sim_id"][live].tolist(), final_buffer["storage"]["step"][live].tolist()))
     assert len(pairs) == len(set(pairs)) > 0
     # The whole budget, each simulation once, like the uninterrupted study.
-    assert metrics["simulations_finished"] == reference["simulations_finished"] == 16
-    assert metrics["steps_per_rank"] == [600]
-    assert metrics["validation_simulations"] == 4  # the held-out set came with the checkpoint
+    assert metrics["simulations_finished"] == reference["simulations_finished"] == 16, context
+    assert metrics["steps_per_rank"] == [600], context
+    assert metrics["validation_simulations"] == 4, context  # the held-out set came with the checkpoint
     # Final held-out error within 10% of the uninterrupted study's.
     ratio = metrics["val_rel_l2_mean"] / reference["val_rel_l2_mean"]
-    assert abs(ratio - 1) <= REL_TOLERANCE, (metrics["val_rel_l2_mean"], reference["val_rel_l2_mean"])
+    assert abs(ratio - 1) <= REL_TOLERANCE, context
     assert not orphans, f"workers of the killed trainer alive 10 s after its SIGKILL: {orphans}"
