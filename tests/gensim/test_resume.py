@@ -230,6 +230,23 @@ def test_bad_checkpoint_intervals_are_clear_errors(tmp_path, kwargs, match):
         checkpoint_callbacks(tmp_path, **args)
 
 
+def test_each_checkpoint_trigger_is_one_model_checkpoint_keeping_last_ckpt(tmp_path):
+    from datetime import timedelta
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from gensim.callbacks.checkpointing import StudyCheckpoint
+    callbacks = checkpoint_callbacks(tmp_path, every_n_steps=7, every_minutes=0.5, buffer="auto", heldout=True)
+    steps, minutes, study = callbacks
+    assert isinstance(steps, ModelCheckpoint) and isinstance(minutes, ModelCheckpoint)
+    assert (steps._every_n_train_steps, steps._train_time_interval) == (7, None)
+    assert (minutes._every_n_train_steps, minutes._train_time_interval) == (0, timedelta(seconds=30))
+    assert all(c.save_last and c.save_top_k == 0 and c.dirpath == str(tmp_path / "checkpoints")
+               for c in (steps, minutes))
+    assert isinstance(study, StudyCheckpoint)
+    assert len(checkpoint_callbacks(tmp_path, None, None, buffer=False, heldout=False)) == 1  # stream files only
+
+
 def test_resume_paths_that_cannot_be_resumed_say_why(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such directory"):
         check_run_dir(tmp_path / "typo")
