@@ -70,6 +70,18 @@ def in_flight(ckpt: dict) -> list[dict]:
     return [r for r in records if r["purpose"] == "train" and r["state"] in ("pending", "running")]
 
 
+def alive(processes: list[psutil.Process]) -> list[int]:
+    """Pids of the processes still running (zombies and processes gone meanwhile excluded)."""
+    out = []
+    for p in processes:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def kill_after_checkpoint(run_dir: Path, *extra: str, min_step: int = 50, timeout: float = 120) -> dict:
     """Start a study, SIGKILL its trainer once a checkpoint of step >= ``min_step`` with a
     training simulation in flight exists.

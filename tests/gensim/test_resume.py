@@ -304,10 +304,12 @@ def test_sigkill_then_resume_matches_an_uninterrupted_study(tmp_path):
     saved = killed["ckpt"]["StreamingDataModule"]["launcher"]["ledger"]["records"]
     # No worker of the killed trainer alive 10 s after its death (issue 12 item 5).
     time.sleep(max(0.0, killed["killed_at"] + 10 - time.monotonic()))
-    orphans = [p.pid for p in killed["workers"] if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    for p in killed["workers"]:
-        if p.is_running():
+    orphans = rs.alive(killed["workers"])
+    for p in killed["workers"]:  # do not let them compete with the resumed study
+        try:
             p.kill()
+        except psutil.NoSuchProcess:
+            pass
     interrupted = {r["sim_id"]: r for r in rs.in_flight(killed["ckpt"])}
     finished = {r["sim_id"]: r for r in saved if r["state"] in ("done", "failed")}
     assert interrupted, "the study was killed with no simulation in flight: the test checks nothing"
