@@ -113,6 +113,12 @@ RULES: tuple[Rule, ...] = (
     Rule("model.warmup_steps", True, 0, "learning-rate warm-up steps", "model.warmup_steps=200"),
     Rule("model.normalizer_warmup_batches", True, 1, "batches the normalizers are fitted on",
          "model.normalizer_warmup_batches=100"),
+    Rule("checkpoint.every_n_steps", True, 1, "optimizer steps between checkpoints",
+         "checkpoint.every_n_steps=500", also=(None,)),
+    Rule("checkpoint.every_minutes", False, 0, "wall-clock minutes between checkpoints",
+         "checkpoint.every_minutes=10", strict=True, also=(None,)),
+    Rule("checkpoint.buffer_max_bytes", False, 0, "largest buffer saved with checkpoint.buffer=auto",
+         "checkpoint.buffer_max_bytes=1e9", strict=True),
     Rule("simulation.n_steps", True, 1, "time steps per simulation", "simulation.n_steps=100"),
 )
 
@@ -148,6 +154,10 @@ def _cross_checks(cfg: DictConfig) -> Iterable[str]:
     if on_failure is not _MISSING and on_failure not in ON_FAILURE:
         yield (f"launcher.on_failure={on_failure!r}: expected one of {', '.join(ON_FAILURE)} (what becomes of a "
                "training simulation still failing after its retries); e.g. launcher.on_failure=redraw")
+    saved = _get(cfg, "checkpoint.buffer")
+    if saved is not _MISSING and saved not in (True, False, "auto"):
+        yield (f"checkpoint.buffer={saved!r}: expected true, false or auto (whether checkpoints hold the replay "
+               "buffer); e.g. checkpoint.buffer=auto")
     heartbeat, stale = _get(cfg, "launcher.executor.heartbeat_s"), _get(cfg, "launcher.executor.heartbeat_stale_s")
     if isinstance(heartbeat, Real) and isinstance(stale, Real) and stale < 2 * heartbeat:
         yield (f"launcher.executor.heartbeat_stale_s={stale} must be at least twice heartbeat_s={heartbeat}, or a job "

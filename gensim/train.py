@@ -23,16 +23,21 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
+from gensim import resume as resuming
 from gensim.callbacks import EnsembleProgressBar, StopWhenStreamExhausted, TrainingThroughput
+from gensim.callbacks.checkpointing import checkpoint_callbacks
 from gensim.config_checks import ConfigError, check_config
 from gensim.data.streaming import rows_per_chunk
 from gensim.metrics import relative_l2, summarize_errors
 
 log = logging.getLogger("gensim.train")
+
+# conf/train.yaml's hydra.run.dir and hydra.output_subdir use them; Hydra resolves those after
+# importing this module.
+resuming.register_resolvers()
 
 
 @torch.no_grad()
@@ -85,7 +90,8 @@ def rank_stats(trainer, model, datamodule, throughput: TrainingThroughput) -> li
     mine = {"rank": datamodule.ranks.rank, "samples_received": stats.accepted,
             "samples_rejected": stats.n_rejected, "train_samples": throughput.samples,
             "train_seconds": throughput.seconds, "steps": int(trainer.global_step),
-            "normalizer_digest": normalizer_digest(model), "buffer": datamodule.buffer.stats()}
+            "normalizer_digest": normalizer_digest(model), "buffer": datamodule.buffer.stats(),
+            "duplicates_dropped": datamodule.delivered.n_duplicates}
     mine["stream_sum"], mine["stream_count"] = datamodule.stream_mean.totals()
     everyone = datamodule.ranks.gather_objects(mine)
     datamodule.stream_mean.sum = np.sum([r.pop("stream_sum") for r in everyone], axis=0)
@@ -109,6 +115,8 @@ def study_metrics(datamodule, ranks: list[dict], wall_s: float) -> dict:
         "samples_received": sum(r["samples_received"] for r in ranks),
         "samples_rejected": sum(r["samples_rejected"] for r in ranks),
         "samples_rejected_by_reason": dict(local.rejected),  # rank 0's receiver
+        # (simulation, step) pairs that arrived again (a rerun after a resume) and were not taken twice.
+        "samples_duplicate_dropped": sum(r["duplicates_dropped"] for r in ranks),
         "train_samples": samples,
         "train_samples_per_s": samples / seconds if seconds > 0 else 0.0,
         "wall_s": wall_s,
@@ -145,11 +153,20 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
     print("\n".join(lines), flush=True)
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
+def run(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None = None) -> dict:
     """Run one study and return its metrics (also written to ``run_dir/metrics.json`` by rank 0).
 
     Under a distributed trainer every rank runs this function; rank 0 alone runs the ensemble,
     writes the outputs and returns the metrics, the other ranks return an empty dict.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The study's config (``conf/train.yaml``).
+    run_dir : Path
+        Where everything is written.
+    ckpt_path : Path, optional
+        Continue the study of this checkpoint (see :mod:`gensim.resume`).
     """
     start = time.perf_counter()
     check_config(cfg)
@@ -177,17 +194,28 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             callback.attach(datamodule)
     trainer = instantiate(cfg.trainer)(
         default_root_dir=str(run_dir),
-        logger=CSVLogger(str(run_dir), name="logs", version=""),
+        # A resumed study logs beside the first run's metrics.csv, which Lightning would overwrite.
+        logger=CSVLogger(str(run_dir), name="logs",
+                         version="" if ckpt_path is None else time.strftime("resumed-%Y%m%d-%H%M%S")),
         # Redraw at every step on a terminal; every 50 steps into a log file or CI output.
         callbacks=[EnsembleProgressBar(refresh_rate=1 if sys.stdout.isatty() else 50), throughput,
-                   StopWhenStreamExhausted(),
-                   ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0),
+                   StopWhenStreamExhausted(), *checkpoint_callbacks(run_dir, **cfg.checkpoint),
                    *extra_callbacks],
     )
+    if ckpt_path is not None:
+        resumed = resuming.restore(ckpt_path, datamodule, rank=trainer.global_rank)
+        if resumed["world_size"] != trainer.world_size:
+            raise ValueError(f"{ckpt_path} was saved by {resumed['world_size']} trainer ranks, this study has "
+                             f"{trainer.world_size}; resume with the same trainer.devices and trainer.num_nodes")
     try:
-        trainer.fit(model, datamodule=datamodule)
+        # weights_only=False: the checkpoint holds the study state (numpy arrays, plain objects)
+        # next to the weights, and it is this study's own file.
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
         if trainer.interrupted:
             raise KeyboardInterrupt
+        # The final state, whatever the periodic triggers: a finished study can be continued
+        # (resume=<run dir> trainer.max_steps=<more>). A collective: every rank saves its stream.
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
         ranks = rank_stats(trainer, model, datamodule, throughput)
         if trainer.global_rank != 0:
             return {}
@@ -240,12 +268,23 @@ def main(cfg: DictConfig) -> None:
     # SIGTERM (a scheduler's or `kill`'s) ends the study like Ctrl-C does: through the `finally`
     # that stops every simulation process, instead of leaving them to finish their current run.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    ckpt = None
+    try:  # usage errors, before anything starts: the message says it all, a traceback would bury it
+        if cfg.get("ckpt_path") is not None:  # the natural guess, silently ignored before
+            raise ConfigError("ckpt_path is not a gensim-train option; continue a study with "
+                              "resume=<its run directory> (it reads checkpoints/last.ckpt there)")
+        if cfg.get("resume") is not None:
+            ckpt = resuming.check_run_dir(cfg.resume)
+            if run_dir.resolve() != Path(cfg.resume).resolve():
+                raise ConfigError(f"resume={cfg.resume} writes into that run directory; do not set hydra.run.dir "
+                                  f"({run_dir}) with it")
+            cfg = resuming.load_run_config(cfg.resume, list(HydraConfig.get().overrides.task))
         check_config(cfg)
-    except ConfigError as err:  # a usage error: the message says it all, a traceback would bury it
+    except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"gensim-train: {err}", file=sys.stderr)
         sys.exit(2)
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    run(cfg, run_dir, ckpt_path=ckpt)
 
 
 def _exit_on_sigterm(signum: int, frame) -> None:

@@ -149,7 +149,8 @@ class _ScrambledSequence(Sampler):
     def _load_state(self, state: Mapping[str, Any]) -> None:
         self.scramble = bool(state["scramble"])
         self.reset()
-        self._engine.fast_forward(state["num_generated"])
+        if state["num_generated"]:  # scipy's fast_forward(0) raises an OverflowError
+            self._engine.fast_forward(state["num_generated"])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.space!r}, seed={self.seed}, scramble={self.scramble})"

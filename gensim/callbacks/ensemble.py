@@ -53,6 +53,13 @@ class TrainingThroughput(Callback):
         if self._last is not None:
             self._last = time.perf_counter()
 
+    def state_dict(self) -> dict:
+        """The counters, so a resumed study reports its whole training (Lightning checkpoints them)."""
+        return {"samples": self.samples, "seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.samples, self.seconds = int(state_dict["samples"]), float(state_dict["seconds"])
+
     @property
     def samples_per_s(self) -> float:
         return self.samples / self.seconds if self.seconds > 0 else 0.0

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, StackDataset
 
+from gensim.data.delivered import DeliveredSteps
 from gensim.data.ranks import Ranks
 from gensim.simulations.base import Sample, Simulation
 from gensim.transport import wire
@@ -141,6 +142,35 @@ class ValidationStore:
 
     def __len__(self) -> int:
         return int(self._present.sum())
+
+    def state_dict(self) -> dict:
+        """The held-out rows and which arrived (plain numpy arrays, for a checkpoint).
+
+        Returns
+        -------
+        dict
+            ``params`` (N, P), ``t`` (N,), ``fields`` (N, D), ``sim_id`` (N,), ``present`` (N,)
+            with N = n_simulations x n_steps, and ``position`` (sim_id -> index).
+        """
+        with self._lock:
+            if self._position is None:
+                raise RuntimeError("the held-out set is not declared yet (expect() not called): nothing to save")
+            return {"params": self._params.copy(), "t": self._t.copy(), "fields": self._fields.copy(),
+                    "sim_id": self._sim_id.copy(), "present": self._present.copy(),
+                    "position": dict(self._position)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` saved for the same simulation and number of held-out runs."""
+        if state["fields"].shape != self._fields.shape or state["params"].shape != self._params.shape:
+            raise ValueError(f"the saved held-out set has fields {state['fields'].shape} and parameters "
+                             f"{state['params'].shape}, this study expects {self._fields.shape} and "
+                             f"{self._params.shape}: resume with the saved config (data.n_validation, "
+                             "simulation) unchanged")
+        with self._lock:
+            for name in ("params", "t", "fields", "sim_id", "present"):
+                getattr(self, f"_{name}")[...] = state[name]
+            self._position = {int(k): int(v) for k, v in state["position"].items()}
+            self._early = []
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """``{"params": (N, P), "t": (N,), "fields": (N, D), "sim_id": (N,)}`` with N = sims x steps.
@@ -505,20 +535,36 @@ class StreamingDataModule(L.LightningDataModule):
         self.router: RankRouter | None = None
         self._val: dict[str, torch.Tensor] | None = None
         self._stream: BufferStream | None = None
+        #: Every (simulation, step) the training sink took: a pair arriving again (a simulation
+        #: rerun after a resume or a retry) is dropped, so none enters the buffer twice.
+        self.delivered = DeliveredSteps()
+        self._restored = False          # load_state_dict was applied (before setup)
+        self._heldout_restored = False  # the held-out set came from a checkpoint
 
     # -- the stream -------------------------------------------------------------------------
     def _train_sink(self, sample: Sample) -> None:
-        self.buffer.add(sample)
-        self.stream_mean.add(sample.fields)
+        self._train_sink_many([sample])
 
     def _train_sink_many(self, samples: list[Sample]) -> None:
-        """:meth:`_train_sink` of consecutive samples (the receiver's batch call).
+        """Take consecutive training samples (the receiver's batch call), each pair once.
 
-        ``buffer.add_many`` checks every sample before inserting any, so a faulty one raises
-        before anything is taken, as :class:`~gensim.transport.receiver.BatchSink` requires.
+        The order matters for checkpoints (:meth:`stream_state_dict` snapshots the stream mean,
+        then the buffer, then :attr:`delivered`): a pair is recorded as delivered before it
+        enters the buffer, and enters the buffer before the stream mean, so a sample in a
+        saved buffer or mean is always in the saved delivered set, and a resumed study never
+        takes it again. ``buffer.add_many`` checks every sample before inserting any, so a
+        faulty one raises before anything is taken, as
+        :class:`~gensim.transport.receiver.BatchSink` requires; its pairs are released then.
         """
-        self.buffer.add_many(samples)
-        self.stream_mean.add_many([sample.fields for sample in samples])
+        fresh = self.delivered.claim(samples)
+        if not fresh:
+            return
+        try:
+            self.buffer.add_many(fresh)
+        except BaseException:
+            self.delivered.release(fresh)
+            raise
+        self.stream_mean.add_many([sample.fields for sample in fresh])
 
     def setup(self, stage: str) -> None:
         if self._val is not None:
@@ -559,6 +605,11 @@ class StreamingDataModule(L.LightningDataModule):
         # both sinks, and a full buffer that waits for draws (FIFO, Melissa's reservoir) blocks
         # it: held-out samples queued behind would never arrive, and training, whose draws
         # would free space, only starts after them.
+        if self._heldout_restored:  # a resumed study: the held-out set came with the checkpoint
+            self.launcher.start(self.router, self.sampler, token, seed=self.seed)
+            log.info("held-out set restored from the checkpoint (%d samples); not simulated again",
+                     len(self.validation))
+            return self.validation.tensors()
         budget = self.launcher.budget
         self.launcher.set_budget(0)
         try:
@@ -658,15 +709,75 @@ class StreamingDataModule(L.LightningDataModule):
     def teardown(self, stage: str) -> None:
         self.shutdown()
 
+    # -- checkpoints (see gensim.resume) -----------------------------------------------------
     def state_dict(self) -> dict:
-        total, count = self.stream_mean.totals()
+        """Rank 0's study state, saved by Lightning in every checkpoint: sampler, launcher
+        (ledger) and routing. The per-rank stream state is :meth:`stream_state_dict`."""
         return {"sampler": self.sampler.state_dict(), "launcher": self.launcher.state_dict(),
-                "routing": self.routing.state_dict(), "stream_mean_sum": total, "stream_mean_count": count}
+                "routing": self.routing.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; must come before :meth:`setup`, which starts the simulations.
+
+        Lightning calls it again after ``setup`` when ``trainer.fit`` gets the checkpoint
+        (``ckpt_path``); that second call is a no-op when :func:`gensim.resume.restore` applied
+        the state before, and an error otherwise (the launcher would already be running).
+        """
+        if self._val is not None:
+            if self._restored:
+                return
+            raise RuntimeError("the data module's state (sampler, launcher ledger) must be restored before "
+                               "setup starts the simulations; resume a study with `gensim-train resume=<run dir>`")
         self.sampler.load_state_dict(state["sampler"])
         self.launcher.load_state_dict(state["launcher"])
         if "routing" in state:
             self.routing.load_state_dict(state["routing"])
+        self._restored = True
+
+    def stream_state_dict(self, with_buffer: bool = True) -> dict:
+        """This rank's stream: the trivial predictor's sums, the delivered pairs and, optionally,
+        the replay buffer's content. Snapshotted in the reverse order of the sink's updates (see
+        :meth:`_train_sink_many`), while the receiver keeps adding.
+
+        Returns
+        -------
+        dict
+            ``stream_mean_sum`` (D,) float64, ``stream_mean_count``, ``delivered``
+            (:meth:`DeliveredSteps.state_dict`) and ``buffer`` (``ReplayBuffer.state_dict``, or None).
+        """
+        total, count = self.stream_mean.totals()
+        buffer = self.buffer.state_dict() if with_buffer else None
+        return {"stream_mean_sum": total, "stream_mean_count": count, "buffer": buffer,
+                "delivered": self.delivered.state_dict()}
+
+    def load_stream_state_dict(self, state: dict, other_delivered: Sequence[dict] = ()) -> None:
+        """Restore :meth:`stream_state_dict` before :meth:`setup`.
+
+        Parameters
+        ----------
+        state : dict
+            This rank's saved stream.
+        other_delivered : sequence of dict
+            The other ranks' saved ``delivered`` sets: a rerun simulation may be routed to
+            another rank than before, which must not take its saved steps again.
+        """
+        if self._val is not None:
+            raise RuntimeError("the stream state must be restored before setup starts the receiver")
+        if state.get("buffer") is not None:
+            self.buffer.load_state_dict(state["buffer"])
         self.stream_mean.sum[:] = state["stream_mean_sum"]
         self.stream_mean.count = int(state["stream_mean_count"])
+        self.delivered.load_state_dict(state["delivered"])
+        for other in other_delivered:
+            self.delivered.merge(other)
+
+    def heldout_state_dict(self) -> dict | None:
+        """The held-out set (rank 0, after setup), or None on another rank."""
+        return self.validation.state_dict() if self.validation is not None and self._val is not None else None
+
+    def load_heldout_state_dict(self, state: dict) -> None:
+        """Restore :meth:`heldout_state_dict` before setup: the held-out design is not simulated again."""
+        if self._val is not None:
+            raise RuntimeError("the held-out set must be restored before setup simulates it")
+        self.validation.load_state_dict(state)
+        self._heldout_restored = True

@@ -44,6 +44,8 @@ def test_every_shipped_config_option_passes(choice):
     ("launcher.on_failure=retry", "launcher.on_failure='retry': expected one of redraw, drop"),
     ("launcher.max_retries=-1", "launcher.max_retries=-1: expected an integer >= 0"),
     ("launcher.simulation_timeout_s=0", "launcher.simulation_timeout_s=0: expected a finite number > 0 or null"),
+    ("checkpoint.every_n_steps=0", "checkpoint.every_n_steps=0: expected an integer >= 1 or null"),
+    ("checkpoint.buffer=sometimes", "checkpoint.buffer='sometimes': expected true, false or auto"),
     ("+trainer.strategy=ddp_spawn", "trainer.strategy=ddp_spawn: it starts ranks by copying the trainer"),
 ])
 def test_a_bad_value_is_named_with_what_is_expected_and_an_example(override, expected):

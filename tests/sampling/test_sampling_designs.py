@@ -81,6 +81,13 @@ class SamplerContract:
         np.testing.assert_array_equal(restored.sample(4), original.sample(4))
         np.testing.assert_array_equal(restored.sample(3), original.sample(3))
 
+    def test_state_of_a_sampler_that_drew_nothing_restores(self, space):
+        # A study checkpointed before its first training simulation (scipy's Sobol
+        # fast_forward(0) raised an OverflowError).
+        restored = self.make(space, 9)
+        restored.load_state_dict(json_round_trip(self.make(space, 7).state_dict()))
+        np.testing.assert_array_equal(restored.sample(4), self.make(space, 7).sample(4))
+
     def test_state_dict_is_plain_data(self, space):
         sampler = self.make(space, 0)
         sampler.sample(2)

@@ -1,0 +1,142 @@
+"""Periodic study checkpoints: what Lightning saves, plus the stream state of every rank.
+
+Lightning's :class:`~lightning.pytorch.callbacks.ModelCheckpoint` writes ``last.ckpt`` with the
+model (normalizers included: they are module buffers), optimizer, scheduler, loop progress,
+callbacks' state and the data module's :meth:`~gensim.data.StreamingDataModule.state_dict`
+(sampler, launcher ledger, routing). :class:`StudyCheckpoint` adds, at each of those saves:
+
+- into ``last.ckpt`` (rank 0): the held-out set, when ``heldout`` is on;
+- beside it, one file per rank, ``stream/rank<r>-step<N>.ckpt``: the replay buffer's content
+  (when ``buffer`` is on) and ``rank<r>-step<N>.delivered.ckpt``: the stream mean and the
+  (simulation, step) pairs taken. Every rank owns a buffer, so every rank writes its own files.
+
+A resumed study reads them back with :func:`gensim.resume.restore`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+log = logging.getLogger("gensim.callbacks")
+
+#: Key of the held-out set and of the stream files' step inside ``last.ckpt``.
+CHECKPOINT_KEY = "gensim_study"
+
+
+def stream_files(directory: Path, rank: int, step: int) -> tuple[Path, Path]:
+    """The (buffer, delivered) files of ``rank`` at global step ``step`` in ``directory``."""
+    stem = f"rank{rank}-step{step:09d}"
+    return directory / f"{stem}.buffer.ckpt", directory / f"{stem}.delivered.ckpt"
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` into a temporary file renamed over ``path``: a kill mid-write leaves the
+    previous file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class StudyCheckpoint(Callback):
+    """Adds the held-out set and each rank's stream to every checkpoint Lightning saves.
+
+    Parameters
+    ----------
+    directory : str or Path
+        Folder of the per-rank stream files (``<run dir>/checkpoints/stream``).
+    buffer : bool or "auto"
+        Save each rank's replay buffer content: always (True), never (False), or when the
+        buffer's storage takes at most ``buffer_max_bytes`` ("auto"), decided at the first save.
+    heldout : bool
+        Save the held-out set in ``last.ckpt``.
+    buffer_max_bytes : float
+        The "auto" limit, per rank.
+    keep : int
+        Stream files kept per rank (the newest steps): 2, so the files of the previous
+        checkpoint remain while the new ``last.ckpt`` is being written.
+    """
+
+    def __init__(self, directory: str | Path, buffer: bool | str = "auto", heldout: bool = True,
+                 buffer_max_bytes: float = 1e9, keep: int = 2) -> None:
+        if buffer not in (True, False, "auto"):
+            raise ValueError(f"checkpoint.buffer must be true, false or auto, got {buffer!r}")
+        self.directory = Path(directory)
+        self._buffer_choice, self.buffer_max_bytes = buffer, float(buffer_max_bytes)
+        self.buffer: bool | None = None if buffer == "auto" else bool(buffer)
+        self.heldout, self.keep = bool(heldout), int(keep)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # Called on every rank by Trainer.save_checkpoint (rank 0 alone writes last.ckpt).
+        dm = trainer.datamodule
+        step, rank = int(trainer.global_step), int(trainer.global_rank)
+        if self.buffer is None:  # "auto": every rank's buffer has the same capacity, so the same answer
+            nbytes = int(dm.buffer.stats()["bytes"])
+            self.buffer = nbytes <= self.buffer_max_bytes
+            if not self.buffer:
+                log.warning("checkpoints leave out the replay buffer (%.2g bytes per rank > checkpoint."
+                            "buffer_max_bytes=%.2g): a resumed study refills it from the simulations still "
+                            "to run; set checkpoint.buffer=true to save it anyway", nbytes, self.buffer_max_bytes)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        state = dm.stream_state_dict(with_buffer=self.buffer)
+        buffer_file, delivered_file = stream_files(self.directory, rank, step)
+        if self.buffer:
+            _atomic_save(state["buffer"], buffer_file)
+        _atomic_save({k: v for k, v in state.items() if k != "buffer"}, delivered_file)
+        self._prune(rank)
+        checkpoint[CHECKPOINT_KEY] = {
+            "stream_step": step, "world_size": int(trainer.world_size), "buffer": self.buffer,
+            "heldout": dm.heldout_state_dict() if self.heldout and rank == 0 else None,
+        }
+
+    def _prune(self, rank: int) -> None:
+        """Delete this rank's stream files but for the ``keep`` newest steps."""
+        steps = sorted({p.name.split("-step")[1].split(".")[0] for p in self.directory.glob(f"rank{rank}-step*.ckpt")})
+        for old in steps[:-self.keep]:
+            for path in stream_files(self.directory, rank, int(old)):
+                path.unlink(missing_ok=True)
+
+
+def checkpoint_callbacks(run_dir: Path, every_n_steps: int | None, every_minutes: float | None,
+                         buffer: bool | str, heldout: bool, buffer_max_bytes: float = 1e9) -> list[Callback]:
+    """The checkpoint callbacks of a study (``checkpoint.*`` in ``conf/train.yaml``).
+
+    Parameters
+    ----------
+    run_dir : Path
+        Checkpoints go to ``run_dir/checkpoints/last.ckpt``.
+    every_n_steps : int or None
+        Save every that many optimizer steps.
+    every_minutes : float or None
+        Save every that many minutes of training (checked after each step).
+    buffer, heldout, buffer_max_bytes
+        See :class:`StudyCheckpoint`.
+
+    Returns
+    -------
+    list of Callback
+        One :class:`ModelCheckpoint` per trigger (Lightning takes one trigger per callback),
+        each keeping only ``last.ckpt``, and the :class:`StudyCheckpoint`.
+    """
+    if every_n_steps is not None and (isinstance(every_n_steps, bool) or int(every_n_steps) < 1):
+        raise ValueError(f"checkpoint.every_n_steps must be an int >= 1 or null (off), got {every_n_steps!r}")
+    if every_minutes is not None and not float(every_minutes) > 0:
+        raise ValueError(f"checkpoint.every_minutes must be > 0 or null (off), got {every_minutes!r}")
+    dirpath = str(run_dir / "checkpoints")
+    callbacks: list[Callback] = []
+    if every_n_steps is not None:
+        callbacks.append(ModelCheckpoint(dirpath=dirpath, save_last=True, save_top_k=0,
+                                         every_n_train_steps=int(every_n_steps)))
+    if every_minutes is not None:
+        from datetime import timedelta
+        callbacks.append(ModelCheckpoint(dirpath=dirpath, save_last=True, save_top_k=0,
+                                         train_time_interval=timedelta(minutes=float(every_minutes))))
+    callbacks.append(StudyCheckpoint(run_dir / "checkpoints" / "stream", buffer=buffer, heldout=heldout,
+                                     buffer_max_bytes=buffer_max_bytes))
+    return callbacks
