@@ -34,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from scipy.stats import qmc, truncnorm
 
-from sampling.designs import Sampler
+from sampling.designs import Sampler, skip_drawn
 from sampling.space import ParameterSpace
 
 __all__ = ["Acquisition", "ActiveSampler", "History", "LossAcquisition", "UncertaintyAcquisition"]
@@ -403,7 +403,7 @@ class ActiveSampler(Sampler):
             )
         with self._lock:
             self.reset()
-            self._sobol.fast_forward(int(state["sobol_generated"]))
+            skip_drawn(self._sobol, int(state["sobol_generated"]))
             self._rng.bit_generator.state = state["rng"]
             self._issued = [list(map(float, p)) for p in state["issued"]]
             self._acquired = [bool(a) for a in state["acquired"]]

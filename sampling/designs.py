@@ -19,6 +19,16 @@ from sampling.space import ParameterSpace
 __all__ = ["Sampler", "Sobol", "Halton", "LatinHypercube", "Uniform"]
 
 
+def skip_drawn(engine: qmc.QMCEngine, n: int) -> None:
+    """Move a fresh scipy QMC engine past its first ``n`` points (restoring a design's position).
+
+    scipy's ``fast_forward(0)`` raises an ``OverflowError`` (a design checkpointed before its
+    first point), so zero is a no-op here.
+    """
+    if n:
+        engine.fast_forward(n)
+
+
 class Sampler(ABC):
     """A reproducible, restorable stream of points of a parameter space.
 
@@ -149,8 +159,7 @@ class _ScrambledSequence(Sampler):
     def _load_state(self, state: Mapping[str, Any]) -> None:
         self.scramble = bool(state["scramble"])
         self.reset()
-        if state["num_generated"]:  # scipy's fast_forward(0) raises an OverflowError
-            self._engine.fast_forward(state["num_generated"])
+        skip_drawn(self._engine, int(state["num_generated"]))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.space!r}, seed={self.seed}, scramble={self.scramble})"

@@ -2,7 +2,7 @@
 
 An executor starts ``python -m gensim.launch.worker --simulation <config JSON>`` once per slot,
 so interpreter start-up and imports are paid once per worker, not once per simulation. The study
-token comes from the environment variable ``GENSIM_TOKEN`` (32 hex characters), never from the
+key comes from the environment variable ``GENSIM_TOKEN`` (64 hex characters), never from the
 command line, which every user of the machine can read. Protocol, one JSON object per line:
 
 - stdin (executor -> worker): ``{"sim_id": 3, "params": [...], "seed": 17, "address": "tcp://..."}``;

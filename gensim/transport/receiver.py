@@ -441,7 +441,7 @@ class Receiver:
             pass
 
     # ------------------------------------------------------------------ registry
-    def register(self, sim_id: int, params: np.ndarray, sink: Sink, *, retry: bool = False) -> None:
+    def register(self, sim_id: int, params: np.ndarray, sink: Sink) -> None:
         """Accept messages from simulation ``sim_id`` and hand its samples to ``sink``.
 
         Parameters
@@ -460,16 +460,18 @@ class Receiver:
             frames alive: copy into preallocated storage instead). An exception is counted as
             ``"sink_error"`` and logged with its traceback; the receiver carries on. numpy's
             "invalid" floating-point warnings are off on the receive thread (see ``_run``).
-        retry : bool
-            The simulation runs again under the same id (a retry of a failed attempt): it may
-            be registered already, or have been unregistered. The steps already accepted from
-            it are kept, so that the ones it sends again are rejected as ``"duplicate"``
-            instead of reaching the sink twice.
+
+        Notes
+        -----
+        A registration lasts until the simulation's END: another attempt of a failed simulation
+        streams under the same id without registering again, and the steps already accepted
+        from it are rejected as ``"duplicate"`` instead of reaching the sink twice. They are
+        kept through :meth:`unregister` too (a later registration of the id starts from them).
 
         Raises
         ------
         ValueError
-            If ``sim_id`` has already finished, or is already registered without ``retry``.
+            If ``sim_id`` has already finished, or is already registered.
         """
         sim_id = int(sim_id)
         p = np.array(params, dtype=np.float64, copy=True).reshape(-1)
@@ -482,17 +484,12 @@ class Receiver:
                     f"simulation {sim_id} already finished (its END was received); a finished "
                     "simulation cannot be registered again"
                 )
-            old = self._sims.get(sim_id)
-            if old is not None and not retry:
+            if sim_id in self._sims:
                 raise ValueError(
-                    f"simulation id {sim_id} is already registered; give each simulation a new "
-                    "id, or pass retry=True for another attempt of the same simulation"
+                    f"simulation id {sim_id} is already registered; another attempt of the same "
+                    "simulation streams under its registration, a new simulation needs a new id"
                 )
-            if old is None and sim_id in self._dropped_counts:
-                accepted = self._dropped_counts.pop(sim_id)
-            else:
-                accepted = 0 if old is None else old.accepted
-            self._sims[sim_id] = _Sim(p, sink, accepted)
+            self._sims[sim_id] = _Sim(p, sink, self._dropped_counts.pop(sim_id, 0))
             if sim_id not in self._steps:
                 self._steps[sim_id] = _Steps(self.n_steps)
 

@@ -193,34 +193,29 @@ class RankRouter:
     def world_size(self) -> int:
         return len(self.endpoints)
 
-    def assign(self, record: _Record, retry: bool = False) -> str:
+    def assign(self, record: _Record) -> str:
         """Bind ``record``'s simulation to a rank, register it there, and return its stream address.
 
-        Sets ``record.rank``. With ``retry`` (another attempt of a simulation under the same id),
-        the simulation stays on the rank it had, whose receiver keeps the steps it already
-        accepted (see :meth:`Receiver.register`).
+        Sets ``record.rank``. Called once per simulation: its later attempts stream to the same
+        address under the same registration (see :meth:`Receiver.register`).
 
         Raises
         ------
         RuntimeError
             If a rank refused or did not acknowledge the registration within ``timeout_s``.
         """
-        if retry and record.rank is not None:
-            rank = record.rank
-        else:
-            rank = self.rule.choose(record.purpose, self.world_size)
+        rank = self.rule.choose(record.purpose, self.world_size)
         endpoint = self.endpoints[rank]
         if endpoint.control is None:
-            self.receiver.register(record.sim_id, np.asarray(record.params), self.sinks[record.purpose],
-                                   retry=retry)
+            self.receiver.register(record.sim_id, np.asarray(record.params), self.sinks[record.purpose])
         else:
-            self._register_remote(endpoint, record, retry)
+            self._register_remote(endpoint, record)
         record.rank = rank
         return endpoint.data
 
-    def _register_remote(self, endpoint: Endpoint, record: _Record, retry: bool = False) -> None:
+    def _register_remote(self, endpoint: Endpoint, record: _Record) -> None:
         request = {"sim_id": int(record.sim_id), "params": [float(v) for v in record.params],
-                   "purpose": record.purpose, "retry": bool(retry)}
+                   "purpose": record.purpose}
         sock = self._socket(endpoint)
         sock.send_string(sign_request(self.token, request))
         if not sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
@@ -309,7 +304,7 @@ class Registrar:
         if purpose not in self.sinks:
             raise ValueError(f"purpose {purpose!r} is not served by this rank (it serves {sorted(self.sinks)})")
         self.receiver.register(int(request["sim_id"]), np.asarray(request["params"], dtype=float),
-                               self.sinks[purpose], retry=bool(request.get("retry", False)))
+                               self.sinks[purpose])
 
     def stop(self) -> None:
         """Stop the thread and close the socket. Idempotent."""

@@ -64,7 +64,7 @@ class RecordingExecutor(Executor):
     def __init__(self) -> None:
         self.tasks = []
 
-    def start(self, simulation, token, n_parallel, log_dir=None) -> None:
+    def start(self, simulation, token, n_parallel, log_dir=None, simulation_timeout_s=None) -> None:
         pass
 
     def submit(self, task) -> None:

@@ -17,14 +17,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from processes import stop_process_tree
-
-TINY = [
-    "simulation.grid=16", "simulation.n_steps=10",
-    "launcher.max_simulations=24", "data.n_validation=4",
-    "data.watermark=64", "data.batch_size=32", "data.steps_per_epoch=100",
-    "buffer.capacity=200", "model.net.hidden=[64,64]", "model.warmup_steps=20",
-    "model.normalizer_warmup_batches=10", "trainer.max_steps=600",
-]
+from tiny_study import TINY
 
 REQUIRED_KEYS = {
     "val_rel_l2_mean", "val_rel_l2_p99", "trivial_rel_l2_mean", "simulations_started",

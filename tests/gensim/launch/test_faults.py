@@ -60,7 +60,7 @@ def test_a_study_with_random_sigkills_and_a_hang_completes_without_loss_or_dupli
     hang_seed = STUDY_SEED * 1_000_003 + N_HELDOUT + 3
     config = {"_target_": "faulty.InjectedFaults", "size": 8, "n_steps": N_STEPS, "state_dir": str(state),
               "p_kill": P_KILL, "fault_seed": FAULT_SEED, "hang_seed": hang_seed}
-    token = os.urandom(getattr(wire, "KEY_BYTES", 16))  # the study key's length on the wire
+    token = os.urandom(wire.KEY_BYTES)
     # Room for every sample: what the buffer holds is what it received.
     buffer = ReplayBuffer(capacity=4 * N_TRAIN * N_STEPS, fields=sim.fields, n_params=sim.space.dim,
                           policy=Reservoir())
@@ -94,6 +94,9 @@ def test_a_study_with_random_sigkills_and_a_hang_completes_without_loss_or_dupli
     hangs = [k for k, d in decisions.items() if d == "hang"]
     assert hangs == [(hang_seed, 0)]
     assert 0.15 <= len(kills) / len(decisions) <= 0.25, (len(kills), len(decisions))
+
+    print(f"\n{len(decisions)} attempts: {len(kills)} killed with SIGKILL, {len(hangs)} hung; "
+          f"{len(records)} simulations done")
 
     # Every attempt is in the ledger; every faulted one failed as it was faulted and was
     # retried with the same id, parameters and seed (one record, several attempts).

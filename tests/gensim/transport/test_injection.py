@@ -23,16 +23,10 @@ from pathlib import Path
 import psutil
 import pytest
 from processes import stop_process_tree
+from tiny_study import TINY
 
 from gensim.transport import wire
 
-TINY = [
-    "simulation.grid=16", "simulation.n_steps=10",
-    "launcher.max_simulations=24", "data.n_validation=4",
-    "data.watermark=64", "data.batch_size=32", "data.steps_per_epoch=100",
-    "buffer.capacity=200", "model.net.hidden=[64,64]", "model.warmup_steps=20",
-    "model.normalizer_warmup_batches=10", "trainer.max_steps=600",
-]
 HERE = Path(__file__).parent
 
 

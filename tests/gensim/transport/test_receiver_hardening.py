@@ -85,17 +85,16 @@ def test_a_second_end_has_its_own_reason(rx, raw_push):  # noqa: F811
 
 
 def test_a_retried_simulation_cannot_insert_a_step_twice(rx, make_client):  # noqa: F811
-    """A retry keeps its id and sends every step again: only the missing ones are taken."""
+    """A retry keeps its id and registration and sends every step again: only the missing ones
+    are taken."""
     got = []
     rx.register(3, PARAMS, got.append)
     first = make_client(rx.address, 3, fields=SPECS)
     for step in range(3):  # then the first attempt dies
         first.send(step, TIMES[step], fields_at(step))
     assert wait_until(lambda: rx.stats().accepted == 3)
-    with pytest.raises(ValueError, match="retry=True"):
+    with pytest.raises(ValueError, match="already registered"):
         rx.register(3, PARAMS, got.append)
-    rx.unregister(3)  # what a launcher may do when the attempt fails
-    rx.register(3, PARAMS, got.append, retry=True)
     second = make_client(rx.address, 3, fields=SPECS)
     for step in range(N_STEPS):
         second.send(step, TIMES[step], fields_at(step))
@@ -106,7 +105,25 @@ def test_a_retried_simulation_cannot_insert_a_step_twice(rx, make_client):  # no
     assert stats.rejected == {"duplicate": 3}
     assert stats.accepted == N_STEPS and stats.accepted_per_sim == {3: N_STEPS}
     with pytest.raises(ValueError, match="already finished"):
-        rx.register(3, PARAMS, got.append, retry=True)
+        rx.register(3, PARAMS, got.append)
+
+
+def test_accepted_steps_outlive_an_unregistration(rx, make_client):  # noqa: F811
+    got = []
+    rx.register(4, PARAMS, got.append)
+    first = make_client(rx.address, 4, fields=SPECS)
+    for step in range(2):
+        first.send(step, TIMES[step], fields_at(step))
+    assert wait_until(lambda: rx.stats().accepted == 2)
+    rx.unregister(4)
+    rx.register(4, PARAMS, got.append)
+    second = make_client(rx.address, 4, fields=SPECS)
+    for step in range(N_STEPS):
+        second.send(step, TIMES[step], fields_at(step))
+    second.end()
+    assert rx.wait_finished([4], timeout=5)
+    assert sorted(s.step for s in got) == list(range(N_STEPS))
+    assert rx.stats().rejected == {"duplicate": 2} and rx.stats().accepted_per_sim == {4: N_STEPS}
 
 
 def test_a_step_the_sink_refused_can_come_again(rx, make_client):  # noqa: F811

@@ -144,19 +144,3 @@ def test_a_rank_that_does_not_answer_is_a_clear_error():
         silent.close(linger=0)
         ctx.term()
         rx0.stop()
-
-
-def test_a_retry_stays_on_its_rank_and_keeps_its_accepted_steps(two_ranks):
-    router, _, got = two_ranks
-    record = Record(2, [3.0], "train")
-    router.assign(Record(1, [2.0], "train"))  # rank 0
-    address = router.assign(record)  # rank 1, behind the registrar
-    assert record.rank == 1
-    send(address, 2, 3.0)  # step 0 and END... of a first attempt that ends normally here
-    assert wait_for(lambda: len(got["train1"]) == 1)
-    with pytest.raises(RuntimeError, match="already finished"):
-        router.assign(record, retry=True)  # a finished simulation is never registered again
-    other = Record(3, [4.0], "train")
-    router.assign(Record(4, [5.0], "train"))  # rank 0: the round robin moves on
-    router.assign(other)  # rank 1
-    assert router.assign(other, retry=True) == address and other.rank == 1  # no new rank, no error
