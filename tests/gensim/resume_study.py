@@ -3,12 +3,14 @@ reports/resume/measure.py).
 
 The study: :class:`faulty.Slow` decaying waves (tests/gensim/launch/faulty.py), 0.03 s per step
 x 10 steps, 2 in parallel, 16 training simulations released by
-:class:`~gensim.callbacks.SimulationPacing` from 4 at the start to all 16 at step 60 of 600:
+:class:`~gensim.callbacks.SimulationPacing` from 4 at the start to all 16 at step 180 of 900:
 simulations run while the first checkpoints are written (the trainer is killed after one, of
 step 50 or later, that has a simulation in flight), and all of them end long before the last
 step, in an uninterrupted study and in a resumed one alike (whose workers must start again
-first), so both train on the same budget. (Released by step 120, a resumed study once ended with
-its last simulation not started: 600 steps of this tiny model take a few seconds.)
+first), so both train on the same budget. (With 600 steps, all released by step 120, a resumed
+study once ended with its last simulation not started: the steps of this tiny model take
+milliseconds. Released by step 60 instead, the resumed studies, whose workers start again while
+training goes on, trained on their data later than uninterrupted ones: 1.064x their error.)
 """
 
 from __future__ import annotations
@@ -26,16 +28,18 @@ import torch
 from processes import stop_process_tree
 
 HERE = Path(__file__).resolve().parent
+#: Optimizer steps of the study.
+MAX_STEPS = 900
 STUDY = [
     "simulation=decaying_wave", "simulation._target_=faulty.Slow", "+simulation.delay_s=0.03",
     "+simulation.tag=gensim-resume-test", "simulation.n_steps=10",
     "launcher.n_parallel=2", "launcher.max_simulations=16", "data.n_validation=4",
     "data.watermark=40", "data.batch_size=32", "data.steps_per_epoch=100",
     "buffer.capacity=400", "model.net.hidden=[64,64]", "model.warmup_steps=20",
-    "model.normalizer_warmup_batches=10", "trainer.max_steps=600",
+    "model.normalizer_warmup_batches=10", f"trainer.max_steps={MAX_STEPS}",
     "checkpoint.every_n_steps=25", "checkpoint.every_minutes=null",
     "+callbacks.pacing._target_=gensim.callbacks.SimulationPacing", "+callbacks.pacing.n_initial=4",
-    "+callbacks.pacing.release_until=0.1",
+    "+callbacks.pacing.release_until=0.2",
 ]
 
 
