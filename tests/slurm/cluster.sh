@@ -180,9 +180,17 @@ EOF
 }
 
 start_daemon() {  # name, command...: start in the foreground mode, detached, and record its pid
-    local name="$1"; shift
+    local name="$1" pid i; shift
     setsid "$@" < /dev/null > "$dir/log/$name.out" 2>&1 &
-    echo $! > "$dir/pids/$name"
+    pid=$!
+    echo "$pid" > "$dir/pids/$name"
+    # Until the child has exec'ed the daemon its command line is this script's, which `ours`
+    # would not recognize ("exited while waiting", seen once in CI): wait for the exec (5 s at
+    # most; a daemon that dies at once is then reported by wait_for).
+    for ((i = 0; i < 50; i++)); do
+        tr '\0' ' ' < "/proc/$pid/cmdline" 2> /dev/null | grep -qF -- "$dir/" && break
+        sleep 0.1
+    done
 }
 
 wait_for() {  # description, seconds, test command...
