@@ -129,14 +129,15 @@ def checkpoint_callbacks(run_dir: Path, every_n_steps: int | None, every_minutes
     if every_minutes is not None and not float(every_minutes) > 0:
         raise ValueError(f"checkpoint.every_minutes must be > 0 or null (off), got {every_minutes!r}")
     dirpath = str(run_dir / "checkpoints")
+    # Both triggers write the same last.ckpt, so that it is always the newest: with Lightning's
+    # version counter the second one wrote last-v1.ckpt, which resume never read.
+    common = {"dirpath": dirpath, "save_last": True, "save_top_k": 0, "enable_version_counter": False}
     callbacks: list[Callback] = []
     if every_n_steps is not None:
-        callbacks.append(ModelCheckpoint(dirpath=dirpath, save_last=True, save_top_k=0,
-                                         every_n_train_steps=int(every_n_steps)))
+        callbacks.append(ModelCheckpoint(every_n_train_steps=int(every_n_steps), **common))
     if every_minutes is not None:
         from datetime import timedelta
-        callbacks.append(ModelCheckpoint(dirpath=dirpath, save_last=True, save_top_k=0,
-                                         train_time_interval=timedelta(minutes=float(every_minutes))))
+        callbacks.append(ModelCheckpoint(train_time_interval=timedelta(minutes=float(every_minutes)), **common))
     callbacks.append(StudyCheckpoint(run_dir / "checkpoints" / "stream", buffer=buffer, heldout=heldout,
                                      buffer_max_bytes=buffer_max_bytes))
     return callbacks

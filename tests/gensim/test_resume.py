@@ -245,6 +245,8 @@ def test_each_checkpoint_trigger_is_one_model_checkpoint_keeping_last_ckpt(tmp_p
     assert (minutes._every_n_train_steps, minutes._train_time_interval) == (0, timedelta(seconds=30))
     assert all(c.save_last and c.save_top_k == 0 and c.dirpath == str(tmp_path / "checkpoints")
                for c in (steps, minutes))
+    # Both write the one last.ckpt (no last-v1.ckpt beside it, which resume would not read).
+    assert not steps._enable_version_counter and not minutes._enable_version_counter
     assert isinstance(study, StudyCheckpoint)
     assert len(checkpoint_callbacks(tmp_path, None, None, buffer=False, heldout=False)) == 1  # stream files only
 

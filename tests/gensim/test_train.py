@@ -56,6 +56,8 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     # over 9 runs, so 0.5 leaves a margin of a quarter over the worst one measured.
     assert metrics["val_rel_l2_mean"] < 0.5 * metrics["trivial_rel_l2_mean"]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # The step and time triggers share last.ckpt: a resume reads the newest checkpoint.
+    assert not list((run_dir / "checkpoints").glob("last-v*.ckpt"))
     records = json.loads((run_dir / "simulations.json").read_text())
     assert sum(r["purpose"] == "validation" for r in records) == 4
     # No simulation data on disk outside the checkpoints: re-simulate one training simulation
