@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gensim.callbacks.checkpointing import CHECKPOINT_KEY, stream_files
+from gensim.callbacks.checkpointing import CHECKPOINT_KEY, load_state, stream_files, tensors_to_arrays
 
 log = logging.getLogger("gensim.resume")
 
@@ -169,7 +169,7 @@ def restore(ckpt_path: str | Path, datamodule, rank: int) -> dict:
     datamodule.load_state_dict(ckpt[name])
     study = ckpt[CHECKPOINT_KEY]
     if study.get("heldout") is not None:
-        datamodule.load_heldout_state_dict(study["heldout"])
+        datamodule.load_heldout_state_dict(tensors_to_arrays(study["heldout"]))
     step, world = int(study["stream_step"]), int(study["world_size"])
     directory = ckpt_path.parent / "stream"
     own = stream_files(directory, rank, step)
@@ -177,9 +177,9 @@ def restore(ckpt_path: str | Path, datamodule, rank: int) -> dict:
         raise FileNotFoundError(f"{own[1]} is missing: the stream state of rank {rank} at step {step}, saved beside "
                                 f"{ckpt_path}; resume with the {world} trainer ranks the study had, from an "
                                 "intact run directory")
-    state = torch.load(own[1], weights_only=False)
-    state["buffer"] = torch.load(own[0], weights_only=False) if study["buffer"] else None
-    others = [torch.load(stream_files(directory, r, step)[1], weights_only=False)["delivered"]
+    state = load_state(own[1])
+    state["buffer"] = load_state(own[0]) if study["buffer"] else None
+    others = [load_state(stream_files(directory, r, step)[1])["delivered"]
               for r in range(world) if r != rank]
     datamodule.load_stream_state_dict(state, others)
     log.info("resuming from %s at step %d (buffer %s, held-out set %s)", ckpt_path, int(ckpt["global_step"]),

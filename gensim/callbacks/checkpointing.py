@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
@@ -36,12 +37,51 @@ def stream_files(directory: Path, rank: int, step: int) -> tuple[Path, Path]:
     return directory / f"{stem}.buffer.ckpt", directory / f"{stem}.delivered.ckpt"
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` into a temporary file renamed over ``path``: a kill mid-write leaves the
-    previous file whole."""
+def arrays_to_tensors(obj: Any) -> Any:
+    """``obj`` with every numpy array (in nested dicts, lists and tuples) replaced by a tensor
+    sharing its memory.
+
+    Why: ``torch.save`` writes a tensor's storage as raw bytes but pickles a numpy array. For the
+    default study's replay buffer (8000 fields of 64x64 float32, 131 MB) that took 3.9 s against
+    0.45 s, and loading 2.4 s against 0.17 s (this 2-core machine), paid at every checkpoint.
+    The buffer, delivered-step and held-out states hold numpy arrays only, so
+    :func:`tensors_to_arrays` restores them exactly.
+    """
+    if isinstance(obj, np.ndarray) and obj.dtype != object:
+        return torch.from_numpy(obj if all(s >= 0 for s in obj.strides) else np.ascontiguousarray(obj))
+    if isinstance(obj, dict):
+        return {key: arrays_to_tensors(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(arrays_to_tensors(value) for value in obj)
+    return obj
+
+
+def tensors_to_arrays(obj: Any) -> Any:
+    """The inverse of :func:`arrays_to_tensors`: every tensor back to a numpy array."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {key: tensors_to_arrays(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(tensors_to_arrays(value) for value in obj)
+    return obj
+
+
+def save_state(state: Any, path: Path) -> None:
+    """Save a stream state (numpy arrays and plain objects) into ``path`` atomically.
+
+    ``torch.save`` goes into a temporary file renamed over ``path``, so a kill mid-write leaves
+    the previous file whole; arrays are written as tensors (:func:`arrays_to_tensors`).
+    """
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    torch.save(arrays_to_tensors(state), tmp)
     os.replace(tmp, path)
+
+
+def load_state(path: Path) -> Any:
+    """A state written by :func:`save_state`, with its numpy arrays."""
+    # Our own file, with plain objects beside the arrays: not a weights-only checkpoint.
+    return tensors_to_arrays(torch.load(path, map_location="cpu", weights_only=False))
 
 
 class StudyCheckpoint(Callback):
@@ -87,12 +127,13 @@ class StudyCheckpoint(Callback):
         state = dm.stream_state_dict(with_buffer=self.buffer)
         buffer_file, delivered_file = stream_files(self.directory, rank, step)
         if self.buffer:
-            _atomic_save(state["buffer"], buffer_file)
-        _atomic_save({k: v for k, v in state.items() if k != "buffer"}, delivered_file)
+            save_state(state["buffer"], buffer_file)
+        save_state({k: v for k, v in state.items() if k != "buffer"}, delivered_file)
         self._prune(rank)
         checkpoint[CHECKPOINT_KEY] = {
             "stream_step": step, "world_size": int(trainer.world_size), "buffer": self.buffer,
-            "heldout": dm.heldout_state_dict() if self.heldout and rank == 0 else None,
+            # Arrays as tensors, for the speed of torch.save (see arrays_to_tensors).
+            "heldout": arrays_to_tensors(dm.heldout_state_dict()) if self.heldout and rank == 0 else None,
         }
 
     def _prune(self, rank: int) -> None:

@@ -260,13 +260,15 @@ def fill(buffer, simulation, params: np.ndarray) -> None:
 
 
 def train_sink(simulation, buffer):
-    """The data module's ``train_sink`` (``_train_sink`` and its batch variant) bound to the parts it uses."""
+    """The data module's ``train_sink`` (``_train_sink_many``, which its one-sample variant calls)
+    bound to the parts it uses: the buffer, the stream mean and the set of delivered steps."""
+    from gensim.data.delivered import DeliveredSteps
     from gensim.data.streaming import StreamingDataModule, StreamMean
     from gensim.transport import BatchSink
 
     parts = types.SimpleNamespace(buffer=buffer, simulation=simulation,
-                                  stream_mean=StreamMean(simulation))
-    return BatchSink(lambda sample: StreamingDataModule._train_sink(parts, sample),
+                                  stream_mean=StreamMean(simulation), delivered=DeliveredSteps())
+    return BatchSink(lambda sample: StreamingDataModule._train_sink_many(parts, [sample]),
                      lambda samples: StreamingDataModule._train_sink_many(parts, samples))
 
 

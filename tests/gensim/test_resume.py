@@ -18,12 +18,11 @@ import numpy as np
 import psutil
 import pytest
 import resume_study as rs
-import torch
 import yaml
 from omegaconf import OmegaConf
 
 from gensim.buffers import ReplayBuffer, Reservoir
-from gensim.callbacks.checkpointing import checkpoint_callbacks, stream_files
+from gensim.callbacks.checkpointing import checkpoint_callbacks, load_state, stream_files
 from gensim.data import StreamingDataModule, ValidationStore
 from gensim.data.delivered import DeliveredSteps
 from gensim.launch import Launcher
@@ -318,8 +317,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_study(tmp_path):
     finished = {r["sim_id"]: r for r in saved if r["state"] in ("done", "failed")}
     assert interrupted, "the study was killed with no simulation in flight: the test checks nothing"
     delivered = DeliveredSteps()  # the pairs taken before the checkpoint
-    delivered.load_state_dict(torch.load(stream_files(run_dir / "checkpoints" / "stream", 0,
-                                                      killed["ckpt"]["global_step"])[1], weights_only=False)["delivered"])
+    delivered.load_state_dict(load_state(stream_files(run_dir / "checkpoints" / "stream", 0,
+                                                      killed["ckpt"]["global_step"])[1])["delivered"])
 
     rc, out = rs.resume(run_dir)
     assert rc == 0, out[-4000:]
@@ -347,7 +346,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_study(tmp_path):
     # The steps of interrupted simulations taken before the checkpoint came again and were
     # dropped, each one; the final buffer holds every (simulation, step) at most once.
     assert metrics["samples_duplicate_dropped"] == sum(delivered.count(i) for i in interrupted), context
-    final_buffer = torch.load(stream_files(run_dir / "checkpoints" / "stream", 0, rs.MAX_STEPS)[0], weights_only=False)
+    final_buffer = load_state(stream_files(run_dir / "checkpoints" / "stream", 0, rs.MAX_STEPS)[0])
     live = final_buffer["storage"]["live"]
     pairs = list(zip(final_buffer["storage"]["sim_id"][live].tolist(), final_buffer["storage"]["step"][live].tolist()))
     assert len(pairs) == len(set(pairs)) > 0
