@@ -28,11 +28,11 @@ import os
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from gensim.metrics import energy_distance, pca_basis
 from gensim.models.generative import simulate_reference
+from gensim.report import load_study
+from gensim.report.scoring import load_surrogate
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs" / "stochastic"
@@ -42,14 +42,10 @@ def diagnose(run_dir: Path) -> dict:
     out_path = run_dir / "diagnosis.json"
     if out_path.exists():
         return json.loads(out_path.read_text())
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    sim = instantiate(cfg.simulation)
-    model = instantiate(cfg.model)(fields=sim.fields, n_params=sim.space.dim)
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict(state)
-    model.eval()
+    study = load_study(run_dir)
+    sim, model = study.simulation, load_surrogate(study)
     # The held-out vectors in the order the study saw them (first row of each held-out simulation).
-    records = [r for r in json.loads((run_dir / "simulations.json").read_text()) if r["purpose"] == "validation"]
+    records = [r for r in study.records if r["purpose"] == "validation"]
     params = torch.tensor([r["params"] for r in records], dtype=torch.float64)
     ref = simulate_reference(sim, params, model.check)
     gen = torch.Generator().manual_seed(2)

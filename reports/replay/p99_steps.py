@@ -17,23 +17,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from benchmark import HERE, RUNS, SCENARIOS
-from hydra.utils import instantiate
 
-from gensim.baselines.offline import study_config, study_simulations
 from gensim.metrics import relative_l2
+from gensim.report import load_study
+from gensim.report.scoring import load_surrogate
 
 STEP_GROUPS = {"step 0": (0, 1), "steps 1-4": (1, 5), "steps 5-99": (5, None)}
 
 
 def heldout_errors(run_dir: Path) -> np.ndarray:
     """Relative L2 error of every held-out (simulation, step, field) of a finished study, shape (S, T, F)."""
-    cfg = study_config(run_dir)
-    sims, _ = study_simulations(run_dir, "validation")
-    simulation = instantiate(cfg.simulation)
-    model = instantiate(cfg.model)(fields=simulation.fields, n_params=simulation.space.dim)
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
+    study = load_study(run_dir)
+    sims, simulation, model = study.heldout, study.simulation, load_surrogate(study)
     params, t, fields = sims.snapshots()
     with torch.no_grad():
         pred = model(torch.from_numpy(params.astype(np.float32)), torch.from_numpy(t.astype(np.float32)))

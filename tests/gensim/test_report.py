@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from gensim.report import flatten_overrides, make_report
+from gensim.report import flatten_overrides, load_study, make_report
 
 TINY = [
     "problem=decaying_wave", "budgets=[8]", "figure_cases=2",
@@ -21,6 +21,11 @@ TINY = [
     # A Kriging that must subsample (8 training rows > 5), so the report has to say so.
     "baselines.kriging.estimator.max_samples=5",
 ]
+
+
+def test_load_study_names_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not the run directory of a finished gensim-train study"):
+        load_study(tmp_path)
 
 
 def test_flatten_overrides():
@@ -49,6 +54,10 @@ def test_report_smoke(tmp_path: Path, single_threaded) -> None:
             # From 8 simulations (Kriging: 5 of them) of a smooth 2-parameter problem; measured
             # ratios 0.11 and below.
             assert row["metrics"]["val_rel_l2_mean"] < 0.25 * row["metrics"]["trivial_rel_l2_mean"]
+    online = next(r for r in metrics["rows"] if r["method"] == "on-line")
+    study = load_study(online["run_dir"])  # what the benchmark scripts read a study with
+    assert study.metrics["val_rel_l2_mean"] == online["metrics"]["val_rel_l2_mean"]
+    assert sum(r["purpose"] == "train" and r["state"] == "done" for r in study.records) == 8
     # Re-simulating the held-out set reproduces the on-line study's own held-out error.
     assert metrics["heldout_recomputation_max_abs_diff"] < 1e-6
     for name in ("error_vs_simulations", "heldout_fields", "heldout_errors", "training_curves"):
