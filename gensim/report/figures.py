@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from gensim.metrics import radial_power_spectrum
+from gensim.metrics import radial_power_spectrum, rank_histogram
 from gensim.report.scoring import SIMULATOR
 from gensim.report.studies import OFFLINE_NEURAL, ONLINE, Row
 from gensim.simulations.base import FieldSpec
@@ -258,3 +258,36 @@ def plot_spectra(samples: Mapping[str, np.ndarray], spec: FieldSpec, t: float, p
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
+
+
+def plot_rank_histograms(samples: Mapping[str, np.ndarray], spec: FieldSpec, t: float, path: Path, title: str,
+                         n_bins: int = 16) -> None:
+    """Rank histograms of simulator realizations among each source's samples, pixel by pixel.
+
+    The simulator's realizations are split in two halves: the second half is observed, and
+    ranked among the first ``n / 2`` samples of each source. The simulator's own first half gives
+    the reference histogram (flat up to sampling noise, which it shows); a model's is U-shaped
+    when it is under-dispersed, dome-shaped when over-dispersed, sloped when its mean is biased.
+
+    Parameters
+    ----------
+    samples : mapping of str to ndarray, shape (n, D)
+        From :func:`gensim.report.scoring.law_samples`: the simulator first, ``n >= 4``.
+    n_bins : int
+        Bins over the ranks (fewer when ``n / 2 + 1`` ranks are fewer).
+    """
+    reference = samples[SIMULATOR]
+    half = len(reference) // 2
+    observed = reference[half:, :spec.size]
+    n_bins = min(n_bins, half + 1)  # no more bins than possible ranks
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
+    for i, (name, s) in enumerate(samples.items()):
+        heights = rank_histogram(s[:half, :spec.size], observed, n_bins=n_bins)
+        ax.step(np.arange(n_bins + 1), np.r_[heights, heights[-1]], where="post", label=name, **_style(name, i))
+    ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
+    ax.set_xlabel(f"rank of a realization among {half} samples ({n_bins} bins, low to high)")
+    ax.set_ylabel("count / uniform count")
+    ax.set_title(f"{title}: rank histograms at t = {t:.3g}, pixels of {spec.name!r}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

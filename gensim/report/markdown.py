@@ -11,8 +11,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gensim.compare import StudyResult, markdown_table
-from gensim.report.figures import (plot_error_vs_simulations, plot_heldout_cases, plot_moments, plot_spectra,
-                                   plot_training_curves)
+from gensim.report.figures import (plot_error_vs_simulations, plot_heldout_cases, plot_moments,
+                                   plot_rank_histograms, plot_spectra, plot_training_curves)
 from gensim.report.scoring import law_samples, load_surrogate
 from gensim.report.studies import OFFLINE_NEURAL, ONLINE, Row, StudyData, flatten_overrides, online_variants
 from gensim.simulations.base import FieldSpec
@@ -169,6 +169,9 @@ def write_report(cfg: DictConfig, rows: list[Row], studies: dict[int, StudyData]
 #: Distribution metrics of the generative surrogates' metrics.json (gensim.models.generative), by column.
 GENERATIVE_COLUMNS = {
     "energy_distance_ratio": "energy distance / floor",
+    "crps_ratio": "CRPS / floor",
+    "coverage_90": "90% interval coverage",
+    "coverage_90_nominal": "(calibrated)",
     "sliced_wasserstein_ratio": "sliced Wasserstein / floor",
     "std_rel_error": "std rel. error",
     "std_rel_error_floor": "(floor)",
@@ -207,6 +210,7 @@ def generative_section(cfg: DictConfig, rows: Sequence[Row], figure: dict, spec:
                              seed=int(cfg.generative_seed))
     budget = max(cfg.budgets)
     plot_moments(samples, spec, t, out / "generative_moments.png", f"{title}, {budget} simulations, held-out case 1")
+    plot_rank_histograms(samples, spec, t, out / "generative_ranks.png", f"{title}, held-out case 1")
     lines = [
         "## Generative surrogates",
         "",
@@ -227,6 +231,13 @@ def generative_section(cfg: DictConfig, rows: Sequence[Row], figure: dict, spec:
         f"{budget} simulations:",
         "",
         "![generative moments](generative_moments.png)",
+        "",
+        "Calibration, pixel by pixel, same samples: the rank of each of the simulator's second "
+        f"{int(cfg.generative_samples) // 2} realizations among the first {int(cfg.generative_samples) // 2} "
+        "samples of each source (the simulator's own histogram shows the sampling noise of a perfect "
+        "ensemble; U-shaped: under-dispersed, dome: over-dispersed, sloped: biased mean):",
+        "",
+        "![rank histograms](generative_ranks.png)",
         "",
     ]
     if len(spec.shape) == 2:

@@ -112,8 +112,13 @@ def test_report_with_a_generative_surrogate(tmp_path: Path, single_threaded) -> 
     assert 0 < cvae["metrics"]["energy_distance_ratio"] < float("inf")
     assert "## Generative surrogates" in text
     assert f"{cvae['metrics']['energy_distance_ratio']:.3g}" in text.split("## Generative surrogates")[1]
+    # Proper score and calibration beside the distances (the 8 reference samples of the tiny
+    # check resolve the 90% interval with k = 1: nominal 7/9).
+    assert 0 < cvae["metrics"]["crps_ratio"] < float("inf") and 0 <= cvae["metrics"]["coverage_90"] <= 1
+    assert cvae["metrics"]["coverage_90_nominal"] == pytest.approx(7 / 9)
+    assert f"{cvae['metrics']['crps_ratio']:.3g}" in text.split("## Generative surrogates")[1]
     # The mean prediction of the generative study is re-scored like the deterministic one.
     assert metrics["heldout_recomputation_max_abs_diff"] < 1e-5
-    for name in ("generative_moments", "generative_spectra"):
+    for name in ("generative_moments", "generative_spectra", "generative_ranks"):
         image = matplotlib.image.imread(out / f"{name}.png")
         assert image.shape[0] > 200 and image.shape[1] > 300
