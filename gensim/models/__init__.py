@@ -4,6 +4,8 @@ from gensim.models.autoencoder import Autoencoder
 from gensim.models.cgan import ConditionalGAN
 from gensim.models.cvae import ConditionalVAE
 from gensim.models.deterministic import DeterministicSurrogate
+from gensim.models.flow import FlowMatchingSurrogate
 from gensim.models.generative import DistributionCheck
 
-__all__ = ["Autoencoder", "ConditionalGAN", "ConditionalVAE", "DeterministicSurrogate", "DistributionCheck"]
+__all__ = ["Autoencoder", "ConditionalGAN", "ConditionalVAE", "DeterministicSurrogate", "DistributionCheck",
+           "FlowMatchingSurrogate"]
