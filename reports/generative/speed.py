@@ -7,8 +7,9 @@ shared, and wall time would also count other jobs' turns), alternating the two m
 that both see the same machine:
 
 - the simulator: whole runs ``simulation.run(params, seed)``, several parameter vectors;
-- the generator: ``model.sample(params, t, n)`` of the default cVAE and cGAN configs
-  (``conf/model/cvae.yaml``, ``conf/model/cgan.yaml``), batched, 1 024 fields per call.
+- the generator: ``model.sample(params, t, n)`` of the default cVAE, cGAN and flow-matching
+  configs (``conf/model/cvae.yaml``, ``cgan.yaml``, ``flow.yaml``: the flow with its default
+  sampler, 8 midpoint steps), batched, 1 024 fields per call.
 
 Generation cost does not depend on the weights' values, so the networks are untrained (their
 normalizers see a few simulated fields). Three simulator costs are set beside one generated
@@ -40,6 +41,7 @@ from hydra.utils import instantiate
 HERE = Path(__file__).resolve().parent
 BATCH = 1024
 REPEATS = 15
+MODELS = ("cvae", "cgan", "flow")  # default configs conf/model/<name>.yaml
 PROBLEMS = {"heat2d": ["simulation=heat2d"], "stochastic_heat": ["simulation=stochastic_heat"]}
 
 
@@ -69,7 +71,7 @@ def generate(model, params: torch.Tensor, t: torch.Tensor, gen: torch.Generator)
 
 def measure(problem: str, overrides: list[str]) -> dict:
     with initialize_config_module(config_module="gensim.conf", version_base="1.3"):
-        cfg = {m: compose(config_name="train", overrides=[*overrides, f"model={m}"]) for m in ("cvae", "cgan")}
+        cfg = {m: compose(config_name="train", overrides=[*overrides, f"model={m}"]) for m in MODELS}
     sim = instantiate(cfg["cvae"].simulation)
     rng = np.random.default_rng(0)
     params = sim.space.from_unit(rng.random((8, sim.space.dim)))
@@ -116,7 +118,7 @@ def main() -> None:
              " speed-up: field at final time | at a random time | amortized per emitted field |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        for name in ("cvae", "cgan"):
+        for name in MODELS:
             g = r[name]
             grid = "x".join(map(str, r["grid"]))
             lines.append(f"| {r['problem']} | {grid} | {r['n_steps']} | {r['run_s'] * 1e3:.2f} "
