@@ -27,7 +27,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from gensim import resume as resuming
-from gensim.callbacks import EnsembleProgressBar, StopWhenStreamExhausted, TrainingThroughput
+from gensim.callbacks import EnsembleProgressBar, StopWhenStreamExhausted, TrainingThroughput, WallClock
 from gensim.callbacks.checkpointing import checkpoint_callbacks
 from gensim.config_checks import ConfigError, check_config
 from gensim.data.streaming import rows_per_chunk
@@ -199,7 +199,7 @@ def run(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None = None) -> dict:
                          version="" if ckpt_path is None else time.strftime("resumed-%Y%m%d-%H%M%S")),
         # Redraw at every step on a terminal; every 50 steps into a log file or CI output.
         callbacks=[EnsembleProgressBar(refresh_rate=1 if sys.stdout.isatty() else 50), throughput,
-                   StopWhenStreamExhausted(), *checkpoint_callbacks(run_dir, **cfg.checkpoint),
+                   StopWhenStreamExhausted(), WallClock(start), *checkpoint_callbacks(run_dir, **cfg.checkpoint),
                    *extra_callbacks],
     )
     if ckpt_path is not None:

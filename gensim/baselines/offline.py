@@ -31,6 +31,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 from torch.utils.data import DataLoader, RandomSampler, StackDataset
 
+from gensim.callbacks.wall_clock import WallClock
 from gensim.simulations.base import FieldSpec, Simulation
 
 __all__ = ["SimulationSet", "SnapshotLayout", "TrajectoryLayout", "OfflineSurrogate", "simulate",
@@ -218,6 +219,9 @@ class OfflineSurrogate(RegressorMixin, BaseEstimator):
         Seeds the initialization and the shuffling.
     log_dir : str, optional
         Folder of the CSV training log (``logs/metrics.csv``); None: no log.
+    clock_start : float, optional
+        ``time.perf_counter()`` reading from which the log's ``elapsed_s`` counts (e.g. the start
+        of the simulations of an off-line pipeline); None: the start of training.
 
     Attributes
     ----------
@@ -229,7 +233,7 @@ class OfflineSurrogate(RegressorMixin, BaseEstimator):
 
     def __init__(self, model, trainer, fields: Sequence[FieldSpec] | None = None, max_steps: int = 6000,
                  batch_size: int = 128, val_every_n_steps: int = 500, seed: int = 0,
-                 log_dir: str | None = None) -> None:
+                 log_dir: str | None = None, clock_start: float | None = None) -> None:
         self.model = model
         self.trainer = trainer
         self.fields = fields
@@ -238,6 +242,7 @@ class OfflineSurrogate(RegressorMixin, BaseEstimator):
         self.val_every_n_steps = val_every_n_steps
         self.seed = seed
         self.log_dir = log_dir
+        self.clock_start = clock_start
 
     @staticmethod
     def _dataset(X: np.ndarray, Y: np.ndarray) -> StackDataset:
@@ -283,7 +288,7 @@ class OfflineSurrogate(RegressorMixin, BaseEstimator):
         logger = CSVLogger(self.log_dir, name="logs", version="") if self.log_dir else False
         trainer = self.trainer(
             max_steps=self.max_steps, max_epochs=1, logger=logger, enable_checkpointing=False,
-            enable_progress_bar=False, default_root_dir=self.log_dir,
+            enable_progress_bar=False, default_root_dir=self.log_dir, callbacks=[WallClock(self.clock_start)],
             # Validation by steps, as the on-line study validates after each pseudo-epoch.
             val_check_interval=min(self.val_every_n_steps, self.max_steps))
         trainer.fit(self.module_, train_dataloaders=train, val_dataloaders=val)

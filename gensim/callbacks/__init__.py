@@ -3,6 +3,7 @@
 from gensim.callbacks.active_learning import ActiveLearning, SimulationPacing, SnapshotDisagreement
 from gensim.callbacks.buffer_stats import BufferStats
 from gensim.callbacks.ensemble import EnsembleProgressBar, StopWhenStreamExhausted, TrainingThroughput
+from gensim.callbacks.wall_clock import WallClock
 
 __all__ = ["ActiveLearning", "BufferStats", "EnsembleProgressBar", "SimulationPacing", "SnapshotDisagreement",
-           "StopWhenStreamExhausted", "TrainingThroughput"]
+           "StopWhenStreamExhausted", "TrainingThroughput", "WallClock"]

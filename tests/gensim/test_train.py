@@ -55,6 +55,11 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     # 0.50 over 16 runs on 2 busy cores (a CI run failed at 0.503), at 600 steps 0.25 to 0.37
     # over 9 runs, so 0.5 leaves a margin of a quarter over the worst one measured.
     assert metrics["val_rel_l2_mean"] < 0.5 * metrics["trivial_rel_l2_mean"]
+    # Wall time since the study's start beside every validation (error-against-time curves).
+    log = (run_dir / "logs" / "metrics.csv").read_text().splitlines()
+    column = log[0].split(",").index("elapsed_s")
+    elapsed = [float(row.split(",")[column]) for row in log[1:] if row.split(",")[column]]
+    assert len(elapsed) >= 2 and elapsed == sorted(elapsed) and elapsed[-1] <= metrics["wall_s"]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     # The step and time triggers share last.ckpt: a resume reads the newest checkpoint.
     assert not list((run_dir / "checkpoints").glob("last-v*.ckpt"))

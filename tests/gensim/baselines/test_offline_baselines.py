@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import json
+import time
 from pathlib import Path
 
 import lightning as L
@@ -120,6 +123,20 @@ def test_offline_surrogate_trains_by_epochs_and_logs(wave, tmp_path):
     assert est.module_.trainer.global_step == 150
     log = (tmp_path / "logs" / "metrics.csv").read_text()
     assert "val_rel_l2_mean" in log and "train_loss" in log
+    # Wall time beside each of the 3 validations, counted from clock_start (here: fit's start).
+    rows = list(csv.DictReader(io.StringIO(log)))
+    elapsed = [float(r["elapsed_s"]) for r in rows if r.get("elapsed_s")]
+    assert len(elapsed) == 3 and 0 < elapsed[0] < elapsed[1] < elapsed[2]
+
+
+def test_offline_clock_counts_from_the_given_start(wave, tmp_path):
+    sim, sims = wave
+    X, Y = SnapshotLayout().xy(sims)
+    # A pipeline that simulated for 1000 s before training: its times include them.
+    _offline(fields=sim.fields, log_dir=str(tmp_path), val_every_n_steps=150,
+             clock_start=time.perf_counter() - 1000.0).fit(X, Y, eval_set=(X, Y))
+    rows = list(csv.DictReader(open(tmp_path / "logs" / "metrics.csv")))
+    assert [1000 < float(r["elapsed_s"]) < 1300 for r in rows if r.get("elapsed_s")] == [True]
 
 
 def test_offline_surrogate_checks_its_inputs(wave):
