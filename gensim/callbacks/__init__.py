@@ -2,7 +2,8 @@
 
 from gensim.callbacks.active_learning import ActiveLearning, SimulationPacing, SnapshotDisagreement
 from gensim.callbacks.buffer_stats import BufferStats
-from gensim.callbacks.ensemble import EnsembleProgressBar, StopWhenStreamExhausted, TrainingThroughput
+from gensim.callbacks.ensemble import (EnsembleProgressBar, StopWhenStreamExhausted, TrainingThroughput,
+                                      TrainUntilBudget)
 
 __all__ = ["ActiveLearning", "BufferStats", "EnsembleProgressBar", "SimulationPacing", "SnapshotDisagreement",
-           "StopWhenStreamExhausted", "TrainingThroughput"]
+           "StopWhenStreamExhausted", "TrainingThroughput", "TrainUntilBudget"]
