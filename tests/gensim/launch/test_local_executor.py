@@ -37,6 +37,9 @@ class TestLocalExecutorContract(LauncherContract):
     def check_record_origin(self, records) -> None:
         assert all(r.worker in (0, 1) and r.job_id is None for r in records)
 
+    def check_output_logged(self, launcher: Launcher, text: str) -> None:
+        assert text in (launcher.log_dir / "worker-0.log").read_text()
+
     def check_broken_config_logs(self, launcher: Launcher) -> None:
         assert "NoSuchSolver" in (launcher.log_dir / "worker-0.log").read_text()
         crashed = [r for r in launcher.ledger.records.values() if r.state == "failed"]
