@@ -141,6 +141,15 @@ def world_size(cfg: DictConfig) -> int | None:
     return int(devices) * int(nodes)
 
 
+#: The mandatory keys of ``simulation=external`` and an example override of each.
+EXTERNAL_EXAMPLES = {
+    "command": "'simulation.command=\"{python} my_solver.py\"'",
+    "parameters": "'simulation.parameters={a: [1.0, 2.0], k: [0.1, 1.0]}'",
+    "fields": "'simulation.fields=[{name: u, shape: [16], dtype: float32}]'",
+    "n_steps": "simulation.n_steps=10",
+}
+
+
 def _config_dirs() -> list[Path]:
     """The folders of the running Hydra app's config search path (``--config-dir``,
     ``hydra.searchpath``), or none outside a Hydra app."""
@@ -185,9 +194,12 @@ def _cross_checks(cfg: DictConfig) -> Iterable[str]:
         problem = import_problem("simulation._target_", target)
         if problem is not None:
             yield problem
-        elif target.endswith("ExternalSimulation") and OmegaConf.is_missing(cfg.simulation, "command"):
-            yield ("simulation.command is not set: simulation=external runs the command line you give once per "
-                   "simulation, e.g. 'simulation.command=\"{python} my_solver.py\"' (docs/your-own-solver.md)")
+        elif target.endswith("ExternalSimulation"):
+            missing = [k for k in EXTERNAL_EXAMPLES if OmegaConf.is_missing(cfg.simulation, k)]
+            if missing:
+                yield (f"simulation=external needs {', '.join('simulation.' + k for k in missing)}: the command "
+                       "line run once per simulation and what it sends, e.g. "
+                       + " ".join(EXTERNAL_EXAMPLES[k] for k in missing) + " (docs/your-own-solver.md)")
     strategy = str(_get(cfg, "trainer.strategy") if _get(cfg, "trainer.strategy") is not _MISSING else "auto")
     if "spawn" in strategy or "fork" in strategy:
         yield (f"trainer.strategy={strategy}: it starts ranks by copying the trainer, which holds the live "

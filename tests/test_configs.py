@@ -26,7 +26,7 @@ def compose_train(*overrides: str):
 
 
 #: Mandatory keys of some simulation configs (external: the user's command line).
-REQUIRED = {"external": ["simulation.command=my_solver"]}
+REQUIRED = {"external": ["simulation.command=my_solver", "simulation.parameters={a: [1.0, 2.0], k: [0.1, 1.0]}", "simulation.fields=[{name: u, shape: [16], dtype: float32}]", "simulation.n_steps=10"]}
 
 
 @pytest.mark.parametrize("name", options("simulation"))

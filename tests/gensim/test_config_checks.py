@@ -26,13 +26,14 @@ TRAIN_GROUPS = ("simulation", "sampler", "launcher", "transport", "buffer", "dat
 @pytest.mark.parametrize("choice", [f"{g}={p.stem}" for g in TRAIN_GROUPS for p in sorted((CONF / g).glob("*.yaml"))])
 def test_every_shipped_config_option_passes(choice):
     # simulation=external has one mandatory key, the user's command line.
-    required = ["simulation.command=my_solver"] if choice == "simulation=external" else []
+    required = ["simulation.command=my_solver", "simulation.parameters={a: [1.0, 2.0], k: [0.1, 1.0]}", "simulation.fields=[{name: u, shape: [16], dtype: float32}]", "simulation.n_steps=10"] if choice == "simulation=external" else []
     check_config(compose_train(choice, *required))
 
 
-def test_an_external_simulation_without_a_command_is_refused():
-    with pytest.raises(ConfigError, match="simulation.command is not set: simulation=external runs the command"):
-        check_config(compose_train("simulation=external"))
+def test_an_external_simulation_without_its_description_is_refused():
+    with pytest.raises(ConfigError, match="simulation=external needs simulation.fields, simulation.n_steps: the "
+                                          "command line run once per simulation and what it sends, e.g. "):
+        check_config(compose_train("simulation=external", "simulation.command=x", "simulation.parameters={a: [0, 1]}"))
 
 
 def test_a_simulation_module_off_the_python_path_names_the_folder_to_add(tmp_path, monkeypatch):

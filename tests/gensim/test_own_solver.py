@@ -42,6 +42,8 @@ def test_an_external_command_trains_and_its_rejected_simulation_is_reported(tmp_
     # trivial predictor at 100 steps, measured), and the test stays short on busy cores.
     overrides = [o for o in STUDY if not o.startswith(("launcher.max_simulations", "trainer.max_steps"))]
     code, out = _train(tmp_path, "simulation=external", f"simulation.command={sys.executable} my_solver.py",
+                       "simulation.parameters={a: [1.0, 2.0], k: [0.1, 1.0]}", "simulation.n_steps=10",
+                       "simulation.fields=[{name: u, shape: [16], dtype: float32}]",
                        *overrides, "launcher.max_simulations=400", "trainer.max_steps=200",
                        f"hydra.run.dir={run_dir}", timeout=240)
     assert code == 0, out[-4000:]

@@ -120,7 +120,7 @@ def test_the_config_file_builds_it() -> None:
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(Path(__file__).parents[3] / "conf" / "simulation" / "external.yaml")
-    cfg.command = f"{sys.executable} {EXAMPLE}"
+    cfg.command, cfg.parameters, cfg.fields, cfg.n_steps = f"{sys.executable} {EXAMPLE}", SPACE, FIELDS, 10
     sim = instantiate(cfg)
     assert sim.space.names == ("a", "k") and sim.n_steps == 10 and sim.fields[0].shape == (16,)
     assert sim.command == [sys.executable, str(EXAMPLE)]
