@@ -4,7 +4,8 @@
 !     character(kind=c_char, len=2), target :: name = "u" // c_null_char
 !     type(gensim_field) :: fields(1)
 !     type(c_ptr) :: client, data(1)
-!     fields(1) = gensim_field(c_loc(name), GENSIM_FLOAT32, 2, [ny, nx, 0, 0])  ! C order: see below
+!     fields(1) = gensim_field(c_loc(name), GENSIM_FLOAT32, 2, &
+!                              [int(ny, c_int32_t), int(nx, c_int32_t), 0_c_int32_t, 0_c_int32_t])  ! C order
 !     client = gensim_open_env(1, fields)            ! GENSIM_ADDRESS, _TOKEN, _SIM_ID
 !     if (.not. c_associated(client)) stop gensim_last_error()
 !     data(1) = c_loc(u)                             ! u(nx, ny), real(c_float), target

@@ -287,10 +287,13 @@ class Launcher:
         failed = []
         with self._lock:
             for r in self.ledger.records.values():
+                # Only simulations this process's receivers registered (not those of a run
+                # before a resume, whose record stays as it was), and only on evidence: its
+                # END came, or rejections did.
+                if r.sim_id not in accepted:
+                    continue
                 r.rejected = rejected.get(r.sim_id, {})
-                # Only simulations this study's receivers registered (not those of a run
-                # before a resume), and only on evidence: its END came, or rejections did.
-                if r.state != "done" or accepted.get(r.sim_id, -1) != 0:
+                if r.state != "done" or accepted[r.sim_id] != 0:
                     continue
                 if r.rejected:
                     n = sum(r.rejected.values())
