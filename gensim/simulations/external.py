@@ -222,10 +222,14 @@ class ExternalSimulation(Simulation):
 
     def _execute(self, cmd: list[str], env: dict[str, str], heartbeat: Callable[[], None]) -> float:
         start = time.perf_counter()
+        from gensim.launch.orphans import die_with_parent_preexec
+
         try:
-            # Its own process group: a time limit or a stopped worker ends whatever it started.
+            # In the worker's process group, which the executor kills on a hang or at shutdown,
+            # and killed by the kernel if the worker dies (a trainer killed with SIGKILL).
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, cwd=self.cwd, env=env, start_new_session=True)
+                                    stderr=subprocess.STDOUT, cwd=self.cwd, env=env,
+                                    preexec_fn=die_with_parent_preexec())
         except OSError as err:
             raise ExternalRunError(f"cannot start {cmd[0]!r} ({err.strerror}); check simulation.command "
                                    f"and simulation.cwd ({self.cwd or os.getcwd()})", None) from None
@@ -238,7 +242,7 @@ class ExternalSimulation(Simulation):
                 heartbeat()
                 if self.timeout_s is not None and time.perf_counter() - start > self.timeout_s:
                     timed_out = True
-                    _stop_group(proc)
+                    _stop_tree(proc)
                     break
                 try:
                     proc.wait(BEAT_S)
@@ -246,7 +250,7 @@ class ExternalSimulation(Simulation):
                     pass
         finally:
             if proc.poll() is None:  # the worker itself is stopping (an exception, a signal)
-                _stop_group(proc)
+                _stop_tree(proc)
             reader.join(STOP_GRACE_S)
         seconds = time.perf_counter() - start
         code = proc.returncode
@@ -332,17 +336,23 @@ def _tee(stream, tail: deque) -> None:
     sys.stderr.flush()
 
 
-def _stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the process's group, then SIGKILL it if it is still there after a grace period."""
-    import signal
+def _stop_tree(proc: subprocess.Popen) -> None:
+    """SIGTERM the process and everything it started, then SIGKILL what is left after a grace period."""
+    import psutil
 
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
         try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(tree, timeout=STOP_GRACE_S)
+    for p in alive:
         try:
-            proc.wait(STOP_GRACE_S)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from gensim.simulations import DecayingWave, ExternalSimulation
@@ -64,10 +66,23 @@ def test_a_failing_command_reports_its_exit_code_and_output() -> None:
     assert err.value.exit_code == 3
 
 
-def test_a_run_past_its_time_limit_is_killed() -> None:
-    sim = external(["{python}", "-c", "import time; time.sleep(60)"], timeout_s=0.5)
-    with pytest.raises(ExternalRunError, match="timeout_s = 0.5 s and was killed"):
+def test_a_run_past_its_time_limit_is_killed_with_what_it_started() -> None:
+    script = "import subprocess, time; print(subprocess.Popen(['sleep', '60']).pid, flush=True); time.sleep(60)"
+    sim = external(["{python}", "-c", script], timeout_s=1.0)
+    with pytest.raises(ExternalRunError, match="timeout_s = 1 s and was killed") as err:
         list(sim.run(np.array([1.5, 0.5])))
+    child = int(str(err.value).rsplit("\n", 1)[-1])  # the last output line: the pid of its `sleep`
+
+    def gone() -> bool:  # killed: reaped by its new parent, or a zombie waiting for it
+        try:
+            return psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 5
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(), f"the command's child {child} outlived its time limit"
 
 
 def test_a_command_that_sends_no_end_fails() -> None:
