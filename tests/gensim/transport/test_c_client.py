@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -181,23 +182,33 @@ def test_the_c_heat2d_example_matches_its_exact_solution(c_build: Path) -> None:
     assert exact[-1].max() - 300 < 0.75 * (exact[0].max() - 300)
 
 
-def test_the_c_heat2d_example_trains_a_study(c_build: Path, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
+def test_the_c_heat2d_example_trains_a_study_from_a_config_folder_of_its_own(c_build: Path, tmp_path: Path) -> None:
+    """As docs/your-own-solver.md says: the solver's description in a folder outside the package,
+    selected with --config-dir; the study is named after it."""
+    (tmp_path / "conf" / "simulation").mkdir(parents=True)
+    (tmp_path / "conf" / "simulation" / "heat2d_c.yaml").write_text(textwrap.dedent(f"""
+        defaults:
+          - external
+          - _self_
+        command: "{c_build / 'heat2d'} 8 5 0.1"
+        parameters: {{wall: [100.0, 500.0], amplitude: [0.0, 100.0], log10_diffusivity: [-2.5, -0.5]}}
+        fields: [{{name: u, shape: [8, 8], dtype: float32}}]
+        n_steps: 5
+    """))
     overrides = [
-        "simulation=external", f"simulation.command={c_build / 'heat2d'} 8 5 0.1",
-        "simulation.parameters={wall: [100.0, 500.0], amplitude: [0.0, 100.0], log10_diffusivity: [-2.5, -0.5]}",
-        "simulation.fields=[{name: u, shape: [8, 8], dtype: float32}]", "simulation.n_steps=5",
+        "--config-dir", str(tmp_path / "conf"), "simulation=heat2d_c",
         "launcher.max_simulations=16", "data.n_validation=2", "data.watermark=32", "data.batch_size=16",
         "data.steps_per_epoch=20", "buffer.capacity=64", "model.net.hidden=[32]", "model.warmup_steps=5",
-        "model.normalizer_warmup_batches=2", "trainer.max_steps=40", f"hydra.run.dir={run_dir}",
+        "model.normalizer_warmup_batches=2", "trainer.max_steps=40",
     ]
-    proc = subprocess.Popen([sys.executable, "-m", "gensim.train", *overrides], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "gensim.train", *overrides], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=150)
     finally:
         stop_process_tree(proc)
     assert proc.returncode == 0, out[-4000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    [path] = (tmp_path / "outputs" / "heat2d_c").glob("*/metrics.json")
+    metrics = json.loads(path.read_text())
     assert metrics["samples_rejected"] == 0 and metrics["simulations_failed"] == 0
     assert metrics["simulations_finished"] >= 4 and metrics["samples_received"] >= 32 + 2 * 5
