@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import zmq
 from processes import stop_process_tree
 
