@@ -13,10 +13,12 @@ a launcher without a SLURM section), and each component still checks what it rec
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from numbers import Integral, Real
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -139,8 +141,65 @@ def world_size(cfg: DictConfig) -> int | None:
     return int(devices) * int(nodes)
 
 
+#: The mandatory keys of ``simulation=external`` and an example override of each.
+EXTERNAL_EXAMPLES = {
+    "command": "'simulation.command=\"{python} my_solver.py\"'",
+    "parameters": "'simulation.parameters={a: [1.0, 2.0], k: [0.1, 1.0]}'",
+    "fields": "'simulation.fields=[{name: u, shape: [16], dtype: float32}]'",
+    "n_steps": "simulation.n_steps=10",
+}
+
+
+def _config_dirs() -> list[Path]:
+    """The folders of the running Hydra app's config search path (``--config-dir``,
+    ``hydra.searchpath``), or none outside a Hydra app."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        sources = HydraConfig.get().runtime.config_sources
+    except (ImportError, ValueError):  # not inside a Hydra app (a test, a script)
+        return []
+    return [Path(s.path) for s in sources if s.schema == "file"]
+
+
+def import_problem(key: str, target: str) -> str | None:
+    """Why the module of a ``_target_`` cannot be imported, with the folder to add, or None.
+
+    The module is looked up (``importlib.util.find_spec``), not imported. When it is missing, the
+    folder that holds it is searched for in the working directory, the config folders and
+    their parents, so that the message can name the ``PYTHONPATH`` to set.
+    """
+    module = target.rpartition(".")[0] or target
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package is missing
+        found = False
+    if found:
+        return None
+    top = module.split(".")[0]
+    places = [Path.cwd(), *(d for c in _config_dirs() for d in (c, *c.parents[:2]))]
+    holders = [d.resolve() for d in places if (d / f"{top}.py").is_file() or (d / top / "__init__.py").is_file()]
+    if holders:
+        fix = f"{top} is in {holders[0]}: run PYTHONPATH={holders[0]} gensim-train ..."
+    else:
+        fix = f"put the folder that holds {top}.py (or the package {top}/) on PYTHONPATH: PYTHONPATH=<folder> gensim-train ..."
+    return (f"{key}={target}: cannot import the module {module!r}, which is not on the Python path; {fix} "
+            "(the simulation workers inherit PYTHONPATH); see docs/your-own-solver.md")
+
+
 def _cross_checks(cfg: DictConfig) -> Iterable[str]:
     """Problems that involve several keys; each assumes the keys passed their own rule."""
+    target = _get(cfg, "simulation._target_")
+    if isinstance(target, str):
+        problem = import_problem("simulation._target_", target)
+        if problem is not None:
+            yield problem
+        elif target.endswith("ExternalSimulation"):
+            missing = [k for k in EXTERNAL_EXAMPLES if OmegaConf.is_missing(cfg.simulation, k)]
+            if missing:
+                yield (f"simulation=external needs {', '.join('simulation.' + k for k in missing)}: the command "
+                       "line run once per simulation and what it sends, e.g. "
+                       + " ".join(EXTERNAL_EXAMPLES[k] for k in missing) + " (docs/your-own-solver.md)")
     strategy = str(_get(cfg, "trainer.strategy") if _get(cfg, "trainer.strategy") is not _MISSING else "auto")
     if "spawn" in strategy or "fork" in strategy:
         yield (f"trainer.strategy={strategy}: it starts ranks by copying the trainer, which holds the live "

@@ -93,6 +93,9 @@ def rank_stats(trainer, model, datamodule, throughput: TrainingThroughput) -> li
             "normalizer_digest": normalizer_digest(model), "buffer": datamodule.buffer.stats(),
             "duplicates_dropped": datamodule.delivered.n_duplicates}
     mine["stream_sum"], mine["stream_count"] = datamodule.stream_mean.totals()
+    # What each simulation's messages became, for Launcher.check_streams on rank 0.
+    mine["per_sim"] = {"accepted_per_sim": stats.accepted_per_sim, "finished": sorted(stats.finished),
+                       "rejected_per_sim": stats.rejected_per_sim, "rejection_details": stats.rejection_details}
     everyone = datamodule.ranks.gather_objects(mine)
     datamodule.stream_mean.sum = np.sum([r.pop("stream_sum") for r in everyone], axis=0)
     datamodule.stream_mean.count = sum(r.pop("stream_count") for r in everyone)
@@ -101,7 +104,9 @@ def rank_stats(trainer, model, datamodule, throughput: TrainingThroughput) -> li
 
 def study_metrics(datamodule, ranks: list[dict], wall_s: float) -> dict:
     """Ensemble, stream and throughput counters of a finished study, summed over ranks."""
-    train = datamodule.launcher.counts("train")
+    launcher = datamodule.launcher
+    train = launcher.counts("train")
+    failed = [r for r in launcher.ledger.records.values() if r.state == "failed"]
     local = datamodule.receiver.stats()
     seconds = max(r["train_seconds"] for r in ranks)
     heldout = datamodule.validation_tensors()
@@ -111,6 +116,10 @@ def study_metrics(datamodule, ranks: list[dict], wall_s: float) -> dict:
         "simulations_finished": train["done"],
         "simulations_failed": train["failed"],
         "simulations_cancelled": train["cancelled"],
+        # Budgeted training simulations never started: training ended first (item of the summary).
+        "simulations_not_run": launcher.unstarted,
+        "simulations_budget": launcher.budget,
+        "failed_simulations": [{"sim_id": r.sim_id, "purpose": r.purpose, "error": r.error} for r in failed],
         "validation_simulations": sum(datamodule.launcher.counts("validation").values()),
         "samples_received": sum(r["samples_received"] for r in ranks),
         "samples_rejected": sum(r["samples_rejected"] for r in ranks),
@@ -132,6 +141,10 @@ def study_metrics(datamodule, ranks: list[dict], wall_s: float) -> dict:
     }
 
 
+#: Failed simulations listed one by one in the summary (all are in simulations.json).
+MAX_FAILED_LISTED = 10
+
+
 def print_summary(metrics: dict, run_dir: Path) -> None:
     """One screen of results at the end of a study."""
     lines = [
@@ -146,6 +159,15 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
         f" samples                {metrics['samples_received']} received, {metrics['samples_rejected']} rejected",
         f" training               {metrics['train_samples']} samples, {metrics['train_samples_per_s']:.0f} samples/s",
     ]
+    for r in metrics["failed_simulations"][:MAX_FAILED_LISTED]:
+        lines.append(f" FAILED {r['purpose']} simulation {r['sim_id']}: {r['error']}"[:2000])
+    if len(metrics["failed_simulations"]) > MAX_FAILED_LISTED:
+        lines.append(f" ... and {len(metrics['failed_simulations']) - MAX_FAILED_LISTED} more failed: see simulations.json")
+    cut = metrics["simulations_not_run"] + metrics["simulations_cancelled"]
+    if cut:
+        lines.append(f" WARNING: training ended before the budget was simulated: {metrics['simulations_not_run']} of "
+                     f"{metrics['simulations_budget']} never ran, {metrics['simulations_cancelled']} cancelled mid-run; "
+                     "callbacks=until_budget trainer.max_steps=-1 trains until all have streamed")
     if metrics["world_size"] > 1:
         lines.append(f" per rank               received {metrics['samples_received_per_rank']}, "
                      f"trained {metrics['train_samples_per_rank']}, steps {metrics['steps_per_rank']}")
@@ -219,6 +241,7 @@ def run(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None = None) -> dict:
         ranks = rank_stats(trainer, model, datamodule, throughput)
         if trainer.global_rank != 0:
             return {}
+        launcher.check_streams([r.pop("per_sim") for r in ranks])
         metrics = evaluate(model, datamodule, device=trainer.strategy.root_device)
     finally:
         datamodule.shutdown()

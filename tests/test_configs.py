@@ -25,9 +25,13 @@ def compose_train(*overrides: str):
         return compose(config_name="train", overrides=list(overrides))
 
 
+#: Mandatory keys of some simulation configs (external: the user's command line).
+REQUIRED = {"external": ["simulation.command=my_solver", "simulation.parameters={a: [1.0, 2.0], k: [0.1, 1.0]}", "simulation.fields=[{name: u, shape: [16], dtype: float32}]", "simulation.n_steps=10"]}
+
+
 @pytest.mark.parametrize("name", options("simulation"))
 def test_simulation_configs(name):
-    sim = instantiate(compose_train(f"simulation={name}").simulation)
+    sim = instantiate(compose_train(f"simulation={name}", *REQUIRED.get(name, [])).simulation)
     assert isinstance(sim, Simulation)
 
 

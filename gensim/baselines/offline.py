@@ -71,7 +71,7 @@ class SimulationSet:
 
 
 def simulate(simulation: Simulation, params: np.ndarray, seeds: Sequence[int | None],
-             sim_ids: Sequence[int]) -> SimulationSet:
+             sim_ids: Sequence[int], runs: Sequence[list] | None = None) -> SimulationSet:
     """Run simulations in this process and keep every step.
 
     Parameters
@@ -80,14 +80,18 @@ def simulate(simulation: Simulation, params: np.ndarray, seeds: Sequence[int | N
     params : ndarray, shape (S, P)
     seeds : sequence of int or None, length S
     sim_ids : sequence of int, length S
+    runs : sequence of list, optional
+        The steps of each simulation, already run elsewhere (in parallel workers:
+        :func:`gensim.launch.resimulate.run_in_parallel`), as ``simulation.run`` yields them;
+        None: run them here, one after the other.
 
     Returns
     -------
     SimulationSet
     """
     fields, times = [], None
-    for p, seed, sim_id in zip(params, seeds, sim_ids):
-        steps = list(simulation.run(np.asarray(p, float), seed=seed))
+    for k, (p, seed, sim_id) in enumerate(zip(params, seeds, sim_ids)):
+        steps = runs[k] if runs is not None else list(simulation.run(np.asarray(p, float), seed=seed))
         t = np.array([s[1] for s in steps])
         if times is None:
             times = t
@@ -108,8 +112,13 @@ def study_config(run_dir: str | Path) -> DictConfig:
 
 
 def study_simulations(run_dir: str | Path, purpose: str, max_simulations: int | None = None,
-                      seed: int = 0) -> tuple[SimulationSet, dict]:
+                      seed: int = 0, n_parallel: int = 1) -> tuple[SimulationSet, dict]:
     """Re-simulate the finished simulations of a study.
+
+    With ``n_parallel > 1`` the simulations run ``n_parallel`` at a time in the study's own
+    kind of workers (its ``launcher.executor``: local processes, SLURM jobs), streaming to a
+    private receiver bound like the study's (``transport.address``); else one after the other
+    in this process.
 
     Parameters
     ----------
@@ -120,6 +129,8 @@ def study_simulations(run_dir: str | Path, purpose: str, max_simulations: int | 
         Keep at most this many, drawn at random (seeded) when there are more.
     seed : int
         Seed of that draw.
+    n_parallel : int
+        Simulations run at once (1: serially, in this process).
 
     Returns
     -------
@@ -128,7 +139,8 @@ def study_simulations(run_dir: str | Path, purpose: str, max_simulations: int | 
         ``recorded`` (finished simulations of that purpose in the study), ``used``, ``subsampled``,
         ``simulate_s_per_field`` (the study's own mean simulation time per step).
     """
-    simulation = instantiate(study_config(run_dir).simulation)
+    cfg = study_config(run_dir)
+    simulation = instantiate(cfg.simulation)
     path = Path(run_dir) / "simulations.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the study did not finish (gensim-train writes it at the end)")
@@ -142,12 +154,31 @@ def study_simulations(run_dir: str | Path, purpose: str, max_simulations: int | 
         keep = np.sort(np.random.default_rng(seed).choice(len(done), max_simulations, replace=False))
         used = [done[i] for i in keep]
         log.warning("%s: using %d of the %d %s simulations", run_dir, len(used), len(done), purpose)
-    sims = simulate(simulation, np.array([r["params"] for r in used]), [r["seed"] for r in used],
-                    [r["sim_id"] for r in used])
+    params, seeds = np.array([r["params"] for r in used]), [r["seed"] for r in used]
+    runs = None
+    if n_parallel > 1:
+        from gensim.launch.resimulate import run_in_parallel
+
+        runs = run_in_parallel(OmegaConf.to_container(cfg.simulation, resolve=True), simulation.fields,
+                               simulation.n_steps, params, seeds, _executor(cfg), n_parallel,
+                               address=OmegaConf.select(cfg, "transport.address", default="tcp://127.0.0.1:*"),
+                               timeout_s=OmegaConf.select(cfg, "launcher.simulation_timeout_s", default=600.0),
+                               log_dir=Path(run_dir) / "workers" / f"resimulate-{purpose}")
+    sims = simulate(simulation, params, seeds, [r["sim_id"] for r in used], runs=runs)
     steps = sum(r["steps"] for r in done)
     info = {"recorded": len(done), "used": len(used), "subsampled": len(used) < len(done),
             "simulate_s_per_field": sum(r["seconds"] for r in done) / steps if steps else float("nan")}
     return sims, info
+
+
+def _executor(cfg: DictConfig):
+    """The study's ``launcher.executor``, or local worker processes when it names none."""
+    executor = OmegaConf.select(cfg, "launcher.executor")
+    if executor is None:
+        from gensim.launch.executors import LocalExecutor
+
+        return LocalExecutor()
+    return instantiate(executor)
 
 
 class TrajectoryLayout:

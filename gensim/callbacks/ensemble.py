@@ -80,3 +80,42 @@ class StopWhenStreamExhausted(Callback):
             log.warning("the simulations ended and the buffer is used up: training stops at step %d "
                         "(before trainer.max_steps=%s)", trainer.global_step, trainer.max_steps)
             trainer.should_stop = True
+
+
+class TrainUntilBudget(Callback):
+    """Train until the whole simulation budget has streamed, then ``epochs_after`` more pseudo-epochs.
+
+    With a fixed ``trainer.max_steps``, training may end while simulations of the budget were
+    never run (the summary and ``metrics.json`` count them: ``simulations_not_run``). Use this
+    callback (``callbacks=until_budget``) with ``trainer.max_steps=-1`` instead: it stops
+    training ``epochs_after`` pseudo-epochs (``data.steps_per_epoch`` steps each) after the
+    launcher's last training simulation ended. The decision is reduced over ranks (rank 0 runs
+    the launcher).
+
+    Parameters
+    ----------
+    epochs_after : int
+        Pseudo-epochs trained on the full buffer after the last simulation, >= 0.
+    """
+
+    def __init__(self, epochs_after: int = 2) -> None:
+        if int(epochs_after) < 0:
+            raise ValueError(f"TrainUntilBudget.epochs_after must be >= 0 pseudo-epochs, got {epochs_after}")
+        self.epochs_after = int(epochs_after)
+        self._epochs_since_end: int | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.max_steps != -1:
+            log.warning("callbacks=until_budget with trainer.max_steps=%s: training still stops at that step, "
+                        "maybe before the whole budget has streamed; set trainer.max_steps=-1", trainer.max_steps)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        ended = dm is not None and bool(dm.stream_ended())
+        if not trainer.strategy.reduce_boolean_decision(ended, all=False):
+            return
+        self._epochs_since_end = 0 if self._epochs_since_end is None else self._epochs_since_end + 1
+        if self._epochs_since_end >= self.epochs_after:
+            log.info("the whole simulation budget has streamed and %d pseudo-epoch(s) trained since: training "
+                     "stops at step %d", self._epochs_since_end, trainer.global_step)
+            trainer.should_stop = True

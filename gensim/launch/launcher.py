@@ -6,7 +6,7 @@ import logging
 import secrets
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -145,6 +145,12 @@ class Launcher:
         with self._lock:
             return self._budget
 
+    @property
+    def unstarted(self) -> int:
+        """Training simulations of the budget not started (yet, or ever: training ended first)."""
+        with self._lock:
+            return max(0, self._budget - self._train_started())
+
     def set_budget(self, n: int) -> None:
         """Change the training budget; takes effect at the next dispatch. Thread-safe.
 
@@ -242,6 +248,68 @@ class Launcher:
                     if r.attempts and r.attempts[-1].state == "running":
                         r.attempts[-1].state = "cancelled"
             self._in_flight.clear()
+
+    def check_streams(self, received: Sequence[Mapping[str, Any]]) -> list[SimulationRecord]:
+        """Fail the simulations that ended well but whose time steps the trainer never took.
+
+        A process that exits normally after streaming only rejected messages (a wrong dtype or
+        shape, another study's key) would otherwise count as done. Called at the end of a
+        study with every rank's receiver counters; each simulation records its rejections by
+        reason, and one that is ``done`` with no accepted time step, while it sent its END or
+        had messages rejected, becomes ``failed`` with the first rejection's reason and
+        details (expected versus received header) as its error.
+
+        Parameters
+        ----------
+        received : sequence of mapping
+            Per rank: ``accepted_per_sim``, ``finished``, ``rejected_per_sim`` and
+            ``rejection_details``, as in :class:`gensim.transport.ReceiverStats`.
+
+        Returns
+        -------
+        list of SimulationRecord
+            The simulations marked failed by this call.
+        """
+        accepted: dict[int, int] = {}
+        finished: set[int] = set()
+        rejected: dict[int, dict[str, int]] = {}
+        details: dict[int, str] = {}
+        for rank in received:
+            for sim_id, n in rank["accepted_per_sim"].items():
+                accepted[int(sim_id)] = accepted.get(int(sim_id), 0) + int(n)
+            finished.update(int(i) for i in rank["finished"])
+            for sim_id, reasons in rank["rejected_per_sim"].items():
+                mine = rejected.setdefault(int(sim_id), {})
+                for reason, n in reasons.items():
+                    mine[reason] = mine.get(reason, 0) + int(n)
+            for sim_id, text in rank["rejection_details"].items():
+                details.setdefault(int(sim_id), text)
+        failed = []
+        with self._lock:
+            for r in self.ledger.records.values():
+                # Only simulations this process's receivers registered (not those of a run
+                # before a resume, whose record stays as it was), and only on evidence: its
+                # END came, or rejections did.
+                if r.sim_id not in accepted:
+                    continue
+                r.rejected = rejected.get(r.sim_id, {})
+                if r.state != "done" or accepted[r.sim_id] != 0:
+                    continue
+                if r.rejected:
+                    n = sum(r.rejected.values())
+                    r.error = (f"all {n} message(s) it sent were rejected by the trainer "
+                               f"({', '.join(f'{k}: {v}' for k, v in sorted(r.rejected.items()))}); first: "
+                               f"{details.get(r.sim_id, '?')}")
+                elif r.sim_id in finished:
+                    r.error = "it sent END but no time step reached the trainer"
+                else:
+                    continue
+                r.state = "failed"
+                if r.attempts:
+                    r.attempts[-1].state, r.attempts[-1].error = "failed", r.error
+                failed.append(r)
+                log.error("%s simulation %d failed: %s", r.purpose, r.sim_id, r.error)
+        return failed
 
     def state_dict(self) -> dict:
         """The ledger (budget and queue of submissions belong to the caller)."""

@@ -65,6 +65,22 @@ def die_with_parent(parent_pid: int | None) -> bool:
     return armed
 
 
+def die_with_parent_preexec() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for :class:`subprocess.Popen` that arms the parent-death signal in the child.
+
+    The C function is looked up here, in the parent, so that the child only calls it (no
+    library loading between fork and exec). The parent is the thread that starts the child: a
+    worker's external command dies with the worker. None off Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
 #: Exit code of a worker that found its trainer gone (``EX_UNAVAILABLE`` of sysexits.h).
 _ORPHAN_EXIT = 69
 

@@ -26,7 +26,8 @@ class Attempt:
     seconds : float
         Wall time of the attempt inside the worker.
     exit_code : int or None
-        Exit code of the worker process when it exited during the attempt.
+        Exit code of the worker process when it exited during the attempt, or the non-zero exit code of an external command
+        (``simulation=external``) that failed.
     signal : str or None
         Name of the signal that killed the worker process (e.g. ``"SIGKILL"``), if one did.
     timed_out : bool
@@ -83,7 +84,8 @@ class SimulationRecord:
         Trainer rank its time steps stream to, set by the router when it is first dispatched;
         retries stream to the same rank.
     exit_code : int or None
-        Exit code of the worker process when it died during the last attempt.
+        Exit code of the worker process when it died during the last attempt, or the non-zero exit code of an external command
+        (``simulation=external``) that failed.
     error : str or None
         Why the last attempt failed.
     steps : int
@@ -95,6 +97,9 @@ class SimulationRecord:
     replaced_by : int or None
         For a training simulation given up after its retries (``launcher.on_failure=redraw``):
         the id of the simulation drawn in its place.
+    rejected : dict of str to int
+        Messages of this simulation that the trainer's receivers rejected, by reason (see
+        ``docs/wire-format.md``), filled at the end of the study; empty when none was.
     """
 
     sim_id: int
@@ -112,6 +117,7 @@ class SimulationRecord:
     seconds: float = 0.0
     attempts: list[Attempt] = field(default_factory=list)
     replaced_by: int | None = None
+    rejected: dict[str, int] = field(default_factory=dict)
 
 
 _RECORD_FIELDS = {f.name for f in fields(SimulationRecord)}

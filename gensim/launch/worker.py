@@ -13,7 +13,8 @@ command line, which every user of the machine can read. Protocol, one JSON objec
   first time step and then at most every ``GENSIM_PROGRESS_S`` seconds (the executor's hang
   detection: a simulation silent for ``simulation_timeout_s`` is killed), then
   ``{"sim_id": 3, "event": "done", "steps": 100, "seconds": 0.2}``
-  or ``{"sim_id": 3, "event": "failed", "error": "...", "steps": 12, "seconds": 0.1}``.
+  or ``{"sim_id": 3, "event": "failed", "error": "...", "steps": 12, "seconds": 0.1}`` (with
+  ``"exit_code"`` when an external command exited with a non-zero code).
 
 The worker ends when the process that started it dies (``GENSIM_PARENT_PID``; see
 :mod:`gensim.launch.orphans`): the kernel kills it, and it checks between time steps.
@@ -70,6 +71,10 @@ class _Progress:
 
     def step(self) -> None:
         self.steps += 1
+        self.beat()
+
+    def beat(self) -> None:
+        """Report that the simulation is alive (steps unchanged), throttled; exit if orphaned."""
         if not orphans.parent_alive(self.parent_pid):
             print(f"gensim worker: the trainer (pid {self.parent_pid}) is gone; exiting", file=sys.stderr)
             os._exit(orphans._ORPHAN_EXIT)
@@ -85,10 +90,22 @@ def _report(status: IO[str], message: dict) -> None:
 
 
 def _run_one(simulation, task: dict, token: str, progress: _Progress) -> int:
-    """Run one simulation and stream it to ``task["address"]``; return the number of steps sent."""
-    from gensim.client import Client
+    """Run one simulation and stream it to ``task["address"]``; return the number of steps sent.
 
+    The simulation's environment names its stream (``GENSIM_ADDRESS``, ``GENSIM_SIM_ID``, and
+    ``GENSIM_TOKEN`` from the executor), so that code it runs or starts can call
+    :meth:`gensim.client.Client.from_env`. A simulation that ``streams_itself`` (an external
+    command, :class:`~gensim.simulations.external.ExternalSimulation`) sends its own steps; the
+    worker then reports no step count (0) and beats while the process runs.
+    """
+    from gensim.client import ENV_ADDRESS, ENV_SIM_ID, Client
+
+    os.environ[ENV_ADDRESS], os.environ[ENV_SIM_ID] = str(task["address"]), str(int(task["sim_id"]))
     params = np.asarray(task["params"], dtype=float)
+    if getattr(simulation, "streams_itself", False):
+        simulation.stream(params, task.get("seed"), int(task["sim_id"]), task["address"], token,
+                          heartbeat=progress.beat)
+        return progress.steps
     with Client(task["address"], token, int(task["sim_id"]), fields=simulation.fields) as client:
         for step, t, fields in simulation.run(params, seed=task.get("seed")):
             client.send(step, t, fields)
@@ -131,6 +148,8 @@ def serve(tasks: IO[str], status: IO[str], simulation, token: str, progress_s: f
             traceback.print_exc(file=sys.stderr)
             report = {"sim_id": task["sim_id"], "event": "failed", "error": f"{type(exc).__name__}: {exc}",
                       "steps": progress.steps, "seconds": round(time.perf_counter() - start, 4)}
+            if getattr(exc, "exit_code", None) is not None:  # an external command's own exit code
+                report["exit_code"] = int(exc.exit_code)
         else:
             report = {"sim_id": task["sim_id"], "event": "done", "steps": steps,
                       "seconds": round(time.perf_counter() - start, 4)}

@@ -62,7 +62,7 @@ def _online_rows(cfg: DictConfig, runs: Path, dirname: str, method: str, res: St
                  figure: dict) -> tuple[list[Row], StudyData]:
     """The row of one on-line study and, for the deterministic variant, the baselines on its simulations."""
     budget, seed = int(res.variant[1:]), res.seed
-    data = StudyData(res.run_dir)
+    data = StudyData(res.run_dir, cfg.resimulate_parallel)
     cases, step = study_cases(data, cfg.figure_cases, cfg.figure_step)
     figure |= {"cases": cases, "step": step}
     where = f"n{budget}/seed{seed}"

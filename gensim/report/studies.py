@@ -37,11 +37,13 @@ class Row:
 
 
 class StudyData:
-    """The simulations of one on-line study, re-simulated on first use only (a cached report needs none)."""
+    """The simulations of one on-line study, re-simulated on first use only (a cached report needs none),
+    ``n_parallel`` at a time in the study's kind of workers (1: serially, in this process)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, n_parallel: int = 1) -> None:
         self.run_dir = run_dir
         self.config = study_config(run_dir)
+        self.n_parallel = int(n_parallel)
 
     @cached_property
     def metrics(self) -> dict:
@@ -59,13 +61,13 @@ class StudyData:
 
     @cached_property
     def train(self) -> SimulationSet:
-        sims, info = study_simulations(self.run_dir, "train")
+        sims, info = study_simulations(self.run_dir, "train", n_parallel=self.n_parallel)
         log.info("%s: %d training simulations re-simulated", self.run_dir, info["used"])
         return sims
 
     @cached_property
     def heldout(self) -> SimulationSet:
-        return study_simulations(self.run_dir, "validation")[0]
+        return study_simulations(self.run_dir, "validation", n_parallel=self.n_parallel)[0]
 
 
 def load_study(run_dir: str | Path) -> StudyData:

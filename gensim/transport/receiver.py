@@ -48,6 +48,9 @@ POLL_MS = 50
 #: The first this many rejections of each reason are logged, then every ``LOG_EVERY``-th.
 LOG_FIRST = 5
 LOG_EVERY = 1000
+#: Bytes of the first frame kept from a message refused while received: enough for the header
+#: of 1000 fields, to say in the log what it claimed to be.
+HEAD_KEPT_BYTES = 65536
 #: Relative tolerance of the time-range check: a time may lie outside the simulation's time grid
 #: ``[min(times), max(times)]`` by this fraction of ``max(|min|, |max|, max - min)`` (rounding
 #: in a solver that accumulates ``t += dt``, or a C code that computes its times in float32).
@@ -111,6 +114,11 @@ class BatchSink:
         return f"BatchSink({self.one!r}, {self.add_many!r})"
 
 
+def _describe(fields) -> str:
+    """``u float32 (64, 64), v float64 (8,)``: fields or descriptors, for messages."""
+    return ", ".join(f"{f.name} {f.dtype} {tuple(f.shape)}" for f in fields) or "none"
+
+
 def _all_finite(flat: np.ndarray, scratch: np.ndarray) -> bool:
     """Whether every value of ``flat`` is finite, in one pass and without allocating.
 
@@ -149,6 +157,13 @@ class ReceiverStats:
     refused_connections : int
         Connections refused at the ZeroMQ handshake (no or wrong PLAIN password): their
         messages never reach the receiver, so they are not in ``rejected``.
+    rejected_per_sim : dict of int to dict of str to int
+        Rejected messages by reason, per simulation known to this receiver (registered now or
+        before): the authenticated id, or, for rejections decided before the tag is checked
+        (``too_large``, ``study``, ``auth``, ...), the id its header claims.
+    rejection_details : dict of int to str
+        Per simulation of ``rejected_per_sim``: the message of its first rejection (the reason,
+        and what was expected versus what came: dtype, shape, size).
     """
 
     accepted: int = 0
@@ -157,6 +172,8 @@ class ReceiverStats:
     accepted_per_sim: dict[int, int] = field(default_factory=dict)
     finished: frozenset[int] = frozenset()
     refused_connections: int = 0
+    rejected_per_sim: dict[int, dict[str, int]] = field(default_factory=dict)
+    rejection_details: dict[int, str] = field(default_factory=dict)
 
     @property
     def n_rejected(self) -> int:
@@ -167,22 +184,25 @@ class ReceiverStats:
 class _Rejected(Exception):
     """Internal: a validation failure with the sim id when known."""
 
-    def __init__(self, reason: str, message: str, sim_id: int | None = None) -> None:
+    def __init__(self, reason: str, message: str, sim_id: int | None = None,
+                 claimed: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.sim_id = sim_id
+        self.claimed = claimed  # the id an unauthenticated header claims, when it could be read
 
 
 class _Oversize:
     """Internal: what is left of a message refused while it was received (its frames are gone)."""
 
-    __slots__ = ("frames", "nbytes", "too_large")
+    __slots__ = ("frames", "head", "nbytes", "too_large")
 
-    def __init__(self, nbytes: int, frames: int, too_large: bool) -> None:
+    def __init__(self, nbytes: int, frames: int, too_large: bool, head: bytes) -> None:
         # too_large: the bytes crossed the limit (else the frame count did), decided when the
-        # limit was crossed, not after the rest was drained.
-        self.nbytes, self.frames, self.too_large = nbytes, frames, too_large
+        # limit was crossed, not after the rest was drained. head: the start of frame 0, kept
+        # to say what the refused message claimed to be (its simulation id and fields).
+        self.nbytes, self.frames, self.too_large, self.head = nbytes, frames, too_large, head
 
 
 @dataclass
@@ -340,6 +360,8 @@ class Receiver:
         self._accepted = 0
         self._bytes_accepted = 0
         self._rejected: dict[str, int] = {}
+        self._rejected_per_sim: dict[int, dict[str, int]] = {}
+        self._rejection_details: dict[int, str] = {}
 
         self._context: zmq.Context | None = None
         self._thread: threading.Thread | None = None
@@ -543,6 +565,8 @@ class Receiver:
                 accepted_per_sim=per_sim,
                 finished=frozenset(self._finished),
                 refused_connections=self._refused_connections,
+                rejected_per_sim={k: dict(v) for k, v in self._rejected_per_sim.items()},
+                rejection_details=dict(self._rejection_details),
             )
 
     # ------------------------------------------------------------------ receive thread
@@ -684,12 +708,13 @@ class Receiver:
             frames.append(frame)
             if nbytes > limit or len(frames) > max_frames:
                 n_frames, too_large = len(frames), nbytes > limit
+                head = frames[0].bytes[:HEAD_KEPT_BYTES]
                 del frames  # release what was kept before draining the rest
                 while frame.more:
                     frame = sock.recv(copy=False)
                     nbytes += len(frame)
                     n_frames += 1
-                return _Oversize(nbytes, n_frames, too_large), nbytes
+                return _Oversize(nbytes, n_frames, too_large, head), nbytes
         return frames, nbytes
 
     def _handle(self, batch: list[tuple[list[zmq.Frame] | _Oversize, int]]) -> None:
@@ -708,7 +733,7 @@ class Receiver:
                     raise self._oversize(frames)
                 kind, sim_id, sim, sample = self._validate(frames, nbytes)
             except _Rejected as rej:
-                self._reject(rej.reason, rej.message, rej.sim_id)
+                self._reject(rej.reason, rej.message, rej.sim_id, claimed=rej.claimed)
                 continue
             except Exception as err:  # never let one message kill the thread
                 self._reject("internal", f"{type(err).__name__}: {err}", None, exc_info=True)
@@ -722,18 +747,31 @@ class Receiver:
         self._dispatch(pending)
 
     def _oversize(self, message: _Oversize) -> _Rejected:
+        # What the refused message's header says (unauthenticated: its frames are gone), so
+        # that the log shows the real cause, typically a field of the wrong dtype or shape.
+        claimed, said = None, ""
+        try:
+            header = wire.decode_header(message.head)
+        except WireError:
+            pass
+        else:
+            claimed = header.sim_id
+            said = (f"; its header claims simulation {claimed} and fields {_describe(header.fields)}, "
+                    f"expected {_describe(self.fields)}")
         if message.too_large:
             return _Rejected(
                 "too_large",
                 f"message of {message.nbytes} bytes in {message.frames} frame(s) over the limit of "
                 f"{self.max_message_bytes} bytes (a valid message is {self.expected_message_bytes} "
-                "bytes); refused while received, its frames discarded",
+                f"bytes){said}; refused while received, its frames discarded",
+                claimed=claimed,
             )
         return _Rejected(
             "malformed",
             f"message of {message.frames} frames ({message.nbytes} bytes); expected at most "
-            f"{self.max_frames} (a header, {len(self.fields)} data frame(s) and a tag); refused "
+            f"{self.max_frames} (a header, {len(self.fields)} data frame(s) and a tag){said}; refused "
             "while received, its frames discarded",
+            claimed=claimed,
         )
 
     def _finish(self, sim_id: int) -> None:
@@ -836,6 +874,7 @@ class Receiver:
                 "study",
                 f"study id {study.hex()[:8]}... is not this study's {self.study.hex()[:8]}... "
                 f"(a simulation of another run? it claims to be simulation {sim_id})",
+                claimed=sim_id,
             )
         n_data = len(frames) - 2
         n_declared = len(self.fields) if descriptors is None else len(descriptors)
@@ -844,6 +883,7 @@ class Receiver:
                 "malformed",
                 f"header declares {n_declared} field(s): expected {n_declared + 2} frames (header, "
                 f"fields, tag), got {len(frames)}",
+                claimed=sim_id,
             )
         tag = frames[-1]
         if len(tag) != wire.TAG_BYTES or not hmac.compare_digest(
@@ -853,6 +893,7 @@ class Receiver:
                 "auth",
                 f"authentication tag does not match (claims to be simulation {sim_id}, step "
                 f"{step}): not sent with this study's key",
+                claimed=sim_id,
             )
         with self._lock:
             sim = self._sims.get(sim_id)
@@ -947,25 +988,45 @@ class Receiver:
             if desc.dtype != spec.dtype:
                 raise _Rejected(
                     "dtype",
-                    f"field {desc.name!r}: expected dtype {spec.dtype}, got {desc.dtype}",
+                    f"field {desc.name!r}: expected dtype {spec.dtype}, got {desc.dtype} (header: "
+                    f"{_describe(descriptors)}; expected {_describe(self.fields)})",
                     sim_id,
                 )
             if desc.shape != spec.shape:
                 raise _Rejected(
                     "shape",
-                    f"field {desc.name!r}: expected shape {spec.shape}, got {desc.shape}",
+                    f"field {desc.name!r}: expected shape {spec.shape}, got {desc.shape} (header: "
+                    f"{_describe(descriptors)}; expected {_describe(self.fields)})",
                     sim_id,
                 )
         return [by_name[name] for name in names], frames[1:-1]
 
     def _reject(
-        self, reason: str, message: str, sim_id: int | None, exc_info: bool = False
+        self, reason: str, message: str, sim_id: int | None, exc_info: bool = False,
+        claimed: int | None = None,
     ) -> None:
+        """Count, attribute and log one rejection.
+
+        ``sim_id`` is authenticated (the tag was checked); ``claimed`` is what an unchecked
+        header says. Either is charged in :attr:`ReceiverStats.rejected_per_sim` only when it
+        names a simulation this receiver knows, so that a peer cannot grow that table at will.
+        """
+        who_id = sim_id if sim_id is not None else claimed
         with self._lock:
             n = self._rejected.get(reason, 0) + 1
             self._rejected[reason] = n
+            if who_id is not None and (who_id in self._sims or who_id in self._steps
+                                       or who_id in self._finished or who_id in self._dropped_counts):
+                per = self._rejected_per_sim.setdefault(who_id, {})
+                per[reason] = per.get(reason, 0) + 1
+                self._rejection_details.setdefault(who_id, f"[{reason}] {message}")
         if n <= LOG_FIRST or n % LOG_EVERY == 0:
-            who = f"simulation {sim_id}" if sim_id is not None else "unknown sender"
+            if sim_id is not None:
+                who = f"simulation {sim_id}"
+            elif claimed is not None:
+                who = f"a sender claiming to be simulation {claimed} (unauthenticated)"
+            else:
+                who = "unknown sender"
             more = (
                 f" (rejection #{n} for this reason; further ones are logged every {LOG_EVERY}th)"
                 if n >= LOG_FIRST

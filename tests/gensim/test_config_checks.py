@@ -25,7 +25,23 @@ TRAIN_GROUPS = ("simulation", "sampler", "launcher", "transport", "buffer", "dat
 
 @pytest.mark.parametrize("choice", [f"{g}={p.stem}" for g in TRAIN_GROUPS for p in sorted((CONF / g).glob("*.yaml"))])
 def test_every_shipped_config_option_passes(choice):
-    check_config(compose_train(choice))
+    # simulation=external has one mandatory key, the user's command line.
+    required = ["simulation.command=my_solver", "simulation.parameters={a: [1.0, 2.0], k: [0.1, 1.0]}", "simulation.fields=[{name: u, shape: [16], dtype: float32}]", "simulation.n_steps=10"] if choice == "simulation=external" else []
+    check_config(compose_train(choice, *required))
+
+
+def test_an_external_simulation_without_its_description_is_refused():
+    with pytest.raises(ConfigError, match="simulation=external needs simulation.fields, simulation.n_steps: the "
+                                          "command line run once per simulation and what it sends, e.g. "):
+        check_config(compose_train("simulation=external", "simulation.command=x", "simulation.parameters={a: [0, 1]}"))
+
+
+def test_a_simulation_module_off_the_python_path_names_the_folder_to_add(tmp_path, monkeypatch):
+    (tmp_path / "my_solver.py").write_text("")
+    monkeypatch.chdir(tmp_path)  # not on sys.path: the trainer runs from an installed script
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
+    with pytest.raises(ConfigError, match=f"my_solver is in {tmp_path}: run PYTHONPATH={tmp_path} gensim-train"):
+        check_config(compose_train("simulation._target_=my_solver.Mine"))
 
 
 @pytest.mark.parametrize(("override", "expected"), [

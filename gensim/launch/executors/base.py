@@ -72,7 +72,8 @@ class Outcome:
     error : str or None
         Why it failed.
     exit_code : int or None
-        Exit code of the worker process when it exited during the simulation.
+        Exit code of the worker process when it exited during the simulation, or the non-zero exit code of an external command
+        (``simulation=external``) that failed.
     signal : str or None
         Name of the signal that killed the worker process during the simulation (``"SIGKILL"``).
     timed_out : bool

@@ -296,4 +296,4 @@ class LocalExecutor(Executor):
             return Outcome(sim_id, "done", steps=steps, seconds=seconds, worker=w.index)
         log.error("simulation %d failed in worker %d: %s", sim_id, w.index, event.get("error"))
         return Outcome(sim_id, "failed", steps=steps, seconds=seconds, error=str(event.get("error")),
-                       worker=w.index)
+                       exit_code=event.get("exit_code"), worker=w.index)

@@ -51,6 +51,17 @@ def test_study_simulations_re_simulates_the_finished_records(tmp_path):
     assert heldout.sim_ids.tolist() == [3]
 
 
+def test_parallel_re_simulation_gives_the_serial_fields(tmp_path):
+    records = [_record(i, [1.0 + i / 10, 0.2 + i / 10]) for i in range(5)]
+    run_dir = _fake_study(tmp_path / "run", records)
+    serial, _ = study_simulations(run_dir, "train")
+    parallel, info = study_simulations(run_dir, "train", n_parallel=2)  # local worker processes
+    assert info["used"] == 5 and parallel.sim_ids.tolist() == serial.sim_ids.tolist()
+    np.testing.assert_array_equal(parallel.fields, serial.fields)  # the same code, the same float32
+    np.testing.assert_array_equal(parallel.times, serial.times)
+    assert (run_dir / "workers" / "resimulate-train" / "worker-1.log").is_file()  # logs beside the study's
+
+
 def test_study_simulations_subsamples_and_says_so(tmp_path):
     run_dir = _fake_study(tmp_path / "run", [_record(i, [1.0 + i / 10, 0.5]) for i in range(6)])
     sims, info = study_simulations(run_dir, "train", max_simulations=4, seed=3)

@@ -112,3 +112,20 @@ def attempt_number(state_dir: str, seed: int) -> int:
             return k
         except FileExistsError:
             k += 1
+
+
+class EchoesItsEnvironment(DecayingWave):
+    """Checks the documented environment of a simulation process (GENSIM_ADDRESS, GENSIM_TOKEN,
+    GENSIM_SIM_ID: ``Client.from_env`` connects with it) and sends its id's last 6 digits as
+    ``u[0]`` (exact in float32), so that a test can match each stream to the id it was given."""
+
+    def run(self, params, seed=None):
+        from gensim.client import Client
+
+        with Client.from_env(fields=self.fields) as client:  # the variables are all there
+            sim_id = client.sim_id
+        client_ok = client.address == os.environ["GENSIM_ADDRESS"]
+        for step, t, fields in super().run(params, seed):
+            u = fields["u"].copy()
+            u[0] = sim_id % 1_000_000 if client_ok else -1.0
+            yield step, t, {"u": u}

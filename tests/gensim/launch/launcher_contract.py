@@ -25,6 +25,15 @@ from sampling import Sobol
 
 HERE = Path(__file__).parent
 N_STEPS = 4
+#: The stand-alone Python solver of the tutorial (docs/your-own-solver.md).
+EXAMPLE_SOLVER = HERE.parents[2] / "examples" / "python" / "decay_solver.py"
+
+
+def external_config(command: list[str]) -> dict:
+    """``simulation=external`` for the contract's receiver: DecayingWave's space and fields."""
+    return {"_target_": "gensim.simulations.ExternalSimulation", "command": command,
+            "parameters": {"a": [1.0, 2.0], "k": [0.1, 1.0]}, "n_steps": N_STEPS,
+            "fields": [{"name": "u", "shape": [8], "dtype": "float32"}]}
 
 
 class Collect:
@@ -105,8 +114,8 @@ def running_study(make_executor, tmp_path: Path, monkeypatch):
     made: list[Launcher] = []
 
     def make(target: str = "gensim.simulations.DecayingWave", extra: dict | None = None,
-             executor: Executor | None = None, **kwargs) -> Launcher:
-        cfg = {"_target_": target, "size": 8, "n_steps": N_STEPS, **(extra or {})}
+             executor: Executor | None = None, config: dict | None = None, **kwargs) -> Launcher:
+        cfg = config or {"_target_": target, "size": 8, "n_steps": N_STEPS, **(extra or {})}
         launcher = Launcher(cfg, executor or make_executor(tmp_path), log_dir=str(tmp_path / "workers"), **kwargs)
         made.append(launcher)
         return launcher
@@ -177,6 +186,42 @@ class LauncherContract:
         for s in study.sinks["train"].samples:
             np.testing.assert_allclose(s.params, by_id[s.sim_id])
         self.check_record_origin(records)
+
+    def test_simulation_code_gets_the_documented_environment(self, study):
+        launcher = study.make("faulty.EchoesItsEnvironment", n_parallel=self.parallel, max_simulations=3)
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=1), study.token)
+        assert wait_until(lambda: launcher.exhausted, self.timeout_s), launcher.counts()
+        assert launcher.counts("train")["done"] == 3, [r.error for r in launcher.ledger.records.values()]
+        ids = set(launcher.ledger.records)
+        assert wait_until(lambda: set(study.sinks["train"].per_sim()) == ids, 10)
+        # Each stream carries the GENSIM_SIM_ID its process was given: its own id.
+        assert all(s.fields["u"][0] == s.sim_id % 1_000_000 for s in study.sinks["train"].samples)
+
+    def test_an_external_command_streams_by_itself(self, study):
+        command = ["{python}", str(EXAMPLE_SOLVER), "--size", "8", "--n-steps", str(N_STEPS)]
+        launcher = study.make(config=external_config(command), n_parallel=self.parallel, max_simulations=2)
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=1), study.token)
+        assert wait_until(lambda: launcher.exhausted, self.timeout_s), launcher.counts()
+        assert launcher.counts("train")["done"] == 2, [r.error for r in launcher.ledger.records.values()]
+        records = launcher.ledger.records
+        assert wait_until(lambda: study.sinks["train"].per_sim() == {i: N_STEPS for i in records}, 10)
+        exact = DecayingWave(size=8, n_steps=N_STEPS)
+        for s in study.sinks["train"].samples:  # float32 rounding of values <= 2: 2.4e-7
+            np.testing.assert_allclose(s.fields["u"], exact.exact(records[s.sim_id].params, s.t), atol=2.4e-7)
+
+    def test_an_external_command_that_fails_is_recorded_with_its_exit_code(self, study):
+        command = ["{python}", "-c", "import sys; print('the mesh is inverted'); sys.exit(5)"]
+        launcher = study.make(config=external_config(command), n_parallel=1, max_simulations=1, max_retries=0,
+                              on_failure="drop")
+        launcher.start(study.router, Sobol(DecayingWave().space, seed=1), study.token)
+        assert wait_until(lambda: launcher.exhausted, self.timeout_s), launcher.counts()
+        [record] = launcher.ledger.records.values()
+        assert record.state == "failed" and record.exit_code == 5 and record.attempts[0].exit_code == 5
+        assert "exited with code 5" in record.error and "the mesh is inverted" in record.error
+        self.check_output_logged(launcher, "the mesh is inverted")
+
+    def check_output_logged(self, launcher: Launcher, text: str) -> None:
+        """Subclasses check that a simulation's output reached their worker log."""
 
     def check_record_origin(self, records: list[SimulationRecord]) -> None:
         """Subclasses check what their executor records of where each simulation ran."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import psutil
 import pytest
-from launcher_contract import LauncherContract, running_study, wait_until
+from launcher_contract import LauncherContract, external_config, running_study, wait_until
 
 from gensim.launch import Launcher, LocalExecutor
 from gensim.launch.executors import TOKEN_ENV
@@ -36,6 +38,9 @@ class TestLocalExecutorContract(LauncherContract):
 
     def check_record_origin(self, records) -> None:
         assert all(r.worker in (0, 1) and r.job_id is None for r in records)
+
+    def check_output_logged(self, launcher: Launcher, text: str) -> None:
+        assert text in (launcher.log_dir / "worker-0.log").read_text()
 
     def check_broken_config_logs(self, launcher: Launcher) -> None:
         assert "NoSuchSolver" in (launcher.log_dir / "worker-0.log").read_text()
@@ -93,3 +98,24 @@ def test_the_worker_refuses_a_missing_token(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         worker.main(["--simulation", "{}"])
     assert f"environment variable {TOKEN_ENV}" in capsys.readouterr().err
+
+
+def test_an_external_command_dies_with_its_worker(study):
+    """A worker killed with SIGKILL (as when its trainer is) takes its external command along."""
+    script = "import os, time; print('pid', os.getpid(), flush=True); time.sleep(60)"
+    launcher = study.make(config=external_config(["{python}", "-c", script]), n_parallel=1, max_simulations=1,
+                          max_retries=0, on_failure="drop")
+    launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
+    log = launcher.log_dir / "worker-0.log"
+    assert wait_until(lambda: log.is_file() and "pid " in log.read_text(), 30)
+    command_pid = int(log.read_text().split("pid ", 1)[1].split()[0])
+    [worker_pid] = launcher.executor.worker_pids()
+    os.kill(worker_pid, signal.SIGKILL)  # the worker alone, not its process group
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(command_pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    assert wait_until(gone, 10), "the external command outlived its worker"

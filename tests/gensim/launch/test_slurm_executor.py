@@ -63,6 +63,9 @@ class TestSlurmExecutorContract(LauncherContract):
             assert wait_until(lambda: self.cluster.job_state(job_id) == "COMPLETED", 30), \
                 self.cluster.job_state(job_id)
 
+    def check_output_logged(self, launcher: Launcher, text: str) -> None:
+        assert text in "".join(p.read_text() for p in launcher.executor.folder.glob("*_log.err"))
+
     def check_broken_config_logs(self, launcher: Launcher) -> None:
         folder = launcher.executor.folder
         assert "NoSuchSolver" in "".join(p.read_text() for p in folder.glob("*_log.err"))

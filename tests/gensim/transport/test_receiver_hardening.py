@@ -205,3 +205,20 @@ def test_many_frames_are_discarded_as_they_come(make_receiver, raw_push):  # noq
     push.send_multipart(frames_at(1))
     assert wait_until(lambda: rx.stats().accepted == 1)
     assert rx.stats().rejected == {"malformed": 1, "too_large": 1}
+
+
+def test_rejections_are_charged_to_the_simulation_the_header_names(rx, raw_push, caplog):  # noqa: F811
+    """Per-simulation rejection counts and first details: the authenticated id, or the id an
+    unauthenticated header claims when it is registered here (a forger cannot grow the table)."""
+    rx.register(0, PARAMS, lambda s: None)
+    push = raw_push(rx.address)
+    with caplog.at_level("WARNING", logger="gensim.transport"):
+        push.send_multipart([*body(0, 0, time=TIMES[0]), bytes(32)])  # a bad tag: id 0 only claimed
+        push.send_multipart([*body(99, 0, time=TIMES[0]), bytes(32)])  # claims an id nobody registered
+        push.send_multipart(valid_frames(0, N_STEPS, time=TIMES[0]))  # authentic, step out of range
+        assert wait_until(lambda: rx.stats().n_rejected == 3)
+    stats = rx.stats()
+    assert stats.rejected_per_sim == {0: {"auth": 1, "step_range": 1}}
+    assert stats.rejection_details[0].startswith("[auth] authentication tag does not match (claims to be simulation 0")
+    assert "from a sender claiming to be simulation 0 (unauthenticated)" in caplog.text
+    assert "[step_range] from simulation 0: step 6 outside [0, 6)" in caplog.text
