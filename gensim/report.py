@@ -144,7 +144,8 @@ def best_time(predict: Callable[[], np.ndarray], repeats: int = 3) -> tuple[np.n
 
 
 #: Fitted attributes of the baselines worth recording in their metrics.json.
-_ESTIMATOR_INFO = ("n_components_", "n_samples_seen_", "n_samples_fit_", "subsampled_", "degrees_")
+_ESTIMATOR_INFO = ("n_components_", "n_samples_seen_", "n_samples_fit_", "n_samples_hyper_", "subsampled_",
+                   "collapsed_modes_", "still_collapsed_modes_", "degrees_")
 
 
 def fit_baseline(estimator, layout, data: StudyData, run_dir: Path, cases: np.ndarray, step: int,
@@ -515,6 +516,8 @@ def write_report(cfg: DictConfig, rows: list[Row], studies: dict[int, StudyData]
         if "n_samples_fit_" in r.metrics:
             seen, fit = r.metrics["n_samples_seen_"], r.metrics["n_samples_fit_"]
             sub = f"**subsampled**: {fit} of {seen} rows" if r.metrics.get("subsampled_") else f"all {seen} rows"
+            if r.metrics.get("n_samples_hyper_", fit) < fit:
+                sub += f" (hyperparameters on a random {r.metrics['n_samples_hyper_']})"
             kriging_notes.append(f"{r.method} at {r.budget} simulations: Gaussian processes fitted on {sub}, "
                                  f"{r.metrics['n_components_']} POD modes ({r.metrics['layout']})")
         if "degrees_" in r.metrics:

@@ -3,9 +3,13 @@ collapsed-mode restarts, the hyperparameter subsample and the mode cap."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from baseline_contract import BaselineContract, smooth_fields
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from sklearn.gaussian_process import GaussianProcessRegressor
 
 from gensim.baselines import KrigingBaseline, kriging
@@ -186,3 +190,12 @@ def test_max_components_caps_the_modes():
     assert model.predict(x).shape == y.shape
     with pytest.raises(ValueError, match="max_components"):
         KrigingBaseline(max_components=0).fit(x, y)
+
+
+def test_the_default_config_sets_every_tunable():
+    # conf/baselines/default.yaml is the one source of truth of the report's Kriging: every
+    # tunable of the estimator is set there, none left to the constructor's defaults.
+    config = OmegaConf.load(Path(__file__).resolve().parents[3] / "conf" / "baselines" / "default.yaml")
+    model = instantiate(config.kriging.estimator)
+    assert isinstance(model, KrigingBaseline)
+    assert set(model.get_params()) == set(config.kriging.estimator) - {"_target_"}
