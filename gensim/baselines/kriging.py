@@ -13,7 +13,7 @@ from sklearn.gaussian_process.kernels import ConstantKernel, Kernel, Matern, Whi
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, check_X_y
 
-from gensim.baselines.pod import PODRegressionMixin
+from gensim.baselines.pod import POD, PODRegressionMixin
 
 __all__ = ["KrigingBaseline", "linear_trend_log_likelihood"]
 
@@ -37,15 +37,19 @@ class KrigingBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator):
       fitted from the previous mode's optimum (unless that one collapsed), and the start with
       the higher likelihood is kept. On heat2d (64x64, 128 simulations, whole trajectories) this
       took the held-out error from 2.9e-3 to 2.5e-4.
-    - *Collapse restarts.* A mode has *collapsed* when a length scale sits at its lower bound and
-      the likelihood beats a linear trend with white noise (least squares, the same standardized
-      coefficient) by less than ``min_likelihood_gain`` nats: the fit explains nothing a plane
-      does not, and predicts the mean away from the data. The trap is the usual start, almost
-      no noise: a noisy coefficient is then fitted by the signal part with the shortest length
-      scale. Such a mode is refitted from each isotropic length scale of
-      ``restart_length_scales`` with the noise started at 0.1 (of the mode's variance) and its
-      upper bound widened to ``restart_noise_level_bounds``, and the best likelihood is kept
-      (``collapsed_modes_`` and ``still_collapsed_modes_`` say which).
+    - *Restarts at the bound.* A mode whose fit puts a length scale at its lower bound is
+      refitted from each isotropic length scale of ``restart_length_scales``, twice: with the
+      usual start (almost no noise, ``noise_level_bounds``) and with the noise started at 0.1 of
+      the mode's variance and allowed up to ``restart_noise_level_bounds``; the highest
+      likelihood is kept (``restarted_modes_``). On heat2d (32x32, 50 steps, 256 Sobol'
+      simulations) two modes were trapped there and carried 94% of the held-out error; the
+      restarts raised their log-likelihood from -290 to 164 and from -363 to 57 and cut their
+      coefficient errors 25-fold and 17-fold. Among those, a mode has *collapsed* when its
+      likelihood still beats a linear trend with white noise (least squares on the same
+      standardized coefficient) by less than ``min_likelihood_gain`` nats: it explains nothing a
+      plane does not and predicts the mean away from the data (``collapsed_modes_``). A
+      likelihood gain alone does not clear a mode at the bound: the first of the two trapped
+      heat2d modes beat the plane by 72 nats.
     - *Scalable fit.* Above ``hyperparameter_samples`` training rows, each mode's hyperparameters
       are optimized on a random subsample of that size (O(m^3) per likelihood evaluation
       instead of O(n^3)); the Gaussian process is then conditioned on every row (up to
@@ -73,9 +77,12 @@ class KrigingBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator):
     start_from_previous_mode : bool
         Also fit each mode from the previous mode's hyperparameters and keep the better start.
     restart_length_scales : sequence of float
-        Isotropic initial length scales tried on a collapsed mode; empty: no restart.
+        Isotropic initial length scales tried on a mode with a length scale at its lower bound;
+        empty: no restart.
     restart_noise_level_bounds : (float, float)
-        Bounds of the white-noise variance in those restarts (relative to the mode's variance).
+        Bounds of the white-noise variance in the noisy restarts (relative to the mode's
+        variance): the usual upper bound can force a noisy coefficient onto the shortest length
+        scale.
     min_likelihood_gain : float
         Log-likelihood (nats) a mode with a length scale at its lower bound must gain over a
         linear trend with white noise not to count as collapsed.
@@ -111,10 +118,10 @@ class KrigingBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator):
         Rows the hyperparameters were optimized on (``<= n_samples_fit_``).
     subsampled_ : bool
         True when ``n_samples_fit_ < n_samples_seen_``.
+    restarted_modes_ : list of int
+        Modes whose first fit had a length scale at its lower bound, refitted from the restarts.
     collapsed_modes_ : list of int
-        Modes whose first fit collapsed (and were restarted).
-    still_collapsed_modes_ : list of int
-        Those that were still collapsed after the restarts.
+        Modes collapsed after any restarts.
     jitter_ : list of float
         Per mode, the variance added to the diagonal of its kernel matrix (relative to the mode's
         variance): scikit-learn's 1e-10, or more where conditioning on every row with the
@@ -194,7 +201,7 @@ class KrigingBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator):
         coefficients = pod.transform(Y[rows])
         hyper = _subsample(len(rows), self.hyperparameter_samples, rng)
         self.n_samples_hyper_ = len(hyper)
-        self.gps_, self.collapsed_modes_, self.still_collapsed_modes_, self.jitter_ = [], [], [], []
+        self.gps_, self.restarted_modes_, self.collapsed_modes_, self.jitter_ = [], [], [], []
         previous = None
         with warnings.catch_warnings():
             # Small modes routinely end at a bound (a very long length scale: the mode does not
@@ -207,39 +214,45 @@ class KrigingBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator):
                 if self.start_from_previous_mode and previous is not None:
                     starts.append(previous)  # the optimizer starts from a kernel's values
                 gp = self._best_fit(starts, Z[hyper], y[hyper], seed)
-                if self._collapsed(gp):
+                if self._at_lower_bound(gp) and self.restart_length_scales:
+                    self.restarted_modes_.append(k)
+                    restarts = [self._kernel(X.shape[1], ls, noise, bounds)
+                                for ls in self.restart_length_scales
+                                for noise, bounds in ((1e-8, None), (0.1, tuple(self.restart_noise_level_bounds)))]
+                    gp = self._best_fit(restarts, Z[hyper], y[hyper], seed, previous=gp)
+                if self._at_lower_bound(gp) and self._no_gain(gp):
                     self.collapsed_modes_.append(k)
-                    restarts = [self._kernel(X.shape[1], ls, 0.1, tuple(self.restart_noise_level_bounds))
-                                for ls in self.restart_length_scales]
-                    gp = max([gp, self._best_fit(restarts, Z[hyper], y[hyper], seed)] if restarts else [gp],
-                             key=lambda g: g.log_marginal_likelihood_value_)
-                    if self._collapsed(gp):
-                        self.still_collapsed_modes_.append(k)
-                previous = None if k in self.still_collapsed_modes_ else gp.kernel_
+                # A mode restarted with noise passes its widened noise bound on to the next start.
+                previous = None if k in self.collapsed_modes_ else gp.kernel_
                 if len(hyper) < len(rows):
                     gp = _condition(gp.kernel_, Z, y)
                 self.jitter_.append(float(gp.alpha))
                 self.gps_.append(gp)
         return self
 
-    def _best_fit(self, kernels: Sequence[Kernel], Z: np.ndarray, y: np.ndarray, seed: int) -> GaussianProcessRegressor:
-        """The highest-likelihood fit of ``y`` (n,) on ``Z`` (n, n_features) from each start kernel."""
+    def _best_fit(self, kernels: Sequence[Kernel], Z: np.ndarray, y: np.ndarray, seed: int,
+                  previous: GaussianProcessRegressor | None = None) -> GaussianProcessRegressor:
+        """The highest-likelihood fit of ``y`` (n,) on ``Z`` (n, n_features) from each start kernel
+        (and ``previous``, a fit already made, if given)."""
         fits = [GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed,
                                          n_restarts_optimizer=self.n_restarts_optimizer).fit(Z, y)
                 for kernel in kernels]
-        return max(fits, key=lambda gp: gp.log_marginal_likelihood_value_)
+        return max(fits + ([previous] if previous is not None else []),
+                   key=lambda gp: gp.log_marginal_likelihood_value_)
 
-    def _collapsed(self, gp: GaussianProcessRegressor) -> bool:
-        """Whether a fitted mode has a length scale at its lower bound and no likelihood gain
-        over a linear trend with white noise (see the class docstring)."""
+    def _at_lower_bound(self, gp: GaussianProcessRegressor) -> bool:
+        """Whether a fitted mode has a length scale at its lower bound."""
         length_scale = np.atleast_1d(gp.kernel_.k1.k2.length_scale)
         # L-BFGS-B works on log length scales and stops exactly at a bound; 1% is "at" it.
-        if not np.any(length_scale <= self.length_scale_bounds[0] * 1.01):
-            return False
+        return bool(np.any(length_scale <= self.length_scale_bounds[0] * 1.01))
+
+    def _no_gain(self, gp: GaussianProcessRegressor) -> bool:
+        """Whether a fitted mode's likelihood is less than ``min_likelihood_gain`` above a linear
+        trend with white noise."""
         return gp.log_marginal_likelihood_value_ < linear_trend_log_likelihood(gp.X_train_, gp.y_train_) \
             + self.min_likelihood_gain
 
-    def _truncate_modes(self, pod, k: int) -> None:
+    def _truncate_modes(self, pod: POD, k: int) -> None:
         """Keep the ``k`` leading modes of ``pod`` (and of the fitted attributes)."""
         pod.components, pod.singular_values = pod.components[:k], pod.singular_values[:k]
         pod.explained_variance_ratio = pod.explained_variance_ratio[:k]

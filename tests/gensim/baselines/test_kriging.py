@@ -115,15 +115,17 @@ def noisy_mode(n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray,
 def test_collapsed_mode_is_detected_and_restarting_improves_the_likelihood():
     # A smooth mode with noise of 30% of its std: from the usual start (almost no noise) the
     # optimizer fits the noise with the shortest length scale allowed, and the likelihood is
-    # below that of a plane. Measured: log-likelihood -73.2 -> -55.7 after the restart, error of
+    # below that of a plane. Measured: log-likelihood -73.2 -> -55.7 after the restarts, error of
     # the noise-free field 0.59 -> 0.17 (RMS over 500 new points).
     x, Y, field = noisy_mode(60, 0.3, seed=0)
     x_new = np.random.default_rng(1).uniform(size=(500, 2))
     stuck = KrigingBaseline(n_components=1, restart_length_scales=()).fit(x, Y)
-    assert stuck.collapsed_modes_ == [0] and stuck.still_collapsed_modes_ == [0]
+    assert stuck.restarted_modes_ == [] and stuck.collapsed_modes_ == [0]
     assert np.isclose(stuck.gps_[0].kernel_.k1.k2.length_scale.min(), 0.05)  # at the lower bound
+    assert stuck.gps_[0].log_marginal_likelihood_value_ < kriging.linear_trend_log_likelihood(
+        stuck.gps_[0].X_train_, stuck.gps_[0].y_train_)  # worse than a plane
     restarted = KrigingBaseline(n_components=1).fit(x, Y)
-    assert restarted.collapsed_modes_ == [0] and restarted.still_collapsed_modes_ == []
+    assert restarted.restarted_modes_ == [0] and restarted.collapsed_modes_ == []
     gain = restarted.gps_[0].log_marginal_likelihood_value_ - stuck.gps_[0].log_marginal_likelihood_value_
     assert gain > 10.0
     rmse = [np.sqrt(np.mean((m.predict(x_new) - field(x_new)) ** 2)) for m in (stuck, restarted)]
@@ -132,13 +134,14 @@ def test_collapsed_mode_is_detected_and_restarting_improves_the_likelihood():
 
 def test_a_rough_mode_at_the_bound_with_a_likelihood_gain_is_not_collapsed():
     # sin(25 x) wants a length scale below the bound of 1, but explains the data far better than
-    # a plane (measured: log-likelihood 184 against -112): a genuine fit at the bound, not a
-    # collapse. Smooth noiseless modes are not flagged either.
+    # a plane (measured: log-likelihood 184 against -112): restarted, as every mode at the bound,
+    # but a genuine fit there, not a collapse. Smooth noiseless modes are left alone.
     x = np.linspace(0, 1, 80)[:, None]
     model = KrigingBaseline(n_components=1, length_scale_bounds=(1.0, 1e5)).fit(x, np.sin(25 * x) * [1.0, 2.0])
     assert np.isclose(model.gps_[0].kernel_.k1.k2.length_scale, 1.0)
-    assert model.collapsed_modes_ == []
-    assert KrigingBaseline(n_components=3).fit(*smooth_fields(30, seed=3)).collapsed_modes_ == []
+    assert model.restarted_modes_ == [0] and model.collapsed_modes_ == []
+    smooth = KrigingBaseline(n_components=3).fit(*smooth_fields(30, seed=3))
+    assert smooth.restarted_modes_ == [] and smooth.collapsed_modes_ == []
 
 
 class RecordingGP(GaussianProcessRegressor):
