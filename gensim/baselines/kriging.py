@@ -38,19 +38,20 @@ class KrigingBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator):
       the higher likelihood is kept. On heat2d (64x64, 128 simulations, whole trajectories) this
       took the held-out error from 2.9e-3 to 2.5e-4.
     - *Restarts near the bound.* A mode whose fit puts a length scale within a factor
-      ``restart_near_bound`` of its lower bound is refitted from each isotropic length scale of ``restart_length_scales``, twice: with the
-      usual start (almost no noise, ``noise_level_bounds``) and with the noise started at 0.1 of
-      the mode's variance and allowed up to ``restart_noise_level_bounds``; the highest
-      likelihood is kept (``restarted_modes_``). On heat2d (32x32, 50 steps, 256 Sobol'
-      simulations) two modes were trapped there and carried 94% of the held-out error; the
-      restarts raised their log-likelihood from -290 to 164 and from -363 to 57 and cut their
-      coefficient errors 25-fold and 17-fold. At 512 simulations two trapped modes (83% of the
-      error) stopped short of the bound, at 1.0 and 1.6 times it. Among the modes at the bound, a mode has *collapsed* when its
-      likelihood still beats a linear trend with white noise (least squares on the same
-      standardized coefficient) by less than ``min_likelihood_gain`` nats: it explains nothing a
-      plane does not and predicts the mean away from the data (``collapsed_modes_``). A
-      likelihood gain alone does not clear a mode at the bound: the first of the two trapped
-      heat2d modes beat the plane by 72 nats.
+      ``restart_near_bound`` of its lower bound is refitted from each isotropic length scale of
+      ``restart_length_scales``, twice: with the usual start (almost no noise,
+      ``noise_level_bounds``) and with the noise started at 0.1 of the mode's variance and
+      allowed up to ``restart_noise_level_bounds``; the highest likelihood is kept
+      (``restarted_modes_``). On heat2d (32x32, 50 steps, 256 Sobol' simulations) two modes were
+      trapped at the bound and carried 94% of the held-out error; the restarts raised their
+      log-likelihood from -290 to 164 and from -363 to 57 and cut their coefficient errors
+      25-fold and 17-fold. At 512 simulations two trapped modes (83% of the error) stopped
+      short of the bound, at 1.0 and 1.6 times it. A mode still at the bound (within 1%) has
+      *collapsed* when its likelihood beats a linear trend with white noise (least squares on
+      the same standardized coefficient) by less than ``min_likelihood_gain`` nats: it explains
+      nothing a plane does not and predicts the mean away from the data (``collapsed_modes_``).
+      A likelihood gain alone does not clear a mode near the bound: the first of the two
+      trapped heat2d modes beat the plane by 72 nats.
     - *Scalable fit.* Above ``hyperparameter_samples`` training rows, each mode's hyperparameters
       are optimized on a random subsample of that size (O(m^3) per likelihood evaluation
       instead of O(n^3)); the Gaussian process is then conditioned on every row (up to

@@ -142,6 +142,14 @@ def test_a_rough_mode_at_the_bound_with_a_likelihood_gain_is_not_collapsed():
     assert model.restarted_modes_ == [0] and model.collapsed_modes_ == []
     smooth = KrigingBaseline(n_components=3).fit(*smooth_fields(30, seed=3))
     assert smooth.restarted_modes_ == [] and smooth.collapsed_modes_ == []
+    # Near the bound, not only at it: under a bound of 0.3 the fit stops at 0.43 (measured), so a
+    # factor of 2 restarts it and a factor of 1.01 does not. A factor below 1 is refused.
+    for factor, restarted in ((2.0, [0]), (1.01, [])):
+        near = KrigingBaseline(n_components=1, length_scale_bounds=(0.3, 1e5), restart_near_bound=factor)
+        assert near.fit(x, np.sin(25 * x) * [1.0, 2.0]).restarted_modes_ == restarted
+        assert 0.303 < near.gps_[0].kernel_.k1.k2.length_scale < 0.6
+    with pytest.raises(ValueError, match="restart_near_bound"):
+        KrigingBaseline(restart_near_bound=0.5).fit(x, np.sin(25 * x) * [1.0, 2.0])
 
 
 class RecordingGP(GaussianProcessRegressor):
