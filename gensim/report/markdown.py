@@ -61,6 +61,8 @@ def write_report(cfg: DictConfig, rows: list[Row], studies: dict[int, StudyData]
         if "n_samples_fit_" in r.metrics:
             seen, fit = r.metrics["n_samples_seen_"], r.metrics["n_samples_fit_"]
             sub = f"**subsampled**: {fit} of {seen} rows" if r.metrics.get("subsampled_") else f"all {seen} rows"
+            if r.metrics.get("n_samples_hyper_", fit) < fit:
+                sub += f" (hyperparameters on a random {r.metrics['n_samples_hyper_']})"
             kriging_notes.append(f"{r.method} at {r.budget} simulations: Gaussian processes fitted on {sub}, "
                                  f"{r.metrics['n_components_']} POD modes ({r.metrics['layout']})")
         if "degrees_" in r.metrics:

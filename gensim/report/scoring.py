@@ -61,7 +61,8 @@ def best_time(predict: Callable[[], np.ndarray], repeats: int = 3) -> tuple[np.n
 
 
 #: Fitted attributes of the baselines worth recording in their metrics.json.
-_ESTIMATOR_INFO = ("n_components_", "n_samples_seen_", "n_samples_fit_", "subsampled_", "degrees_")
+_ESTIMATOR_INFO = ("n_components_", "n_samples_seen_", "n_samples_fit_", "n_samples_hyper_", "subsampled_",
+                   "restarted_modes_", "collapsed_modes_", "degrees_")
 
 
 def fit_baseline(estimator, layout, data: StudyData, run_dir: Path, cases: np.ndarray, step: int,
