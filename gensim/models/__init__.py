@@ -5,5 +5,7 @@ from gensim.models.cgan import ConditionalGAN
 from gensim.models.cvae import ConditionalVAE
 from gensim.models.deterministic import DeterministicSurrogate
 from gensim.models.generative import DistributionCheck
+from gensim.models.reduced_basis import ReducedBasisSurrogate
 
-__all__ = ["Autoencoder", "ConditionalGAN", "ConditionalVAE", "DeterministicSurrogate", "DistributionCheck"]
+__all__ = ["Autoencoder", "ConditionalGAN", "ConditionalVAE", "DeterministicSurrogate", "DistributionCheck",
+           "ReducedBasisSurrogate"]

@@ -145,7 +145,7 @@ class ConditionalGAN(GenerativeSurrogate):
 
         Parameters
         ----------
-        cond : Tensor, shape (B, n_params + 1)
+        cond : Tensor, shape (B, n_cond)
         y : Tensor, shape (B, D)
         z : Tensor, shape (B, latent_dim)
         batch : dict

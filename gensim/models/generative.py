@@ -162,7 +162,7 @@ class GenerativeSurrogate(FieldSurrogate):
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, cond: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Normalized fields (B, D) from a normalized condition (B, n_params + 1) and a latent (B, L)."""
+        """Normalized fields (B, D) from a normalized condition (B, n_cond) and a latent (B, L)."""
         raise NotImplementedError
 
     def add_noise(self, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
