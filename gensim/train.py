@@ -73,10 +73,11 @@ def evaluate(model, datamodule, device: torch.device | str = "cpu") -> dict[str,
 
 
 def scheduled_max_steps(cfg: DictConfig) -> int:
-    """``trainer.max_steps``, or ``steps_per_simulation x launcher.max_simulations`` when set."""
-    if cfg.get("steps_per_simulation") is None:
+    """``trainer.max_steps``, or ``schedule.steps_per_simulation x launcher.max_simulations`` when set."""
+    per_simulation = OmegaConf.select(cfg, "schedule.steps_per_simulation")
+    if per_simulation is None:
         return int(cfg.trainer.max_steps)
-    return int(cfg.steps_per_simulation) * int(cfg.launcher.max_simulations)
+    return int(per_simulation) * int(cfg.launcher.max_simulations)
 
 
 def normalizer_digest(model) -> str:

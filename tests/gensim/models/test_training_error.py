@@ -140,11 +140,11 @@ def test_training_error_is_logged_beside_the_heldout_error_and_shows_memorizatio
 
 
 def test_steps_per_simulation_sets_max_steps_from_the_budget():
-    cfg = OmegaConf.create({"steps_per_simulation": None, "trainer": {"max_steps": 6000},
+    cfg = OmegaConf.create({"schedule": {"steps_per_simulation": None}, "trainer": {"max_steps": 6000},
                             "launcher": {"max_simulations": 128}})
     assert scheduled_max_steps(cfg) == 6000
-    cfg.steps_per_simulation = 80
+    cfg.schedule.steps_per_simulation = 80
     assert scheduled_max_steps(cfg) == 80 * 128
-    cfg.steps_per_simulation = 0
+    cfg.schedule.steps_per_simulation = 0
     with pytest.raises(ConfigError, match="steps_per_simulation"):
         check_config(cfg)
