@@ -56,7 +56,7 @@ class TrainingProbe:
     """A bottom-k sample of the distinct training rows seen: each row is kept when its key's hash
     is among the ``capacity`` smallest so far.
 
-    Every distinct row seen has the same chance to be in the sample whatever how often the replay
+    Every distinct row seen has the same chance to be in the sample however often the replay
     buffer drew it, and a row drawn again changes nothing (its hash is the same), so the sample
     is a uniform one of the rows trained on so far, deterministic given them. It covers the whole
     stream as data arrive: new rows replace sampled ones with probability ``capacity / seen``.
