@@ -60,8 +60,9 @@ class TrainingProbe:
     buffer drew it, and a row drawn again changes nothing (its hash is the same), so the sample
     is a uniform one of the rows trained on so far, deterministic given them. It covers the whole
     stream as data arrive: new rows replace sampled ones with probability ``capacity / seen``.
-    Checking a batch costs one hash and comparison per row; rows are copied (from the device)
-    only when they enter the sample, about ``capacity * ln(seen / capacity)`` times in a study.
+    Checking a batch costs one hash and comparison per row; a row is copied (from the device)
+    only when it enters the sample, into the slot of the row it evicts, about
+    ``capacity * ln(seen / capacity)`` times in a study.
 
     Not part of a checkpoint: a resumed study samples again from the batches it draws.
 
@@ -73,9 +74,9 @@ class TrainingProbe:
     Attributes
     ----------
     hashes : ndarray, shape (n,), uint64
-        Sorted ascending; ``n <= capacity``.
+        The hash of the row in each slot (in no particular order); ``n <= capacity``.
     rows : dict of Tensor
-        ``params`` (n, P), ``t`` (n,), ``fields`` (n, D) on the host, in the order of ``hashes``.
+        ``params`` (n, P), ``t`` (n,), ``fields`` (n, D) on the host, slot by slot.
     """
 
     keys = ("params", "t", "fields")
@@ -86,6 +87,7 @@ class TrainingProbe:
         self.capacity = int(capacity)
         self.hashes = np.zeros(0, np.uint64)
         self.rows: dict[str, torch.Tensor] = {}
+        self._storage: dict[str, torch.Tensor] = {}  # capacity rows, the first n in use
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -105,20 +107,31 @@ class TrainingProbe:
             Rows that entered the sample.
         """
         h = row_keys(batch)
-        full = len(self.hashes) >= self.capacity
+        n = len(self.hashes)
         new = ~np.isin(h, self.hashes)
-        if full:
-            new &= h < self.hashes[-1]
+        if n >= self.capacity:
+            new &= h < self.hashes.max()
         # A row drawn twice in one batch enters once.
         candidates = np.flatnonzero(new)
         candidates = candidates[np.unique(h[candidates], return_index=True)[1]]
         if candidates.size == 0:
             return 0
-        index = torch.from_numpy(candidates)
-        taken = {k: batch[k][index.to(batch[k].device)].detach().cpu() for k in self.keys}
-        hashes = np.concatenate([self.hashes, h[candidates]])
-        order = np.argsort(hashes, kind="stable")[:self.capacity]
-        self.hashes = hashes[order]
-        keep = torch.from_numpy(order)
-        self.rows = {k: (torch.cat([self.rows[k], taken[k]]) if self.rows else taken[k])[keep] for k in self.keys}
-        return int(np.isin(self.hashes, h[candidates]).sum())
+        # The capacity smallest of the sample and the candidates: which candidates enter, and
+        # (once full) which slots they take, those of the largest hashes in the sample.
+        merged = np.concatenate([self.hashes, h[candidates]])
+        kept = np.argsort(merged, kind="stable")[:self.capacity]
+        entering = candidates[np.sort(kept[kept >= n]) - n]
+        free = np.arange(n, min(n + entering.size, self.capacity))
+        evicted = np.setdiff1d(np.arange(n), kept[kept < n])
+        slots = np.concatenate([free, evicted])[:entering.size]
+        index = torch.from_numpy(entering)
+        for k in self.keys:
+            taken = batch[k][index.to(batch[k].device)].detach().cpu()
+            if k not in self._storage:
+                self._storage[k] = taken.new_zeros((self.capacity, *taken.shape[1:]))
+            self._storage[k][torch.from_numpy(slots)] = taken
+        hashes = np.concatenate([self.hashes, np.zeros(free.size, np.uint64)])
+        hashes[slots] = h[entering]
+        self.hashes = hashes
+        self.rows = {k: v[:len(hashes)] for k, v in self._storage.items()}
+        return int(entering.size)
