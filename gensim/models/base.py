@@ -116,7 +116,8 @@ class FieldSurrogate(L.LightningModule):
         """
         if "log_t" in self.time_features and not self.in_norm.frozen and bool((batch["t"] <= 0).any()):
             # Checked while the normalizers learn only: a test on every batch would wait for the device.
-            raise ValueError(f"time_features has log_t but a training batch has t <= 0 (min {float(batch['t'].min())}); "
+            raise ValueError("time_features has log_t but a training batch has t <= 0 "
+                             f"(min {float(batch['t'].min())}); "
                              "use time_features=[t] for a simulation whose time starts at 0")
         x, y = self.inputs(batch), batch["fields"]
         self.in_norm.update(x)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+
 def _mix(h: np.ndarray) -> np.ndarray:
     """splitmix64's finalizer: a bijection of uint64 whose output bits all depend on every input bit."""
     h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

@@ -41,7 +41,7 @@ def draws(rows: dict[str, torch.Tensor], n_batches: int, batch_size: int, seed: 
 
 def bottom_hashes(batches: list[dict[str, torch.Tensor]], k: int) -> list[int]:
     """The k smallest hashes of the distinct rows of ``batches``, computed from scratch."""
-    every = {k_: v for k_, v in zip(("sim_id", "step"), (torch.cat([b[n] for b in batches]) for n in ("sim_id", "step")))}
+    every = {name: torch.cat([b[name] for b in batches]) for name in ("sim_id", "step")}
     return sorted(set(row_keys(every).tolist()))[:k]
 
 
@@ -119,7 +119,8 @@ def test_training_error_is_logged_beside_the_heldout_error_and_shows_memorizatio
     heldout = wave_batches(sim, 256, 256, 1, seed=1)[0]
     model = DeterministicSurrogate(sim.fields, 2, net=partial(MLP, hidden=(32, 32)), lr=3e-3, warmup_steps=10,
                                    normalizer_warmup_batches=5)
-    trainer = L.Trainer(max_steps=600, val_check_interval=600, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
+    trainer = L.Trainer(max_steps=600, val_check_interval=600, num_sanity_val_steps=0, logger=False,
+                        enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
     val = DataLoader([{k: heldout[k] for k in ("params", "t", "fields")}], batch_size=None)
     trainer.fit(model, DataLoader(train, batch_size=None), val)
