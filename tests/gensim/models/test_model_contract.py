@@ -19,16 +19,20 @@ from gensim.models.base import FieldSurrogate
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+#: Models with time features (``time_features`` in their yaml) are also checked with log t.
+CASES = [(name, ()) for name in MODELS] + [
+    (name, ("model.time_features=[t,log_t]",)) for name in MODELS
+    if "time_features:" in (CONF / "model" / f"{name}.yaml").read_text()]
 #: Small networks and a short warm-up: the contract, not the accuracy, is under test.
 SMALL = ["model.net.hidden=[32]", "model.warmup_steps=2", "model.normalizer_warmup_batches=2"]
 STEPS, BATCH = 6, 16
 
 
-def build(name: str):
+def build(name: str, overrides: tuple[str, ...] = ()):
     """The model of conf/model/<name>.yaml for a heat2d simulation on a 6 x 6 grid (D = 36)."""
     with initialize_config_module(config_module="gensim.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"model={name}", "simulation.grid=6", "simulation.n_steps=4",
-                                                      *SMALL, *(["model.n_modes=8"] if name == "pod" else [])])
+                                                      *SMALL, *(["model.n_modes=8"] if name == "pod" else []), *overrides])
     simulation = instantiate(cfg.simulation)
     return instantiate(cfg.model)(fields=simulation.fields, n_params=simulation.space.dim), simulation
 
@@ -57,10 +61,13 @@ def fit(model, simulation, tmp_path: Path) -> L.Trainer:
     return trainer
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_model_contract(name, tmp_path, single_threaded):
+@pytest.mark.parametrize(("name", "overrides"), CASES, ids=[" ".join((n, *o)) for n, o in CASES])
+def test_model_contract(name, overrides, tmp_path, single_threaded):
     torch.manual_seed(0)
-    model, simulation = build(name)
+    model, simulation = build(name, overrides)
+    assert model.n_cond == simulation.space.dim + len(model.time_features)
+    if overrides:
+        assert model.time_features == ("t", "log_t")
     assert isinstance(model, FieldSurrogate)
     trainer = fit(model, simulation, tmp_path)
     d = sum(f.size for f in simulation.fields)
@@ -80,7 +87,7 @@ def test_model_contract(name, tmp_path, single_threaded):
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
     # As a resumed study restores it: a model built from the same config, then the checkpoint's state.
-    restored, _ = build(name)
+    restored, _ = build(name, overrides)
     restored.load_state_dict(torch.load(path, weights_only=False)["state_dict"])
     restored.eval()
     with torch.no_grad():
