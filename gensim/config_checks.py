@@ -110,6 +110,8 @@ RULES: tuple[Rule, ...] = (
          "transport.max_message_bytes=null (twice a valid message)", also=(None,)),
     Rule("trainer.max_steps", True, 1, "optimizer steps of the study; -1: until the stream ends",
          "trainer.max_steps=6000", also=(-1,)),
+    Rule("schedule.steps_per_simulation", True, 1, "optimizer steps per training simulation (sets trainer.max_steps)",
+         "schedule.steps_per_simulation=80", also=(None,)),
     Rule("trainer.num_nodes", True, 1, "nodes of the trainer job", "trainer.num_nodes=1"),
     Rule("model.lr", False, 0, "learning rate", "model.lr=1e-3", strict=True),
     Rule("model.warmup_steps", True, 0, "learning-rate warm-up steps", "model.warmup_steps=200"),

@@ -72,6 +72,14 @@ def evaluate(model, datamodule, device: torch.device | str = "cpu") -> dict[str,
             "trivial_rel_l2_mean": trivial_s["mean"], "trivial_rel_l2_p99": trivial_s["p99"], **extra}
 
 
+def scheduled_max_steps(cfg: DictConfig) -> int:
+    """``trainer.max_steps``, or ``schedule.steps_per_simulation x launcher.max_simulations`` when set."""
+    per_simulation = OmegaConf.select(cfg, "schedule.steps_per_simulation")
+    if per_simulation is None:
+        return int(cfg.trainer.max_steps)
+    return int(per_simulation) * int(cfg.launcher.max_simulations)
+
+
 def normalizer_digest(model) -> str:
     """A short digest of the model's frozen normalizer statistics (equal on every rank when merged)."""
     digest = hashlib.sha1()
@@ -154,6 +162,8 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
         "-" * 64,
         f" held-out relative L2   mean {metrics['val_rel_l2_mean']:.4f}   p99 {metrics['val_rel_l2_p99']:.4f}",
         f" trivial predictor      mean {metrics['trivial_rel_l2_mean']:.4f}   p99 {metrics['trivial_rel_l2_p99']:.4f}",
+        *([f" training rel. L2       mean {metrics['train_rel_l2_mean']:.4f}   p99 {metrics['train_rel_l2_p99']:.4f}"
+           f"   ({metrics['train_probe_rows']} training rows)"] if "train_rel_l2_mean" in metrics else []),
         f" simulations            {metrics['simulations_started']} started, {metrics['simulations_finished']} done,"
         f" {metrics['simulations_failed']} failed (+{metrics['validation_simulations']} held-out)",
         f" samples                {metrics['samples_received']} received, {metrics['samples_rejected']} rejected",
@@ -216,6 +226,7 @@ def run(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None = None) -> dict:
             callback.attach(datamodule)
     trainer = instantiate(cfg.trainer)(
         default_root_dir=str(run_dir),
+        max_steps=scheduled_max_steps(cfg),
         # A resumed study logs beside the first run's metrics.csv, which Lightning would overwrite.
         logger=CSVLogger(str(run_dir), name="logs",
                          version="" if ckpt_path is None else time.strftime("resumed-%Y%m%d-%H%M%S")),
@@ -239,10 +250,12 @@ def run(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None = None) -> dict:
         # (resume=<run dir> trainer.max_steps=<more>). A collective: every rank saves its stream.
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
         ranks = rank_stats(trainer, model, datamodule, throughput)
+        # The training error beside the held-out one (train_rel_l2_*): a collective, every rank.
+        trained = model.training_metrics() if hasattr(model, "training_metrics") else {}
         if trainer.global_rank != 0:
             return {}
         launcher.check_streams([r.pop("per_sim") for r in ranks])
-        metrics = evaluate(model, datamodule, device=trainer.strategy.root_device)
+        metrics = evaluate(model, datamodule, device=trainer.strategy.root_device) | trained
     finally:
         datamodule.shutdown()
         if trainer.global_rank == 0:

@@ -6,6 +6,7 @@ from gensim.models.cvae import ConditionalVAE
 from gensim.models.deterministic import DeterministicSurrogate
 from gensim.models.flow import FlowMatchingSurrogate
 from gensim.models.generative import DistributionCheck
+from gensim.models.reduced_basis import ReducedBasisSurrogate
 
 __all__ = ["Autoencoder", "ConditionalGAN", "ConditionalVAE", "DeterministicSurrogate", "DistributionCheck",
-           "FlowMatchingSurrogate"]
+           "FlowMatchingSurrogate", "ReducedBasisSurrogate"]

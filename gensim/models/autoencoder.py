@@ -84,6 +84,7 @@ class Autoencoder(FieldSurrogate):
 
     #: Reconstruction errors, gathered over ranks by the base class like the surrogates' errors.
     validation_prefix = "val_recon_rel_l2"
+    training_prefix = "train_recon_rel_l2"
 
     def validation_errors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Relative L2 of the reconstruction of the batch's fields, shape (B, n_fields)."""

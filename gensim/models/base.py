@@ -11,7 +11,9 @@ import torch
 
 from gensim.metrics import relative_l2, summarize_errors
 from gensim.models.components import RunningNormalizer
+from gensim.models.training_probe import TrainingProbe
 from gensim.data.ranks import gather_rows
+from gensim.data.streaming import rows_per_chunk
 from gensim.simulations.base import FieldSpec
 
 
@@ -33,10 +35,16 @@ def warmup_cosine(warmup_steps: int, total_steps: int, final_ratio: float) -> Ca
     return factor
 
 
+#: Features of the time a surrogate's condition can hold: ``t`` itself, and ``log_t``, its
+#: logarithm (t > 0), which spreads out the early times of a decaying solution: on heat2d the
+#: field changes most in the first steps, which a network of t alone resolves poorly.
+TIME_FEATURES = ("t", "log_t")
+
+
 class FieldSurrogate(L.LightningModule):
     """Base of the surrogates: flattened fields in and out, normalized with frozen stream statistics.
 
-    The conditioning is (parameters, t), normalized by ``in_norm``; fields are normalized per
+    The conditioning is (parameters, features of t), normalized by ``in_norm``; fields are normalized per
     value by ``out_norm``. Both normalizers learn from the first training batches of the stream
     (:class:`RunningNormalizer`), then freeze; they are module buffers, so checkpoints restore them
     exactly. Subclasses call :meth:`record_fields` after ``save_hyperparameters`` and read their
@@ -46,6 +54,10 @@ class FieldSurrogate(L.LightningModule):
     Validation computes the held-out relative L2 of ``self(params, t)`` (the point prediction) and
     logs ``val_rel_l2_mean`` and ``val_rel_l2_p99`` of the whole held-out set: under DDP the
     per-sample errors of every rank's shard are gathered, so every rank logs the same numbers.
+    Beside them it logs the training error, ``train_rel_l2_mean`` and ``train_rel_l2_p99``: the
+    same score on a uniform sample of the distinct training rows seen so far
+    (:class:`~gensim.models.training_probe.TrainingProbe`, at most 512 rows and 32 MiB per rank,
+    gathered over ranks), also returned by :meth:`training_metrics` for ``metrics.json``.
 
     Batches move to the device without ``sim_id`` and ``step`` (see
     :meth:`transfer_batch_to_device`).
@@ -58,37 +70,55 @@ class FieldSurrogate(L.LightningModule):
         Length of the parameter vector.
     normalizer_warmup_batches : int
         Batches whose statistics define the normalization.
+    time_features : sequence of str
+        Features of t in the condition, among :data:`TIME_FEATURES`; the condition has
+        ``n_cond = n_params + len(time_features)`` values.
     """
 
-    def __init__(self, fields: Sequence[FieldSpec | dict], n_params: int, normalizer_warmup_batches: int) -> None:
+    def __init__(self, fields: Sequence[FieldSpec | dict], n_params: int, normalizer_warmup_batches: int,
+                 time_features: Sequence[str] = ("t",)) -> None:
         super().__init__()
         self.fields = as_field_specs(fields)
         self.n_params = int(n_params)
         self.n_out = sum(f.size for f in self.fields)
-        self.n_cond = self.n_params + 1
+        self.time_features = tuple(str(name) for name in time_features)
+        if not self.time_features or not set(self.time_features) <= set(TIME_FEATURES):
+            raise ValueError(f"time_features must be a non-empty list of {list(TIME_FEATURES)}, got "
+                             f"{list(self.time_features)}; e.g. model.time_features=[t,log_t]")
+        self.n_cond = self.n_params + len(self.time_features)
         self.in_norm = RunningNormalizer(self.n_cond, normalizer_warmup_batches, rel_floor=0.0)
         self.out_norm = RunningNormalizer(self.n_out, normalizer_warmup_batches)
         self._val_errors: list[torch.Tensor] = []
+        # At most 512 rows (and 32 MiB): the standard error of the mean training error is then the
+        # errors' standard deviation / 22, about 5% of the mean when the spread is about the mean,
+        # enough to tell a training error from a held-out one.
+        self.train_probe = TrainingProbe(rows_per_chunk(self.n_out))
 
     def record_fields(self) -> None:
         """Store the field layout in ``hparams`` as plain data (checkpoints rebuild the model)."""
         self.hparams["fields"] = [vars(f) | {"shape": list(f.shape)} for f in self.fields]
 
     # -- conditioning and normalization ---------------------------------------------------------
-    @staticmethod
-    def inputs(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Condition in physical units (B, n_params + 1): the parameters and the time."""
-        return torch.cat([batch["params"], batch["t"].reshape(-1, 1).to(batch["params"].dtype)], dim=1)
+    def inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Condition in physical units (B, n_cond): the parameters, then :attr:`time_features` of t."""
+        t = batch["t"].reshape(-1, 1).to(batch["params"].dtype)
+        features = {"t": lambda: t, "log_t": lambda: torch.log(t)}
+        return torch.cat([batch["params"], *(features[name]() for name in self.time_features)], dim=1)
 
     def condition(self, params: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Normalized condition, shape (B, n_params + 1), from params (B, n_params) and t (B,)."""
+        """Normalized condition, shape (B, n_cond), from params (B, n_params) and t (B,)."""
         return self.in_norm.normalize(self.inputs({"params": params, "t": t}))
 
     def normalized_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalized (condition (B, n_params + 1), fields (B, D)) of a training batch.
+        """Normalized (condition (B, n_cond), fields (B, D)) of a training batch.
 
         Feeds the normalizers first while they are still learning.
         """
+        if "log_t" in self.time_features and not self.in_norm.frozen and bool((batch["t"] <= 0).any()):
+            # Checked while the normalizers learn only: a test on every batch would wait for the device.
+            raise ValueError("time_features has log_t but a training batch has t <= 0 "
+                             f"(min {float(batch['t'].min())}); "
+                             "use time_features=[t] for a simulation whose time starts at 0")
         x, y = self.inputs(batch), batch["fields"]
         self.in_norm.update(x)
         self.out_norm.update(y)
@@ -168,6 +198,45 @@ class FieldSurrogate(L.LightningModule):
         summary = summarize_errors(errors)
         self.log(f"{self.validation_prefix}_mean", summary["mean"], prog_bar=True)
         self.log(f"{self.validation_prefix}_p99", summary["p99"])
+        # Validation runs in eval mode already; the training error uses the same point prediction.
+        for name, value in self.training_metrics().items():
+            if name != "train_probe_rows":
+                self.log(name, value)
+
+    # -- training error: the same score on a sample of the rows trained on --------------------
+    #: Logged names are ``f"{training_prefix}_mean"`` and ``f"{training_prefix}_p99"``.
+    training_prefix: str = "train_rel_l2"
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.train_probe.offer(batch)
+
+    @torch.no_grad()
+    def training_errors(self) -> torch.Tensor:
+        """Per-sample errors (:meth:`validation_errors`) of this rank's training probe, (n, n_fields).
+
+        On the model's device, float64; n = 0 before the first training batch.
+        """
+        rows = self.train_probe.rows
+        if not rows:
+            return torch.zeros(0, len(self.fields), dtype=torch.float64, device=self.device)
+        chunk = rows_per_chunk(self.n_out)
+        return torch.cat([self.validation_errors({k: v.to(self.device) for k, v in zip(rows, part)})
+                          for part in zip(*(v.split(chunk) for v in rows.values()))])
+
+    def training_metrics(self) -> dict[str, float]:
+        """Mean and p99 of the training errors over every rank's probe, and the probe's rows.
+
+        A collective under DDP (every rank must call it); an empty dict when no rank has trained.
+        """
+        was_training = self.training
+        self.eval()
+        errors = gather_rows(self.training_errors())
+        self.train(was_training)
+        if errors.shape[0] == 0:
+            return {}
+        summary = summarize_errors(errors)
+        return {f"{self.training_prefix}_mean": summary["mean"], f"{self.training_prefix}_p99": summary["p99"],
+                "train_probe_rows": int(errors.shape[0])}
 
     # -- optimization ---------------------------------------------------------------------------
     def total_steps(self) -> int | None:

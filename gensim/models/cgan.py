@@ -75,6 +75,8 @@ class ConditionalGAN(GenerativeSurrogate):
         Linear warm-up, then cosine decay of both learning rates over ``trainer.max_steps``
         (a function of the global step).
     normalizer_warmup_batches : int
+    time_features : sequence of str
+        Features of t in the condition (:data:`gensim.models.base.TIME_FEATURES`).
     n_mean_samples : int
         Generated fields averaged by the mean prediction (``forward``).
     check : DistributionCheck, optional
@@ -103,8 +105,10 @@ class ConditionalGAN(GenerativeSurrogate):
         normalizer_warmup_batches: int = 100,
         n_mean_samples: int = 32,
         check: DistributionCheck | None = None,
+        time_features: Sequence[str] = ("t",),
     ) -> None:
-        super().__init__(fields, n_params, normalizer_warmup_batches, latent_dim, n_mean_samples, check)
+        super().__init__(fields, n_params, normalizer_warmup_batches, latent_dim, n_mean_samples, check,
+                         time_features)
         if n_critic < 1 or min(gp_weight, drift_weight, energy_score_weight) < 0 or not 0 <= ema_decay < 1:
             raise ValueError(f"expected n_critic >= 1, gp_weight, drift_weight and energy_score_weight >= 0, and "
                              f"0 <= ema_decay < 1, got {n_critic}, {gp_weight}, {drift_weight}, "
@@ -145,7 +149,7 @@ class ConditionalGAN(GenerativeSurrogate):
 
         Parameters
         ----------
-        cond : Tensor, shape (B, n_params + 1)
+        cond : Tensor, shape (B, n_cond)
         y : Tensor, shape (B, D)
         z : Tensor, shape (B, latent_dim)
         batch : dict

@@ -87,7 +87,7 @@ class ConditionalVAE(GenerativeSurrogate):
         prediction's held-out error went from 26x to 0.81x the deterministic surrogate's, on the
         stochastic heat field the energy distance / floor from 1.81 to 2.06 and the pixel std
         error from 0.094 to 0.054 (one seed each, ``reports/generative/distribution.md``).
-    lr, weight_decay, warmup_steps, final_lr_ratio, normalizer_warmup_batches
+    lr, weight_decay, warmup_steps, final_lr_ratio, normalizer_warmup_batches, time_features
         As for :class:`~gensim.models.DeterministicSurrogate`.
     n_mean_samples : int
         Latent draws averaged by the mean prediction (``forward``).
@@ -122,8 +122,10 @@ class ConditionalVAE(GenerativeSurrogate):
         normalizer_warmup_batches: int = 100,
         n_mean_samples: int = 32,
         check: DistributionCheck | None = None,
+        time_features: Sequence[str] = ("t",),
     ) -> None:
-        super().__init__(fields, n_params, normalizer_warmup_batches, latent_dim, n_mean_samples, check)
+        super().__init__(fields, n_params, normalizer_warmup_batches, latent_dim, n_mean_samples, check,
+                         time_features)
         if not (noise_std > 0 and min_noise_std > 0 and kl_weight >= 0 and kl_warmup_steps >= 0
                 and energy_score_weight >= 0):
             raise ValueError(f"expected noise_std > 0, min_noise_std > 0, kl_weight >= 0, kl_warmup_steps >= 0 "

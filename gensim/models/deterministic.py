@@ -38,6 +38,8 @@ class DeterministicSurrogate(FieldSurrogate):
     final_lr_ratio : float
     normalizer_warmup_batches : int
         Batches whose statistics define the normalization.
+    time_features : sequence of str
+        Features of t in the condition (:data:`gensim.models.base.TIME_FEATURES`).
 
     Batches
     -------
@@ -54,8 +56,9 @@ class DeterministicSurrogate(FieldSurrogate):
         warmup_steps: int = 200,
         final_lr_ratio: float = 0.01,
         normalizer_warmup_batches: int = 100,
+        time_features: Sequence[str] = ("t",),
     ) -> None:
-        super().__init__(fields, n_params, normalizer_warmup_batches)
+        super().__init__(fields, n_params, normalizer_warmup_batches, time_features)
         self.save_hyperparameters(ignore=["net", "fields"])
         self.record_fields()
         self.decoder = Decoder(self.n_cond, 0, self.n_out, net)

@@ -90,6 +90,8 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         Samples averaged by the mean prediction (``forward``).
     check : DistributionCheck, optional
         Held-out distribution check settings.
+    time_features : sequence of {"t", "log_t"}
+        Features of the physical time in the condition (see :class:`FieldSurrogate`).
 
     Batches
     -------
@@ -112,6 +114,7 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         normalizer_warmup_batches: int = 100,
         n_mean_samples: int = 8,
         check: DistributionCheck | None = None,
+        time_features: Sequence[str] = ("t",),
     ) -> None:
         if solver not in SOLVERS:
             raise ValueError(f"solver: expected one of {sorted(SOLVERS)} (fixed-step torchdiffeq methods), "
@@ -121,7 +124,7 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
                              f"and {time_frequencies}")
         # The latent of a flow is its starting point: one value per field value.
         n_out = sum(f.size for f in as_field_specs(fields))
-        super().__init__(fields, n_params, normalizer_warmup_batches, n_out, n_mean_samples, check)
+        super().__init__(fields, n_params, normalizer_warmup_batches, n_out, n_mean_samples, check, time_features)
         self.save_hyperparameters(ignore=["net", "fields", "check"])
         self.record_fields()
         self.time_embedding = FlowTimeEmbedding(time_frequencies)

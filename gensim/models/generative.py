@@ -140,7 +140,7 @@ class GenerativeSurrogate(FieldSurrogate):
 
     Parameters
     ----------
-    fields, n_params, normalizer_warmup_batches
+    fields, n_params, normalizer_warmup_batches, time_features
         See :class:`~gensim.models.base.FieldSurrogate`.
     latent_dim : int
     n_mean_samples : int
@@ -150,8 +150,9 @@ class GenerativeSurrogate(FieldSurrogate):
     """
 
     def __init__(self, fields, n_params: int, normalizer_warmup_batches: int, latent_dim: int,
-                 n_mean_samples: int, check: DistributionCheck | None) -> None:
-        super().__init__(fields, n_params, normalizer_warmup_batches)
+                 n_mean_samples: int, check: DistributionCheck | None,
+                 time_features: Sequence[str] = ("t",)) -> None:
+        super().__init__(fields, n_params, normalizer_warmup_batches, time_features)
         if latent_dim < 1 or n_mean_samples < 1:
             raise ValueError(f"expected latent_dim >= 1 and n_mean_samples >= 1, got {latent_dim} and "
                              f"{n_mean_samples}")
@@ -162,7 +163,7 @@ class GenerativeSurrogate(FieldSurrogate):
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, cond: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Normalized fields (B, D) from a normalized condition (B, n_params + 1) and a latent (B, L)."""
+        """Normalized fields (B, D) from a normalized condition (B, n_cond) and a latent (B, L)."""
         raise NotImplementedError
 
     def add_noise(self, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

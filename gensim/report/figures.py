@@ -149,7 +149,7 @@ def _read_log(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     with open(path) as f:
         rows = list(csv.DictReader(f))
     out = {}
-    for key in ("train_loss", "val_rel_l2_mean"):
+    for key in ("train_loss", "val_rel_l2_mean", "train_rel_l2_mean"):
         pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
         if pts:
             out[key] = (np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
@@ -168,7 +168,10 @@ def plot_training_curves(logs: Mapping[tuple[str, int], Path], path: Path, title
             if key in curves:
                 ax.plot(*curves[key], style, color=color, label=f"{method}, {budget} sims",
                         marker="o" if key == "val_rel_l2_mean" else None, ms=3)
-    ax_val.set_ylabel("held-out relative L2 error (dimensionless)")
+        # The training error beside the held-out one: curves that meet show under-training.
+        if "train_rel_l2_mean" in curves:
+            ax_val.plot(*curves["train_rel_l2_mean"], style, color=color, marker="x", ms=3, lw=0.8, alpha=0.6)
+    ax_val.set_ylabel("relative L2 error (o held-out, x training rows)")
     ax_loss.set_ylabel("training loss (MSE, normalized units)")
     for ax in (ax_val, ax_loss):
         ax.set_yscale("log")

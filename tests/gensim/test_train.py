@@ -22,7 +22,7 @@ from tiny_study import TINY
 REQUIRED_KEYS = {
     "val_rel_l2_mean", "val_rel_l2_p99", "trivial_rel_l2_mean", "simulations_started",
     "simulations_finished", "simulations_failed", "samples_received", "samples_rejected",
-    "train_samples_per_s", "wall_s",
+    "train_samples_per_s", "wall_s", "train_rel_l2_mean", "train_rel_l2_p99",
 }
 
 
@@ -33,7 +33,9 @@ def _train_cmd(run_dir: Path, *overrides: str) -> list[str]:
 def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     # With the BufferStats callback, whose final numbers go into metrics.json too.
-    proc = subprocess.Popen(_train_cmd(run_dir, *TINY, "callbacks=buffer_stats"), stdout=subprocess.PIPE,
+    # schedule.steps_per_simulation=25 x 24 simulations: the 600 steps of TINY's trainer.max_steps.
+    proc = subprocess.Popen(_train_cmd(run_dir, *TINY, "callbacks=buffer_stats", "trainer.max_steps=7",
+                                       "schedule.steps_per_simulation=25"), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=120)
@@ -49,6 +51,9 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     assert metrics["samples_rejected"] == 0
     assert metrics["simulations_failed"] == 0
     assert metrics["train_samples_per_s"] > 0
+    assert metrics["steps_per_rank"] == [25 * 24]
+    # The training error is measured on distinct training rows: at most the 240 streamed.
+    assert 0 < metrics["train_probe_rows"] <= 240
     assert math.isfinite(metrics["buffer_chi_square"]) and math.isfinite(metrics["buffer_energy_distance"])
     # The model beats the training-mean predictor by far. Its error depends on the order in which
     # the stream arrived (the buffer's content at each step): at 300 steps the ratio was 0.36 to

@@ -6,5 +6,6 @@ from gensim.models.components.encoder import Encoder
 from gensim.models.components.mlp import MLP
 from gensim.models.components.normalizer import RunningNormalizer
 from gensim.models.components.prior import GaussianPrior
+from gensim.models.components.reduced_basis import ReducedBasis
 
-__all__ = ["MLP", "Critic", "Decoder", "Encoder", "GaussianPrior", "RunningNormalizer"]
+__all__ = ["MLP", "Critic", "Decoder", "Encoder", "GaussianPrior", "ReducedBasis", "RunningNormalizer"]

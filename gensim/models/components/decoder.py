@@ -20,7 +20,7 @@ class Decoder(nn.Module):
     Parameters
     ----------
     cond_features : int
-        Condition size (``n_params + 1`` for (parameters, t); 0 for none).
+        Condition size (``n_cond``: the parameters and features of t; 0 for none).
     latent_features : int
         Latent size (0 for none).
     out_features : int

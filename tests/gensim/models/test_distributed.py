@@ -159,6 +159,7 @@ def _fit_worker(rank: int) -> dict:
     trainer = ddp_trainer(rank, max_steps=FIT_STEPS, num_sanity_val_steps=0)
     trainer.fit(model, train_dataloaders=DataLoader(train_batches(rank), batch_size=None))
     return {"global_step": trainer.global_step, "frozen": model.out_norm.frozen and model.in_norm.frozen,
+            "training": model.training_metrics(),
             "norms": {k: v for k, v in model.state_dict().items() if k.startswith(("in_norm.", "out_norm."))}}
 
 
@@ -166,6 +167,10 @@ def test_ddp_fit_freezes_the_same_normalizers_on_every_rank(tmp_path):
     first, second = run_ranks(_fit_worker, tmp_path)
     assert first["global_step"] == second["global_step"] == FIT_STEPS
     assert first["frozen"] and second["frozen"]
+    # The training error covers both ranks' probes (one distinct row each: every row of a rank's
+    # stream has its sim_id and step 0), the same numbers on both ranks.
+    assert first["training"] == second["training"] and first["training"]["train_probe_rows"] == 2
+    assert 0 < first["training"]["train_rel_l2_mean"] <= first["training"]["train_rel_l2_p99"]
     for key, value in first["norms"].items():
         assert torch.equal(value, second["norms"][key]), key
     # The statistics of both ranks' warm-up batches together; round-off as in the test above.

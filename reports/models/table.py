@@ -1,0 +1,16 @@
+"""Print the table of reports/models/README.md from the runs' metrics.json (python reports/models/table.py)."""
+
+import json
+from pathlib import Path
+
+RUNS = Path(__file__).parent / "runs"
+ORDER = ["det3k", "detlog3k", "pod3k_t", "pod3k", "pod3k_m128", "pod3k_fixed", "detlog6k", "pod6k"]
+
+print("| run | model overrides | steps | held-out mean | held-out p99 | training mean | training / held-out |")
+print("|---|---|---|---|---|---|---|")
+for name in ORDER:
+    m = json.loads((RUNS / name / "metrics.json").read_text())
+    overrides = [o.strip("- \n") for o in (RUNS / name / "overrides.yaml").read_text().splitlines()][4:]
+    print(f"| {name} | `{' '.join(overrides)}` | {m['steps_per_rank'][0]} | {m['val_rel_l2_mean']:.5f} | "
+          f"{m['val_rel_l2_p99']:.5f} | {m['train_rel_l2_mean']:.5f} | "
+          f"{m['train_rel_l2_mean'] / m['val_rel_l2_mean']:.2f} |")
