@@ -98,6 +98,30 @@ class Simulation(ABC):
     fields: tuple[FieldSpec, ...]
     n_steps: int
 
+    def point(self, params: np.ndarray) -> np.ndarray:
+        """One parameter vector, checked against :attr:`space`.
+
+        Parameters
+        ----------
+        params : array_like, shape (n_params,) or (1, n_params)
+
+        Returns
+        -------
+        ndarray, shape (n_params,)
+
+        Raises
+        ------
+        ValueError
+            When ``params`` is outside the space or holds several points.
+        """
+        x = self.space.validate(params)
+        if x.shape[0] != 1:
+            raise ValueError(
+                f"expected one parameter vector of shape ({self.space.dim},), got {x.shape[0]} "
+                "points; call run once per point"
+            )
+        return x[0]
+
     @abstractmethod
     def run(self, params: np.ndarray, seed: int | None = None) -> Iterator[tuple[int, float, Mapping[str, np.ndarray]]]:
         """Run one simulation and yield every time step.

@@ -331,13 +331,7 @@ class Burgers2D(Simulation):
         ValueError
             When ``params`` is not one point of :attr:`space`.
         """
-        x = self.space.validate(params)
-        if x.shape[0] != 1:
-            raise ValueError(
-                f"expected one parameter vector of shape ({self.space.dim},), got {x.shape[0]} "
-                "points; call run once per point"
-            )
-        *coefficients, log10_nu, angle = x[0]
+        *coefficients, log10_nu, angle = self.point(params)
         direction = (math.cos(math.radians(angle)), math.sin(math.radians(angle)))
         steps = etdrk4_burgers(self.initial_field(coefficients), direction, 10.0**log10_nu,
                                self.dt / self.substeps, self.n_steps * self.substeps, every=self.substeps)

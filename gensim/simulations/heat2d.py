@@ -243,13 +243,7 @@ class Heat2D(Simulation):
             When ``params`` is not one point of :attr:`space` (wrong shape, not finite, out of
             bounds).
         """
-        x = self.space.validate(params)
-        if x.shape[0] != 1:
-            raise ValueError(
-                f"expected one parameter vector of shape ({self.space.dim},), got {x.shape[0]} "
-                "points; call run once per point"
-            )
-        t_init, left, right, bottom, top, log10_d = x[0]
+        t_init, left, right, bottom, top, log10_d = self.point(params)
         u0 = np.full((self.grid, self.grid), t_init)
         steps = implicit_euler_heat(u0, (left, right, bottom, top), 10.0**log10_d, self.dt, self.n_steps)
         for step, u in enumerate(steps):

@@ -182,11 +182,7 @@ class PlateHeat(Simulation):
         self._fixed = np.concatenate(self._sides)
 
     def run(self, params: np.ndarray, seed: int | None = None) -> Iterator[tuple[int, float, Mapping[str, np.ndarray]]]:
-        x = self.space.validate(params)
-        if x.shape[0] != 1:
-            raise ValueError(f"expected one parameter vector of shape ({self.space.dim},), got {x.shape[0]} "
-                             "points; call run once per point")
-        t_left, t_right, t_holes, log_ratio, source = (float(v) for v in x[0])
+        t_left, t_right, t_holes, log_ratio, source = (float(v) for v in self.point(params))
         ratio = 10.0**log_ratio
         mass, stiffness, _ = p1_matrices(self.mesh, lambda x, y: conductivity(x, ratio))
         unit_load = mass @ np.ones(mass.shape[0])  # P1 load of a uniform unit source: M 1

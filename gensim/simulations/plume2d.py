@@ -244,13 +244,7 @@ class Plume2D(Simulation):
         ValueError
             When ``params`` is not one point of :attr:`space`.
         """
-        x = self.space.validate(params)
-        if x.shape[0] != 1:
-            raise ValueError(
-                f"expected one parameter vector of shape ({self.space.dim},), got {x.shape[0]} "
-                "points; call run once per point"
-            )
-        log10_pe, angle, width = x[0]
+        log10_pe, angle, width = self.point(params)
         velocity = (math.cos(math.radians(angle)), math.sin(math.radians(angle)))
         steps = spectral_advection_diffusion(self.initial_field(width), velocity, 10.0**-log10_pe, self.times)
         for step, c in enumerate(steps):

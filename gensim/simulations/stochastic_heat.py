@@ -169,7 +169,7 @@ class StochasticHeat(Simulation):
             ``E |c_k - E c_k|^2``. The real and imaginary parts of a coefficient that is not its
             own mirror each carry half of it; a self-mirrored one (``k = -k``) is real.
         """
-        params = self._validate(params)
+        params = self.point(params)
         a, q = self._rates(params)
         return np.exp(-a * t) * self._c0, q * -np.expm1(-2.0 * a * t) / (2.0 * a)
 
@@ -202,13 +202,6 @@ class StochasticHeat(Simulation):
         return np.abs(mean_c) ** 2 + var
 
     # -- the simulation -----------------------------------------------------------------------
-    def _validate(self, params: np.ndarray) -> np.ndarray:
-        x = self.space.validate(params)
-        if x.shape[0] != 1:
-            raise ValueError(f"expected one parameter vector of shape ({self.space.dim},), got "
-                             f"{x.shape[0]} points; call once per point")
-        return x[0]
-
     def run(self, params: np.ndarray, seed: int | None = None
             ) -> Iterator[tuple[int, float, Mapping[str, np.ndarray]]]:
         """Simulate one realization and yield the field after every step.
@@ -234,7 +227,7 @@ class StochasticHeat(Simulation):
         ValueError
             At the call when ``params`` is not one point of :attr:`space`.
         """
-        params = self._validate(params)
+        params = self.point(params)
         return self._steps(params, np.random.default_rng(seed))
 
     def _steps(self, params: np.ndarray, rng: np.random.Generator
