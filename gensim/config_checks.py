@@ -22,6 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from gensim.launch.executors.slurm import MIN_TIME_MINUTES
 from gensim.launch.launcher import ON_FAILURE
 
 _MISSING = object()
@@ -101,7 +102,8 @@ RULES: tuple[Rule, ...] = (
          "launcher.executor.heartbeat_s=5", strict=True),
     Rule("launcher.executor.heartbeat_stale_s", False, 0, "seconds without a heartbeat before a job ends",
          "launcher.executor.heartbeat_stale_s=60", strict=True),
-    Rule("launcher.executor.time", True, 1, "minutes per SLURM job", "launcher.executor.time=60"),
+    Rule("launcher.executor.time", True, MIN_TIME_MINUTES, "minutes per SLURM job (above the end-of-time warning)",
+         "launcher.executor.time=60"),
     Rule("buffer.capacity", True, 1, "samples the replay buffer holds", "buffer.capacity=8000"),
     Rule("buffer.max_bytes", False, 0, "bound on the buffer's storage in bytes", "buffer.max_bytes=1e9",
          strict=True, also=(None,)),

@@ -51,7 +51,9 @@ def test_submitit_runs_a_function_as_a_slurm_job(slurm_cluster, tmp_path: Path) 
                 "partition": os.environ.get("SLURM_JOB_PARTITION"), "host": socket.gethostname()}
 
     executor = submitit.AutoExecutor(folder=tmp_path / "submitit" / "%j", cluster="slurm")
-    executor.update_parameters(slurm_partition=slurm_cluster.partition, timeout_min=2,
+    # 5 minutes, not 2: submitit asks SLURM for USR2 90 s before the time limit, which SLURM may
+    # send up to 60 s early; with 2 minutes it came 0.3 s after the start once (job FAILED, 12).
+    executor.update_parameters(slurm_partition=slurm_cluster.partition, timeout_min=5,
                                cpus_per_task=1, mem_gb=1, name="gensim-smoke")
     start = time.monotonic()
     job = executor.submit(where_am_i, 21)

@@ -16,6 +16,10 @@ from gensim.launch.orphans import Heartbeat
 log = logging.getLogger("gensim.launch")
 
 
+#: Shortest job time limit (minutes): above submitit's warning signal, 90 s + SLURM's 60 s of slack.
+MIN_TIME_MINUTES = 3
+
+
 class SlurmExecutor(Executor):
     """Run simulations as SLURM jobs through `submitit <https://github.com/facebookincubator/submitit>`_.
 
@@ -97,6 +101,11 @@ class SlurmExecutor(Executor):
                             ("array_parallelism", array_parallelism), ("sims_per_job", sims_per_job)):
             if int(value) < 1:
                 raise ValueError(f"SlurmExecutor.{name} must be >= 1, got {value}")
+        if int(time) < MIN_TIME_MINUTES:
+            # submitit asks SLURM for USR2 90 s before the time limit (its preemption signal),
+            # and SLURM may send it up to 60 s early: a shorter job can be signalled at its start.
+            raise ValueError(f"SlurmExecutor.time must be >= {MIN_TIME_MINUTES} minutes, got {time}: SLURM sends "
+                             "the job its end-of-time warning (USR2) up to 150 s before the limit")
         if mem_gb is not None and mem_gb <= 0:
             raise ValueError(f"SlurmExecutor.mem_gb must be positive or None, got {mem_gb}")
         if not heartbeat_s > 0:

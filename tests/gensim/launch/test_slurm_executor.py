@@ -99,5 +99,7 @@ def test_bad_arguments_are_rejected():
         SlurmExecutor(sims_per_job=0)
     with pytest.raises(ValueError, match="mem_gb must be positive"):
         SlurmExecutor(mem_gb=0)
+    with pytest.raises(ValueError, match="time must be >= 3 minutes, got 2"):
+        SlurmExecutor(time=2)  # SLURM could send the job its USR2 warning at its start
     with pytest.raises(ValueError, match="heartbeat_stale_s .* must be at least twice heartbeat_s"):
         SlurmExecutor(heartbeat_s=5, heartbeat_stale_s=6)
