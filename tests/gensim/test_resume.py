@@ -313,6 +313,12 @@ def test_sigkill_then_resume_matches_an_uninterrupted_study(tmp_path):
             p.kill()
         except psutil.NoSuchProcess:
             pass
+    # A second uninterrupted study: the reference is the mean of two. One pair of runs alone
+    # scatters too much for the 10% bound: over 4 + 4 runs (reports/resume/measure.txt) the
+    # resumed mean was 1.046x the uninterrupted one with 2% run-to-run spread on each side, and
+    # a CI run met one pair at 1.101. Against a mean of two, the ratio's spread is about 2.2%,
+    # so 1.10 sits 2.5 spreads above the measured 1.046.
+    second = rs.run_study(tmp_path / "uninterrupted-2")
     interrupted = {r["sim_id"]: r for r in rs.in_flight(killed["ckpt"])}
     finished = {r["sim_id"]: r for r in saved if r["state"] in ("done", "failed")}
     assert interrupted, "the study was killed with no simulation in flight: the test checks nothing"
@@ -354,7 +360,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_study(tmp_path):
     assert metrics["simulations_finished"] == reference["simulations_finished"] == 16, context
     assert metrics["steps_per_rank"] == [rs.MAX_STEPS], context
     assert metrics["validation_simulations"] == 4, context  # the held-out set came with the checkpoint
-    # Final held-out error within 10% of the uninterrupted study's.
-    ratio = metrics["val_rel_l2_mean"] / reference["val_rel_l2_mean"]
-    assert abs(ratio - 1) <= REL_TOLERANCE, context
+    # Final held-out error within 10% of the uninterrupted studies' (their mean).
+    ratio = metrics["val_rel_l2_mean"] / ((reference["val_rel_l2_mean"] + second["val_rel_l2_mean"]) / 2)
+    assert abs(ratio - 1) <= REL_TOLERANCE, f"{context}; second uninterrupted val {second['val_rel_l2_mean']}"
     assert not orphans, f"workers of the killed trainer alive 10 s after its SIGKILL: {orphans}"
