@@ -260,6 +260,11 @@ def run(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None = None) -> dict:
         datamodule.shutdown()
         if trainer.global_rank == 0:
             launcher.ledger.write_json(run_dir / "simulations.json")
+        # Every collective is done. A rank that exits with its process group alive can abort
+        # in the group's thread destructors ("terminate called without an active exception",
+        # exit 134 of a rank under srun in CI); Lightning's teardown leaves the group up.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     metrics |= study_metrics(datamodule, ranks, time.perf_counter() - start)
     # Extra callbacks may report study-level numbers too (BufferStats: the buffer's divergence).
     for callback in extra_callbacks:

@@ -141,6 +141,24 @@ def test_stream_below_watermark_trains_on_what_it_has_when_the_stream_ended():
     assert len(batches) == 3 and batches[0]["fields"].shape == (4, 1)
 
 
+def test_a_resumed_stream_waits_until_samples_flow_again():
+    """A restored (full) buffer alone does not start training: the first batch waits until the
+    stream flows (a sample arrived in this process), or until it ended."""
+    flowing = threading.Event()
+    stream = BufferStream(FakeBuffer(20), 4, 1, watermark=10, stream_ended=lambda: False,
+                          flowing=flowing.is_set)
+    got = []
+    reader = threading.Thread(target=lambda: got.extend(stream), daemon=True)
+    reader.start()
+    reader.join(timeout=0.3)
+    assert reader.is_alive() and not got, "trained on the restored buffer before the stream flowed"
+    flowing.set()
+    reader.join(timeout=10)
+    assert not reader.is_alive() and len(got) == 1
+    ended = BufferStream(FakeBuffer(20), 4, 1, watermark=10, stream_ended=lambda: True, flowing=lambda: False)
+    assert len(list(ended)) == 1  # nothing more can come: train on the restored data
+
+
 def wave_sample(sim_id: int, step: int) -> Sample:
     return Sample(sim_id, step, 0.5 * (step + 1), np.array([1.0, 0.5]), {"u": np.full(2, 10 * sim_id + step, np.float32)})
 
