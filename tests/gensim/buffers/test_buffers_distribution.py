@@ -224,7 +224,9 @@ def test_contract_sample_space_covers_make_sample():
 class ScanningDistributionAware(DistributionAware):
     """The policy as first written (commit 7cdf2a4): a uniform member of a stratum is found by
     scanning every slot, the stratum by a nearest-center search on every arrival, and the counts
-    are numpy arrays. The reference the indexed implementation must reproduce sample for sample."""
+    are numpy arrays; since the batched draws, the reservoir's one draw ``v`` in ``[0, a_s)``
+    also names the member it replaces (``v < n_s``) instead of a second draw. The reference the
+    indexed implementation must reproduce sample for sample."""
 
     def bind(self, capacity, rng):
         super().bind(capacity, rng)
@@ -249,8 +251,8 @@ class ScanningDistributionAware(DistributionAware):
             if self.ref_counts[s] < self._quotas[s]:
                 donor = int(np.argmax(self.ref_counts - self._quotas))
                 slot = self._scan_member(donor)
-            elif self.rng.integers(self.ref_arrivals[s]) < self.ref_counts[s]:
-                slot = self._scan_member(s)
+            elif (v := int(self.rng.integers(self.ref_arrivals[s]))) < self.ref_counts[s]:
+                slot = int(np.flatnonzero(self.slot_stratum == s)[v])
             else:
                 return None
             self.ref_counts[self.slot_stratum[slot]] -= 1
