@@ -885,7 +885,8 @@ class Receiver:
                 claimed=sim_id,
             )
         tag = frames[-1]
-        if len(tag) != wire.TAG_BYTES or not hmac.compare_digest(tag.bytes, self._mac.tag(frames[:-1])):
+        # The frame itself: compare_digest reads its buffer (no copy of the tag into bytes).
+        if len(tag) != wire.TAG_BYTES or not hmac.compare_digest(tag, self._mac.tag(frames[:-1])):
             raise _Rejected(
                 "auth",
                 f"authentication tag does not match (claims to be simulation {sim_id}, step "
@@ -910,15 +911,18 @@ class Receiver:
             raise _Rejected(
                 "step_range", f"step {step} outside [0, {self.n_steps}) (n_steps {self.n_steps})", sim_id
             )
-        if not math.isfinite(time):
-            raise _Rejected("non_finite", f"time is {time} at step {step}", sim_id)
-        if self.time_range is not None and not self.time_range[0] <= time <= self.time_range[1]:
-            raise _Rejected(
-                "time_range",
-                f"time {time!r} at step {step} outside the simulation's time grid "
-                f"[{self.time_range[0]!r}, {self.time_range[1]!r}]",
-                sim_id,
-            )
+        time_range = self.time_range
+        # One comparison in the common case: NaN and +-Inf fail it too, then get their own reason.
+        if time_range is None or not time_range[0] <= time <= time_range[1]:
+            if not math.isfinite(time):
+                raise _Rejected("non_finite", f"time is {time} at step {step}", sim_id)
+            if time_range is not None:
+                raise _Rejected(
+                    "time_range",
+                    f"time {time!r} at step {step} outside the simulation's time grid "
+                    f"[{time_range[0]!r}, {time_range[1]!r}]",
+                    sim_id,
+                )
         if step in steps:
             raise _Rejected("duplicate", f"step {step} was already accepted from this simulation", sim_id)
 
