@@ -208,7 +208,8 @@ def bare_trial(senders: Senders, grid: int, sim_ids: list[list[int]], n_steps: i
 
 def receiver_trial(senders: Senders, grid: int, sim_ids: list[list[int]], n_steps: int, token: bytes,
                    fields, params: np.ndarray, sink) -> tuple[float, float]:
-    """Seconds for a :class:`Receiver` with ``sink`` to take every message, and its thread's CPU seconds."""
+    """Seconds for a :class:`Receiver` with ``sink`` to take every message, and the CPU seconds of
+    its receive thread and tag helper threads."""
     from gensim.transport import Receiver
 
     flat_ids = [i for ids in sim_ids for i in ids]
@@ -223,7 +224,9 @@ def receiver_trial(senders: Senders, grid: int, sim_ids: list[list[int]], n_step
         if not rx.wait_finished(flat_ids, TRIAL_TIMEOUT_S):
             raise RuntimeError(f"receiver: not every simulation finished within {TRIAL_TIMEOUT_S} s")
         elapsed = time.perf_counter() - start
-        cpu = thread_cpu_s(thread) - cpu
+        # The tag helpers too: this receiver's, started at its first large batch, so all their CPU.
+        helpers = rx._tag_pool._threads if rx._tag_pool is not None else ()
+        cpu = thread_cpu_s(thread) - cpu + sum(thread_cpu_s(t.ident) for t in helpers)
         senders.wait_sent()
         stats = rx.stats()
     if stats.accepted != len(flat_ids) * n_steps or stats.rejected:
