@@ -284,8 +284,8 @@ class MessageMac:
     The key's inner and outer padded blocks are hashed once, here; a tag then costs one copy of
     each SHA-256 state and one C-level ``update`` per piece. The result is exactly
     ``hmac.new(key, message, hashlib.sha256).digest()``; this only avoids the Python layer of
-    :mod:`hmac` (a copy and an ``update`` per piece through it cost about 3 us a message, a
-    fifth of the receiver's validation of a 64x64 field).
+    :mod:`hmac` (measured on a loaded 2-core machine: 16.6 us against 19.8 us for the tag of a
+    64x64 float32 message, of which 15.0 us is SHA-256 itself).
 
     Parameters
     ----------
