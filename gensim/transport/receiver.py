@@ -463,7 +463,7 @@ class Receiver:
         if self._zap_thread is not None:
             self._zap_thread.join(timeout)
         if self._tag_pool is not None:
-            self._tag_pool.shutdown(wait=True)  # idle: only the receive thread, now ended, submits
+            self._tag_pool.shutdown(wait=True)  # a receive thread that never bound did not
         if self._context is not None:
             self._context.term()
             self._context = None
@@ -675,6 +675,8 @@ class Receiver:
                 self._receive(sock)
         finally:
             sock.close(linger=0)
+            if self._tag_pool is not None:  # also when stop() came from a sink and returned early
+                self._tag_pool.shutdown(wait=True)  # idle: this thread was its only submitter
 
     def _receive(self, sock: zmq.Socket) -> None:
         """Receive and handle batches of messages until :meth:`stop`."""
