@@ -108,6 +108,7 @@ RULES: tuple[Rule, ...] = (
     Rule("buffer.max_bytes", False, 0, "bound on the buffer's storage in bytes", "buffer.max_bytes=1e9",
          strict=True, also=(None,)),
     Rule("transport.rcvhwm", True, 1, "messages ZeroMQ queues per receiver", "transport.rcvhwm=64"),
+    Rule("transport.tag_threads", True, 1, "threads hashing message tags per receiver", "transport.tag_threads=2"),
     Rule("transport.max_message_bytes", True, 1, "largest accepted message",
          "transport.max_message_bytes=null (twice a valid message)", also=(None,)),
     Rule("trainer.max_steps", True, 1, "optimizer steps of the study; -1: until the stream ends",

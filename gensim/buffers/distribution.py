@@ -74,12 +74,18 @@ class DistributionAware(InsertPolicy):
     Notes
     -----
     Each arrival costs one nearest-center search over the cells (cached per parameter vector,
-    :meth:`Strata.stratum_of`) and, when it evicts, one O(n_strata) vectorized ``argmax`` (only
-    for an arrival below its quota) plus a binary search in the victim stratum's sorted slot
-    list: nothing scans the slots. The uniform member of a stratum is the ``k``-th smallest of
-    its slots, ``k`` drawn with ``rng.integers(n_s)``, so the content depends only on the seed
-    and the arrivals. Batches are uniform draws with replacement
-    (:class:`~gensim.buffers.UniformDraw`).
+    :meth:`Strata.stratum_of`), one integer draw and, for an arrival below its quota, one
+    O(n_strata) vectorized ``argmax`` plus a binary search in the donor's sorted slot list:
+    nothing scans the slots. A uniform member of a stratum is the ``k``-th smallest of its
+    slots. Below quota, ``k = rng.integers(n_donor)``; at or above it, the one draw
+    ``v = rng.integers(a_s)`` decides both: replace member ``v`` if ``v < n_s``, else discard
+    (Vitter's algorithm R). That is the law of a keep decision with probability ``n_s / a_s``
+    followed by a separate uniform choice of the member: given ``v < n_s``, ``v`` is uniform
+    on ``[0, n_s)``, and the draws of different arrivals are independent either way. As every
+    arrival takes exactly one draw whose bound the draws do not change, a batch of arrivals is
+    drawn in one call (:meth:`select_slots`) with the content of one call per arrival. The
+    content depends only on the seed and the arrivals. Batches are uniform draws with
+    replacement (:class:`~gensim.buffers.UniformDraw`).
     """
 
     def __init__(
@@ -110,6 +116,9 @@ class DistributionAware(InsertPolicy):
         self._counts = [0] * self.strata.n_strata
         self._arrivals = [0] * self.strata.n_strata
         self._quota_list = self._quotas.tolist()
+        # counts - quotas, kept with the counts: the donor of an arrival below its quota is its
+        # argmax (the first stratum furthest above its quota).
+        self._excess = -self._quotas
         # The slots of each stratum, ascending: a uniform member is one index into its list,
         # where scanning slot_stratum would cost O(capacity) per eviction. Ascending order makes
         # members[k] the k-th smallest slot, so the same draw k picks the same slot as a scan.
@@ -158,7 +167,13 @@ class DistributionAware(InsertPolicy):
 
     def select_slot(self, sample: Sample, seq: int, storage: Storage) -> int | None:
         """Store while filling, then balance strata as the class describes; see :meth:`InsertPolicy.select_slot`."""
-        return self._place(self.strata.stratum_of(sample.params, sample.step), storage.free_slot())
+        s = self.strata.stratum_of(sample.params, sample.step)
+        free = storage.free_slot()
+        if free is None:
+            return self._place_full([s])[0]
+        self._arrivals[s] += 1
+        self._add_member(s, free)
+        return free
 
     def select_slots(self, samples: Sequence[Sample], first_seq: int, storage: Storage) -> list[int | None] | None:
         """:meth:`select_slot` for consecutive arrivals into a full storage; None while it has free slots.
@@ -169,33 +184,73 @@ class DistributionAware(InsertPolicy):
         """
         if storage.size < storage.capacity:
             return None
-        place = self._place
-        return [place(s, None) for s in self.strata.strata_of(
-            [sample.params for sample in samples], [sample.step for sample in samples])]
+        return self._place_full(self.strata.strata_of(
+            [sample.params for sample in samples], [sample.step for sample in samples]))
 
-    def _place(self, s: int, free: int | None) -> int | None:
-        """The slot of an arrival of stratum ``s`` given the storage's free slot; updates the bookkeeping."""
-        counts, arrivals = self._counts, self._arrivals
-        arrivals[s] += 1
-        slot = free
-        if slot is None:
-            if counts[s] < self._quota_list[s]:
-                donor = int(np.argmax(np.subtract(counts, self._quotas)))
-                slot = self._random_member(donor)
-            elif self.rng.integers(arrivals[s]) < counts[s]:
-                slot = self._random_member(s)
+    def _place_full(self, strata: list[int]) -> list[int | None]:
+        """The slots of consecutive arrivals of ``strata`` into a full storage; updates the bookkeeping.
+
+        Each arrival takes exactly one draw, whose bound does not depend on any draw: an arrival
+        below its quota draws a member of the donor (``rng.integers(n_donor)``), one at or above
+        it draws ``v = rng.integers(a_s)`` and replaces member ``v`` of its own stratum when
+        ``v < n_s``, else is discarded. The counts move only with the first kind (a replacement
+        inside a stratum leaves ``n_s`` as it is), so the bounds of the whole batch are known
+        before any draw, and ``rng.integers(0, bounds)`` draws them in one call: the same
+        integers, and the same generator state after, as one scalar call per bound in order.
+
+        Parameters
+        ----------
+        strata : list of int, length n
+            Stratum of each arrival, in arrival order.
+
+        Returns
+        -------
+        list of (int or None), length n
+        """
+        counts, arrivals, quotas, excess = self._counts, self._arrivals, self._quota_list, self._excess
+        # First pass: the counts, arrivals and draw bound of each arrival (donor >= 0: evict
+        # from the donor; -1: the reservoir of its own stratum, ``n_s`` recorded in ``kept``).
+        donors, bounds, kept = [], [], []
+        for s in strata:
+            arrivals[s] += 1
+            n_s = counts[s]
+            if n_s < quotas[s]:
+                donor = int(excess.argmax())
+                donors.append(donor)
+                bounds.append(counts[donor])
+                kept.append(0)
+                counts[donor] -= 1
+                counts[s] = n_s + 1
+                excess[donor] -= 1
+                excess[s] += 1
             else:
-                return None
-            self._forget(slot)
-        self.slot_stratum[slot] = s
-        counts[s] += 1
-        bisect.insort(self._members[s], slot)
-        return slot
+                donors.append(-1)
+                bounds.append(arrivals[s])
+                kept.append(n_s)
+        draws = self.rng.integers(0, np.array(bounds, dtype=np.int64)).tolist()
+        # Second pass, in arrival order: the slots, from the slot lists as they are then.
+        members, slot_stratum = self._members, self.slot_stratum
+        slots: list[int | None] = []
+        for s, donor, v, n_s in zip(strata, donors, draws, kept):
+            if donor >= 0:
+                slot = members[donor].pop(v)  # the v-th smallest slot of the donor
+                slot_stratum[slot] = s
+                bisect.insort(members[s], slot)
+            elif v < n_s:
+                # v is uniform on [0, n_s) given v < n_s: a uniform member, replaced by the
+                # arrival of the same stratum (its slot list and count stay as they are).
+                slot = members[s][v]
+            else:
+                slot = None
+            slots.append(slot)
+        return slots
 
-    def _random_member(self, stratum: int) -> int:
-        """A uniformly chosen slot of ``stratum`` (which holds at least one sample)."""
-        members = self._members[stratum]
-        return members[self.rng.integers(len(members))]
+    def _add_member(self, s: int, slot: int) -> None:
+        """Record a sample of stratum ``s`` in the free ``slot``."""
+        self.slot_stratum[slot] = s
+        self._counts[s] += 1
+        self._excess[s] += 1
+        bisect.insort(self._members[s], slot)
 
     def _forget(self, slot: int) -> None:
         """Remove the live sample of ``slot`` from its stratum's count and slot list."""
@@ -203,6 +258,7 @@ class DistributionAware(InsertPolicy):
         members = self._members[stratum]
         del members[bisect.bisect_left(members, slot)]
         self._counts[stratum] -= 1
+        self._excess[stratum] -= 1
         self.slot_stratum[slot] = -1
 
     def released(self, slots: np.ndarray, storage: Storage) -> None:
@@ -264,6 +320,7 @@ class DistributionAware(InsertPolicy):
         self.slot_stratum[:] = state["slot_stratum"]
         self._counts = np.asarray(state["counts"], dtype=np.int64).tolist()
         self._arrivals = np.asarray(state["arrivals"], dtype=np.int64).tolist()
+        self._excess = np.asarray(state["counts"], dtype=np.int64) - self._quotas
         # A stable sort of the slots by stratum lists each stratum's slots in ascending order.
         order = np.argsort(self.slot_stratum, kind="stable")
         bounds = np.searchsorted(self.slot_stratum[order], np.arange(self.strata.n_strata + 1))

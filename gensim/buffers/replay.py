@@ -86,6 +86,8 @@ class ReplayBuffer:
         self._draw_rule.bind(self.capacity, np.random.default_rng(draw_seed))
         self._field_names = frozenset(self._storage.field_slices)
         self._field_shapes = tuple((spec.name, spec.shape) for spec in self._storage.field_specs)
+        self._field_order = [spec.name for spec in self._storage.field_specs]
+        self._shape_list = [spec.shape for spec in self._storage.field_specs]
 
         # One lock, two conditions: adders wait for space, drawers wait for data.
         self._lock = threading.Lock()
@@ -212,8 +214,7 @@ class ReplayBuffer:
         TimeoutError
             No space within ``timeout``; the samples before it are inserted.
         """
-        for sample in samples:
-            self._check(sample)
+        self._check_many(samples)
         stored = [False] * len(samples)
         with self._lock:
             try:
@@ -330,6 +331,26 @@ class ReplayBuffer:
                 f"({self._storage.n_params},), got {np.shape(sample.params)}; build the buffer "
                 "with the parameter space's dimension"
             )
+
+    def _check_many(self, samples: Sequence[Sample]) -> None:
+        """:meth:`_check` of each sample, with a fast path for numpy arrays of the right shapes.
+
+        The fast path compares the ``shape`` attributes in one list comparison per sample
+        (about a third of :meth:`_check`'s cost, which serves any array-like); a sample it does
+        not pass (a missing ``shape``, any mismatch) goes through :meth:`_check`, which raises
+        with the message or accepts an array-like of the right shape.
+        """
+        names, order, shapes = self._field_names, self._field_order, self._shape_list
+        params_shape = (self._storage.n_params,)
+        for sample in samples:
+            fields = sample.fields
+            try:
+                fast = (fields.keys() == names and sample.params.shape == params_shape
+                        and [fields[name].shape for name in order] == shapes)
+            except AttributeError:
+                fast = False
+            if not fast:
+                self._check(sample)
 
     def _wait_for_data(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         """``self._data.wait_for``, counted in ``_data_waiters``; call with the lock held."""

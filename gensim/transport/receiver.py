@@ -29,7 +29,7 @@ import hmac
 import logging
 import math
 import threading
-from itertools import islice
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -67,6 +67,10 @@ FINITE_DOT_MAX = 8192
 #: until its sinks return.
 DRAIN_MESSAGES = 64
 DRAIN_BYTES = 32 * 2**20
+
+#: A batch's tags are computed on several threads only when its messages hold at least this
+#: many bytes: below, handing a share to a helper thread costs more than hashing it here.
+PARALLEL_TAG_BYTES = 2**18
 
 Sink = Callable[[Sample], None]
 
@@ -276,6 +280,13 @@ class Receiver:
     rcvhwm : int
         ZeroMQ receive high-water mark, in messages per connected simulation (bounds memory
         held by the socket).
+    tag_threads : int
+        Threads that compute the authentication tags of a batch: the receive thread and
+        ``tag_threads - 1`` helpers, each hashing a share of the batch's messages (SHA-256
+        releases the GIL), for batches of at least :data:`PARALLEL_TAG_BYTES` bytes. The tag
+        is most of the receive thread's work on large fields (256x256 float32: about 90% of
+        its CPU in ``reports/scaleout/ingest.md``), so on one thread SHA-256's speed on one
+        core caps the receiver whatever the node's cores. 1: everything on the receive thread.
 
     Examples
     --------
@@ -295,6 +306,7 @@ class Receiver:
         rcvhwm: int = 64,
         n_steps: int | None = None,
         times: Sequence[float] | np.ndarray | None = None,
+        tag_threads: int = 2,
     ) -> None:
         self.fields = tuple(fields)
         if not self.fields:
@@ -346,6 +358,10 @@ class Receiver:
         if rcvhwm < 1:
             raise ValueError(f"rcvhwm must be >= 1, got {rcvhwm}")
         self.rcvhwm = int(rcvhwm)
+        if int(tag_threads) != tag_threads or tag_threads < 1:
+            raise ValueError(f"tag_threads must be an integer >= 1 (1: tags on the receive thread only), "
+                             f"got {tag_threads!r}")
+        self.tag_threads = int(tag_threads)
         #: Largest single frame ZeroMQ lets through (``ZMQ_MAXMSGSIZE``): the message limit.
         self.hard_frame_bytes = self.max_message_bytes
 
@@ -366,6 +382,7 @@ class Receiver:
         self._context: zmq.Context | None = None
         self._thread: threading.Thread | None = None
         self._zap_thread: threading.Thread | None = None
+        self._tag_pool: ThreadPoolExecutor | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -410,6 +427,8 @@ class Receiver:
             target=self._serve_zap, args=(zap, monitor), name="gensim-receiver-zap", daemon=True
         )
         self._zap_thread.start()
+        if self.tag_threads > 1:
+            self._tag_pool = ThreadPoolExecutor(self.tag_threads - 1, thread_name_prefix="gensim-receiver-tag")
         self._thread = threading.Thread(
             target=self._run, name="gensim-receiver", daemon=True
         )
@@ -443,6 +462,8 @@ class Receiver:
                 return
         if self._zap_thread is not None:
             self._zap_thread.join(timeout)
+        if self._tag_pool is not None:
+            self._tag_pool.shutdown(wait=True)  # a receive thread that never bound did not
         if self._context is not None:
             self._context.term()
             self._context = None
@@ -654,6 +675,8 @@ class Receiver:
                 self._receive(sock)
         finally:
             sock.close(linger=0)
+            if self._tag_pool is not None:  # also when stop() came from a sink and returned early
+                self._tag_pool.shutdown(wait=True)  # idle: this thread was its only submitter
 
     def _receive(self, sock: zmq.Socket) -> None:
         """Receive and handle batches of messages until :meth:`stop`."""
@@ -725,13 +748,19 @@ class Receiver:
         it is validated against the registry without that simulation.
         """
         pending: list[tuple[_Sim, Sample, int]] = []
-        for frames, nbytes in batch:
+        try:
+            tags = self._batch_tags(batch)
+        except Exception as err:  # pragma: no cover - hashing frames does not fail; if it did,
+            # _validate hashes each message itself and rejects what is wrong.
+            logger.debug("gensim receiver: parallel tags failed (%s: %s)", type(err).__name__, err)
+            tags = [None] * len(batch)
+        for (frames, nbytes), tag in zip(batch, tags):
             if self._stop.is_set():  # stop() from a sink: the rest is dropped, as if still queued
                 break
             try:
                 if isinstance(frames, _Oversize):
                     raise self._oversize(frames)
-                kind, sim_id, sim, sample = self._validate(frames, nbytes)
+                kind, sim_id, sim, sample = self._validate(frames, nbytes, tag)
             except _Rejected as rej:
                 self._reject(rej.reason, rej.message, rej.sim_id, claimed=rej.claimed)
                 continue
@@ -745,6 +774,31 @@ class Receiver:
             else:
                 pending.append((sim, sample, nbytes))
         self._dispatch(pending)
+
+    def _batch_tags(self, batch: list[tuple[list[zmq.Frame] | _Oversize, int]]) -> list[bytes | None]:
+        """The tag each message of ``batch`` should carry, hashed on :attr:`tag_threads` threads.
+
+        Returns Nones (each message then hashed by :meth:`_validate` itself) for a small batch,
+        or with a single tag thread. Messages are split into contiguous shares; the receive
+        thread hashes the first one while the helpers hash the others. Every message with a
+        tag frame is hashed, also one that a check before the tag will reject.
+        """
+        n = len(batch)
+        pool = self._tag_pool
+        if pool is None or n < 2 or sum(nbytes for _, nbytes in batch) < PARALLEL_TAG_BYTES:
+            return [None] * n
+        k = min(self.tag_threads, n)
+        cuts = [n * i // k for i in range(k + 1)]
+        shares = [pool.submit(self._tags_of, batch[cuts[i]:cuts[i + 1]]) for i in range(1, k)]
+        tags = self._tags_of(batch[:cuts[1]])
+        for share in shares:
+            tags += share.result()
+        return tags
+
+    def _tags_of(self, messages: list[tuple[list[zmq.Frame] | _Oversize, int]]) -> list[bytes | None]:
+        """The expected tag of each message (over every frame but its last), None when it has no tag frame."""
+        tag = self._mac.tag
+        return [tag(frames[:-1]) if type(frames) is list and len(frames) > 1 else None for frames, _ in messages]
 
     def _oversize(self, message: _Oversize) -> _Rejected:
         # What the refused message's header says (unauthenticated: its frames are gone), so
@@ -840,9 +894,12 @@ class Receiver:
                 sim.accepted += 1
 
     def _validate(
-        self, frames: list[zmq.Frame], nbytes: int
+        self, frames: list[zmq.Frame], nbytes: int, expected_tag: bytes | None = None
     ) -> tuple[int, int, _Sim, Sample | None]:
         """Check a message completely; return (kind, sim_id, its registration, sample or None for END).
+
+        ``expected_tag``: the tag of ``frames`` already computed (:meth:`_batch_tags`), or None
+        to compute it here.
 
         The registration is looked up once, here: the sink it names is called right after.
 
@@ -886,9 +943,10 @@ class Receiver:
                 claimed=sim_id,
             )
         tag = frames[-1]
-        if len(tag) != wire.TAG_BYTES or not hmac.compare_digest(
-            tag.bytes, wire.message_tag(self._mac, islice(frames, len(frames) - 1))
-        ):
+        # The frame itself: compare_digest reads its buffer (no copy of the tag into bytes).
+        if expected_tag is None:
+            expected_tag = self._mac.tag(frames[:-1])
+        if len(tag) != wire.TAG_BYTES or not hmac.compare_digest(tag, expected_tag):
             raise _Rejected(
                 "auth",
                 f"authentication tag does not match (claims to be simulation {sim_id}, step "
@@ -913,15 +971,18 @@ class Receiver:
             raise _Rejected(
                 "step_range", f"step {step} outside [0, {self.n_steps}) (n_steps {self.n_steps})", sim_id
             )
-        if not math.isfinite(time):
-            raise _Rejected("non_finite", f"time is {time} at step {step}", sim_id)
-        if self.time_range is not None and not self.time_range[0] <= time <= self.time_range[1]:
-            raise _Rejected(
-                "time_range",
-                f"time {time!r} at step {step} outside the simulation's time grid "
-                f"[{self.time_range[0]!r}, {self.time_range[1]!r}]",
-                sim_id,
-            )
+        time_range = self.time_range
+        # One comparison in the common case: NaN and +-Inf fail it too, then get their own reason.
+        if time_range is None or not time_range[0] <= time <= time_range[1]:
+            if not math.isfinite(time):
+                raise _Rejected("non_finite", f"time is {time} at step {step}", sim_id)
+            if time_range is not None:
+                raise _Rejected(
+                    "time_range",
+                    f"time {time!r} at step {step} outside the simulation's time grid "
+                    f"[{time_range[0]!r}, {time_range[1]!r}]",
+                    sim_id,
+                )
         if step in steps:
             raise _Rejected("duplicate", f"step {step} was already accepted from this simulation", sim_id)
 
@@ -958,9 +1019,9 @@ class Receiver:
             fields = {name: fields[name] for name in self._specs}
         # Recorded only now that the message passed every check (the sink may still refuse it:
         # _dispatch then forgets the step), so that a later copy is a duplicate even within
-        # this batch. Only this thread adds steps: the check above still holds.
-        with self._lock:
-            steps.add(step)
+        # this batch. Without the lock: only this thread changes a step record (register()
+        # only adds new ones), so the check above still holds and no reader can see it change.
+        steps.add(step)
         return wire.KIND_DATA, sim_id, sim, Sample(sim_id, step, time, sim.params, fields)
 
     def _checked_layout(

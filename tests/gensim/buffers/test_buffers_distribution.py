@@ -224,7 +224,9 @@ def test_contract_sample_space_covers_make_sample():
 class ScanningDistributionAware(DistributionAware):
     """The policy as first written (commit 7cdf2a4): a uniform member of a stratum is found by
     scanning every slot, the stratum by a nearest-center search on every arrival, and the counts
-    are numpy arrays. The reference the indexed implementation must reproduce sample for sample."""
+    are numpy arrays; since the batched draws, the reservoir's one draw ``v`` in ``[0, a_s)``
+    also names the member it replaces (``v < n_s``) instead of a second draw. The reference the
+    indexed implementation must reproduce sample for sample."""
 
     def bind(self, capacity, rng):
         super().bind(capacity, rng)
@@ -249,8 +251,8 @@ class ScanningDistributionAware(DistributionAware):
             if self.ref_counts[s] < self._quotas[s]:
                 donor = int(np.argmax(self.ref_counts - self._quotas))
                 slot = self._scan_member(donor)
-            elif self.rng.integers(self.ref_arrivals[s]) < self.ref_counts[s]:
-                slot = self._scan_member(s)
+            elif (v := int(self.rng.integers(self.ref_arrivals[s]))) < self.ref_counts[s]:
+                slot = int(np.flatnonzero(self.slot_stratum == s)[v])
             else:
                 return None
             self.ref_counts[self.slot_stratum[slot]] -= 1
@@ -316,3 +318,25 @@ def test_same_content_as_the_scanning_algorithm_with_consuming_draws():
         for key in batch_old:
             np.testing.assert_array_equal(batch_new[key], batch_old[key], err_msg=key)
         assert_same_buffer(new, old)
+
+
+def test_one_draw_reservoir_keeps_every_arrival_with_probability_capacity_over_arrivals():
+    # Inside one stratum (one cell, one time bin) the policy is a reservoir: after 40 arrivals
+    # in a buffer of 8, each arrival is in it with probability 8 / 40 = 0.2, whatever its
+    # place in the stream, when the draw that decides a replacement (v < n_s) also names the
+    # member it replaces. Over 1500 seeds an arrival's frequency has standard deviation
+    # sqrt(0.2 * 0.8 / 1500) = 0.0103; 0.05 is 4.8 of them, for each of the 40 arrivals
+    # (probability of a false failure about 40 * 1.6e-6). The arrivals after the fill go
+    # through add_many, the batched draws.
+    strata = Strata(SPACE, N_STEPS, n_cells=1, n_time_bins=1)
+    samples = [Sample(i, i % N_STEPS, 0.0, np.array([0.5, 0.1]), {"u": np.zeros(2, np.float32)})
+               for i in range(40)]
+    kept = np.zeros(40)
+    for seed in range(1500):
+        buf = make_buffer(8, strata, seed=seed)
+        for sample in samples[:8]:
+            buf.add(sample, timeout=0)
+        for start in range(8, 40, 16):
+            buf.add_many(samples[start:start + 16])
+        kept[buf.contents()["sim_id"]] += 1
+    np.testing.assert_allclose(kept / 1500, 0.2, atol=0.05)

@@ -11,7 +11,9 @@ import time
 
 import numpy as np
 import pytest
-from test_receiver import PARAMS, TOKEN, end_frames, fields_at, make_receiver, raw_push, valid_frames, wait_until  # noqa: F401
+from test_receiver import (  # noqa: F401
+    PARAMS, TOKEN, body, end_frames, fields_at, make_receiver, raw_push, signed, valid_frames, wait_until,
+)
 
 from gensim.transport import BatchSink, wire
 
@@ -156,3 +158,58 @@ def test_plain_sinks_get_one_sample_per_call_and_sinks_are_grouped(gated):
 def test_batch_sink_checks_its_arguments():
     with pytest.raises(TypeError, match="two callables"):
         BatchSink(print, None)
+
+
+def test_tags_of_a_large_batch_are_hashed_on_helper_threads(make_receiver, raw_push):  # noqa: F811
+    # 64 KiB messages: a batch of 12 holds more than PARALLEL_TAG_BYTES, so its tags are split
+    # between the receive thread and a helper. The verdicts are those of one thread: the
+    # message signed with another key is refused ("auth"), every other one is taken in order.
+    from gensim.simulations.base import FieldSpec
+    from gensim.transport import receiver as receiver_module
+
+    big = (FieldSpec("u", (128, 128), "float32"),)
+    assert 12 * 128 * 128 * 4 > receiver_module.PARALLEL_TAG_BYTES
+    rx = make_receiver(fields=big, tag_threads=2)
+    hashed_on = []
+    tags_of = rx._tags_of
+
+    def spy(messages):
+        hashed_on.append((threading.current_thread().name, len(messages)))
+        return tags_of(messages)
+
+    rx._tags_of = spy
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold(sample) -> None:
+        entered.set()
+        gate.wait(10)
+
+    rec = Recorder()
+    rx.register(0, PARAMS, hold)
+    rx.register(1, PARAMS, rec.sink)
+    sock = raw_push(rx.address)
+    field = {"u": np.ones((128, 128), np.float32)}
+    sock.send_multipart(valid_frames(0, 0, specs=big, arrays=field))
+    assert entered.wait(5), "the receive thread never reached the gate sink"
+    try:
+        for step in range(12):
+            frames = body(1, step, specs=big, arrays=field)
+            frames = signed(frames, bytes(32)) if step == 5 else signed(frames)
+            sock.send_multipart(frames)
+        sock.send_multipart(end_frames(1, 12))
+        time.sleep(0.2)  # ZeroMQ moves the messages into the receiver's queue
+    finally:
+        gate.set()
+    assert rx.wait_finished([1], timeout=10)
+    assert rec.steps == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+    assert rx.stats().rejected == {"auth": 1}
+    helpers = [n for name, n in hashed_on if name.startswith("gensim-receiver-tag")]
+    assert helpers and sum(helpers) >= 6, hashed_on
+
+
+def test_tag_threads_must_be_a_positive_integer():
+    from gensim.transport import Receiver
+    from test_receiver import SPECS
+
+    with pytest.raises(ValueError, match="tag_threads must be an integer >= 1"):
+        Receiver(SPECS, TOKEN, tag_threads=0)
