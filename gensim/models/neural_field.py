@@ -41,7 +41,7 @@ def field_coordinates(fields: Sequence[FieldSpec]) -> torch.Tensor:
             raise ValueError(f"a neural field needs every field on one geometry; {f.name!r} ({f.shape}, {f.mesh}) "
                              f"differs from {first.name!r} ({first.shape}, {first.mesh})")
     if first.mesh is not None:
-        return torch.as_tensor(first.mesh.nodes, dtype=torch.float32)
+        return torch.tensor(first.mesh.nodes, dtype=torch.float32)  # a copy: the mesh's arrays are read-only
     axes = [(torch.arange(n, dtype=torch.float32) + 0.5) / n for n in first.shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(first.shape))
 
@@ -102,8 +102,8 @@ class NeuralFieldSurrogate(FieldSurrogate):
     fourier_scale : float
         Standard deviation of the frequencies (cycles over the normalized box ``[-1, 1]``).
     nodes_per_sample : int
-        Random nodes (with replacement) whose values train each sample of a batch; all nodes
-        when the geometry has no more.
+        Random nodes (with replacement) whose values train each sample of a batch, drawn once
+        per batch; all nodes when the geometry has no more.
     lr, weight_decay, warmup_steps, final_lr_ratio, normalizer_warmup_batches, time_features
         As in :class:`~gensim.models.DeterministicSurrogate`.
 
@@ -156,14 +156,11 @@ class NeuralFieldSurrogate(FieldSurrogate):
         return int(self.coords.shape[0])
 
     def _normalized(self, cond: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        """Normalized values at ``coords`` (B, K, d) or (K, d) for ``cond`` (B, n_cond): (B, K, n_fields)."""
+        """Normalized values at ``coords`` (K, d) for ``cond`` (B, n_cond): (B, K, n_fields)."""
         x = 2 * (coords - self.box_lo) / self.box_size - 1
         trunk = self.trunk(self.features(x)).unflatten(-1, (self.n_fields, self.n_basis + 1))
         coeff = self.branch(cond).unflatten(-1, (self.n_fields, self.n_basis))
-        modes, mean = trunk[..., :-1], trunk[..., -1]
-        if modes.dim() == 3:  # the same points for every sample
-            return torch.einsum("kfj,bfj->bkf", modes, coeff) + mean
-        return torch.einsum("bkfj,bfj->bkf", modes, coeff) + mean
+        return torch.einsum("kfj,bfj->bkf", trunk[..., :-1], coeff) + trunk[..., -1]
 
     def predict_at(self, params: torch.Tensor, t: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """The fields at any points of the domain, in physical units.
@@ -202,13 +199,14 @@ class NeuralFieldSurrogate(FieldSurrogate):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         cond = self.normalized_condition(batch)
         y = batch["fields"].unflatten(1, (self.n_fields, self.n_nodes))  # (B, n_fields, N), a view
-        b = y.shape[0]
         if self.nodes_per_sample >= self.n_nodes:
-            index = torch.arange(self.n_nodes, device=y.device).expand(b, -1)
+            index = torch.arange(self.n_nodes, device=y.device)
         else:
-            index = torch.randint(self.n_nodes, (b, self.nodes_per_sample), device=y.device)
+            # One random subset per batch, shared by its samples: the trunk (a function of x alone)
+            # then runs on K points rather than B K, at the cost of correlated nodes within a batch.
+            index = torch.randint(self.n_nodes, (self.nodes_per_sample,), device=y.device)
         # Only the sampled values are read: the step's memory is O(B K), whatever N.
-        values = torch.gather(y, 2, index.unsqueeze(1).expand(-1, self.n_fields, -1)).transpose(1, 2)
+        values = y[:, :, index].transpose(1, 2)  # (B, K, n_fields)
         self.out_norm.update(values.reshape(-1, self.n_fields))
         target = self.out_norm.normalize(values)
         pred = self._normalized(cond, self.coords[index])
