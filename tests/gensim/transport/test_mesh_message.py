@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 import pytest
+from waiting import wait_until
 
 from gensim.client import Client
 from gensim.simulations.base import FieldMesh, FieldSpec
@@ -17,15 +17,6 @@ NODES = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.5, 0.5]])
 CELLS = np.array([[0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4]])
 MESH = FieldMesh(NODES, CELLS)
 SPEC = FieldSpec("u", (5,), "float32", MESH)
-
-
-def wait_until(pred, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return pred()
 
 
 @pytest.fixture
