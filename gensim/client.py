@@ -282,9 +282,11 @@ class Client:
         if self.fields is not None:
             spec = {f.name: f for f in self.fields}.get(name)
             if spec is None or spec.shape != (mesh.n_nodes,):
-                raise ValueError(f"simulation {self.sim_id}: send_mesh({name!r}): expected a declared field of shape "
-                                 f"({mesh.n_nodes},), the declared fields are {[(f.name, f.shape) for f in self.fields]}")
-        self._send_frames(geometry.mesh_message(self._mac, self.study, self.sim_id, name, mesh), f"the mesh of {name!r}")
+                declared = [(f.name, f.shape) for f in self.fields]
+                raise ValueError(f"simulation {self.sim_id}: send_mesh({name!r}): expected a declared field of "
+                                 f"shape ({mesh.n_nodes},), the declared fields are {declared}")
+        frames = geometry.mesh_message(self._mac, self.study, self.sim_id, name, mesh)
+        self._send_frames(frames, f"the mesh of {name!r}")
 
     def end(self) -> None:
         """Tell the trainer this simulation finished normally (an END message).

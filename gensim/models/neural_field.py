@@ -6,6 +6,11 @@ point of the domain (:meth:`NeuralFieldSurrogate.predict_at`). Training takes, f
 of a batch, the values at ``nodes_per_sample`` random nodes, so the activations of a training
 step do not grow with the number of nodes: a mesh of a million nodes costs a step what a mesh
 of a thousand does (reports/plate_heat/memory.md).
+
+It is not used as the decoder of :class:`~gensim.models.ConditionalVAE`: the cVAE's encoder
+reads the whole field (N values per sample), which is the cost a mesh-agnostic model avoids,
+and its decoder is trained on whole fields; a neural-field cVAE would need an encoder of node
+subsets (a set or point-cloud encoder) as well.
 """
 
 from __future__ import annotations

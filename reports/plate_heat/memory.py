@@ -97,7 +97,8 @@ def main() -> None:
              "the steps (MiB) | peak RSS (MiB) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {r['model']} | {r['nodes']:,} | {r['batch_bytes'] / mib:.1f} | {r['parameters']:,} | "
-                     f"{r['saved_bytes'] / mib:.2f} | {r['rss_growth_bytes'] / mib:.1f} | {r['peak_rss_bytes'] / mib:.0f} |")
+                     f"{r['saved_bytes'] / mib:.2f} | {r['rss_growth_bytes'] / mib:.1f} | "
+                     f"{r['peak_rss_bytes'] / mib:.0f} |")
     by = {(r["model"], r["nodes"]): r for r in results}
     small, large = sorted({r["nodes"] for r in results})
     ratio = {m: by[(m, large)]["saved_bytes"] / by[(m, small)]["saved_bytes"] for m in MODELS}

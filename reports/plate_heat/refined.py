@@ -89,7 +89,8 @@ def main() -> None:
                        fine.fields[0], float(t[step]), HERE / "refined_fields.png", HERE / "refined_errors.png",
                        f"plate_heat on the refined mesh ({fine.fields[0].size} nodes, never seen)")
     lines = ["# The neural field on a refined mesh it never saw (plate_heat)", "",
-             f"Command: `OMP_NUM_THREADS=1 python reports/plate_heat/refined.py {args.run_dir} --refine {args.refine:g}`",
+             "Command: `OMP_NUM_THREADS=1 python reports/plate_heat/refined.py "
+             f"{args.run_dir} --refine {args.refine:g}`",
              "", f"Trained on the mesh h = {coarse.h:g} ({coarse.fields[0].size} nodes); evaluated at the "
              f"{fine.fields[0].size} nodes of the mesh h = {fine.h:g} against the simulation run on that mesh, "
              f"on the study's {len(heldout)} held-out parameter vectors x {len(t)} steps.", "",
