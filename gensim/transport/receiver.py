@@ -846,13 +846,14 @@ class Receiver:
     def _validate(
         self, frames: list[zmq.Frame], nbytes: int
     ) -> tuple[int, int, _Sim, Sample | None]:
-        """Check a message completely; return (kind, sim_id, its registration, sample or None for END).
+        """Check a message completely; return (kind, sim_id, its registration, sample or None for END and MESH).
 
         The registration is looked up once, here: the sink it names is called right after.
 
         Checks, in order (the size limit and the frame count limit were checked while the
         message was received): header (layout, magic, version, kind, descriptors); study id;
-        frame count; the authentication tag; then, for an authentic message: END of a finished
+        frame count; the authentication tag; then, for an authentic message: a MESH message's
+        registration and geometry (:func:`~gensim.transport.geometry.check_mesh_message`); END of a finished
         simulation; simulation finished or not registered; step range; finite time and time
         range; duplicate step; field names, the dtype and shape of every field; then for each
         field its frame size and finite values. A header whose descriptors are byte for byte
