@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import zmq
 
-from gensim.transport import wire
+from gensim.transport import geometry, wire
 
 if TYPE_CHECKING:  # importing gensim.simulations would pull scipy into every worker
-    from gensim.simulations.base import FieldSpec
+    from gensim.simulations.base import FieldMesh, FieldSpec
 
 #: Environment variables read by :meth:`Client.from_env` (set by the launcher).
 ENV_ADDRESS = "GENSIM_ADDRESS"
@@ -258,6 +258,35 @@ class Client:
         self._send_frames(frames, f"step {step}")
         self._n_sent += 1
         self._last_t = t
+
+    def send_mesh(self, name: str, mesh: FieldMesh) -> None:
+        """Send the geometry of field ``name`` (a MESH message): once, before or between steps.
+
+        The receiver checks it against the mesh its trainer declared for that field (reason
+        ``mesh`` when it differs: another resolution, or the nodes in another order); data
+        messages carry node values only. See :mod:`gensim.transport.geometry`.
+
+        Parameters
+        ----------
+        name : str
+            A declared field's name.
+        mesh : FieldMesh
+            Its node coordinates (N, d) and cells (M, 3) if any.
+
+        Raises
+        ------
+        ValueError
+            ``name`` is not a declared field (when ``fields`` was given) or its shape is not (N,).
+        """
+        self._check_open()
+        if self.fields is not None:
+            spec = {f.name: f for f in self.fields}.get(name)
+            if spec is None or spec.shape != (mesh.n_nodes,):
+                declared = [(f.name, f.shape) for f in self.fields]
+                raise ValueError(f"simulation {self.sim_id}: send_mesh({name!r}): expected a declared field of "
+                                 f"shape ({mesh.n_nodes},), the declared fields are {declared}")
+        frames = geometry.mesh_message(self._mac, self.study, self.sim_id, name, mesh)
+        self._send_frames(frames, f"the mesh of {name!r}")
 
     def end(self) -> None:
         """Tell the trainer this simulation finished normally (an END message).

@@ -132,6 +132,8 @@ def study_metrics(datamodule, ranks: list[dict], wall_s: float) -> dict:
         "samples_received": sum(r["samples_received"] for r in ranks),
         "samples_rejected": sum(r["samples_rejected"] for r in ranks),
         "samples_rejected_by_reason": dict(local.rejected),  # rank 0's receiver
+        # Valid MESH messages per field on a mesh (rank 0's receiver): one per worker process.
+        "meshes_verified": dict(datamodule.receiver.meshes_verified),
         # (simulation, step) pairs that arrived again (a rerun after a resume) and were not taken twice.
         "samples_duplicate_dropped": sum(r["duplicates_dropped"] for r in ranks),
         "train_samples": samples,

@@ -89,14 +89,15 @@ def _report(status: IO[str], message: dict) -> None:
     status.flush()
 
 
-def _run_one(simulation, task: dict, token: str, progress: _Progress) -> int:
+def _run_one(simulation, task: dict, token: str, progress: _Progress, send_meshes: bool = False) -> int:
     """Run one simulation and stream it to ``task["address"]``; return the number of steps sent.
 
     The simulation's environment names its stream (``GENSIM_ADDRESS``, ``GENSIM_SIM_ID``, and
     ``GENSIM_TOKEN`` from the executor), so that code it runs or starts can call
     :meth:`gensim.client.Client.from_env`. A simulation that ``streams_itself`` (an external
     command, :class:`~gensim.simulations.external.ExternalSimulation`) sends its own steps; the
-    worker then reports no step count (0) and beats while the process runs.
+    worker then reports no step count (0) and beats while the process runs. With
+    ``send_meshes``, the geometry of every field on a mesh goes first (a MESH message each).
     """
     from gensim.client import ENV_ADDRESS, ENV_SIM_ID, Client
 
@@ -107,6 +108,9 @@ def _run_one(simulation, task: dict, token: str, progress: _Progress) -> int:
                           heartbeat=progress.beat)
         return progress.steps
     with Client(task["address"], token, int(task["sim_id"]), fields=simulation.fields) as client:
+        for spec in simulation.fields if send_meshes else ():
+            if spec.mesh is not None:
+                client.send_mesh(spec.name, spec.mesh)
         for step, t, fields in simulation.run(params, seed=task.get("seed")):
             client.send(step, t, fields)
             progress.step()
@@ -134,6 +138,9 @@ def serve(tasks: IO[str], status: IO[str], simulation, token: str, progress_s: f
     parent_pid : int, optional
         The executor's process: the worker exits when it is gone (checked between steps).
     """
+    # The meshes go once per worker process, with its first simulation: the receiver checks
+    # that this process's geometry is the declared one; data messages carry node values only.
+    meshes_sent = False
     for line in tasks:
         if not line.strip():
             continue
@@ -143,7 +150,8 @@ def serve(tasks: IO[str], status: IO[str], simulation, token: str, progress_s: f
         _report(status, {"sim_id": task["sim_id"], "event": "started"})
         progress = _Progress(status, task["sim_id"], progress_s, parent_pid)
         try:
-            steps = _run_one(simulation, task, token, progress)
+            steps = _run_one(simulation, task, token, progress, send_meshes=not meshes_sent)
+            meshes_sent = True
         except Exception as exc:  # a failing simulation must not take the worker down
             traceback.print_exc(file=sys.stderr)
             report = {"sim_id": task["sim_id"], "event": "failed", "error": f"{type(exc).__name__}: {exc}",

@@ -6,7 +6,8 @@ from gensim.models.cvae import ConditionalVAE
 from gensim.models.deterministic import DeterministicSurrogate
 from gensim.models.flow import FlowMatchingSurrogate
 from gensim.models.generative import DistributionCheck
+from gensim.models.neural_field import NeuralFieldSurrogate
 from gensim.models.reduced_basis import ReducedBasisSurrogate
 
 __all__ = ["Autoencoder", "ConditionalGAN", "ConditionalVAE", "DeterministicSurrogate", "DistributionCheck",
-           "FlowMatchingSurrogate", "ReducedBasisSurrogate"]
+           "FlowMatchingSurrogate", "NeuralFieldSurrogate", "ReducedBasisSurrogate"]

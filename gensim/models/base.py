@@ -95,8 +95,12 @@ class FieldSurrogate(L.LightningModule):
         self.train_probe = TrainingProbe(rows_per_chunk(self.n_out))
 
     def record_fields(self) -> None:
-        """Store the field layout in ``hparams`` as plain data (checkpoints rebuild the model)."""
-        self.hparams["fields"] = [vars(f) | {"shape": list(f.shape)} for f in self.fields]
+        """Store the field layout in ``hparams`` as plain data (checkpoints rebuild the model).
+
+        A field's mesh is left out (a million nodes do not belong in ``hparams.yaml``): a model
+        that needs the coordinates keeps them as a module buffer.
+        """
+        self.hparams["fields"] = [{"name": f.name, "shape": list(f.shape), "dtype": f.dtype} for f in self.fields]
 
     # -- conditioning and normalization ---------------------------------------------------------
     def inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -109,20 +113,25 @@ class FieldSurrogate(L.LightningModule):
         """Normalized condition, shape (B, n_cond), from params (B, n_params) and t (B,)."""
         return self.in_norm.normalize(self.inputs({"params": params, "t": t}))
 
-    def normalized_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalized (condition (B, n_cond), fields (B, D)) of a training batch.
-
-        Feeds the normalizers first while they are still learning.
-        """
+    def normalized_condition(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Normalized condition (B, n_cond) of a training batch; feeds ``in_norm`` while it learns."""
         if "log_t" in self.time_features and not self.in_norm.frozen and bool((batch["t"] <= 0).any()):
             # Checked while the normalizers learn only: a test on every batch would wait for the device.
             raise ValueError("time_features has log_t but a training batch has t <= 0 "
                              f"(min {float(batch['t'].min())}); "
                              "use time_features=[t] for a simulation whose time starts at 0")
-        x, y = self.inputs(batch), batch["fields"]
+        x = self.inputs(batch)
         self.in_norm.update(x)
+        return self.in_norm.normalize(x)
+
+    def normalized_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized (condition (B, n_cond), fields (B, D)) of a training batch.
+
+        Feeds the normalizers first while they are still learning.
+        """
+        cond, y = self.normalized_condition(batch), batch["fields"]
         self.out_norm.update(y)
-        return self.in_norm.normalize(x), self.out_norm.normalize(y)
+        return cond, self.out_norm.normalize(y)
 
     @staticmethod
     def batch_mean(per_sample: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -71,6 +71,33 @@ def _field_view(flat: np.ndarray, spec: FieldSpec) -> np.ndarray:
     return flat[:spec.size].reshape(spec.shape)
 
 
+def _is_map(spec: FieldSpec) -> bool:
+    """Whether the field is drawn as a colour map: a 2-D grid, or node values on a 2-D triangle mesh."""
+    if spec.mesh is not None:
+        return spec.mesh.dim == 2 and spec.mesh.cells is not None
+    return len(spec.shape) == 2
+
+
+def _draw_map(ax, values: np.ndarray, spec: FieldSpec, **style):
+    """Draw one field as a colour map on ``ax``: an image of a grid, a triangulated plot of a mesh.
+
+    A mesh field is drawn with ``tripcolor`` (Gouraud shading: linear between the nodes, the P1
+    interpolation of node values); axes in the mesh's coordinates. Returns the mappable.
+    """
+    if spec.mesh is None:
+        im = ax.imshow(values, origin="lower", **style)
+        ax.set_xlabel("x (grid index)", fontsize=7)
+        ax.set_ylabel("y (grid index)", fontsize=7)
+    else:
+        nodes = spec.mesh.nodes
+        im = ax.tripcolor(nodes[:, 0], nodes[:, 1], spec.mesh.cells, values, shading="gouraud", **style)
+        ax.set_aspect("equal")
+        ax.set_xlabel("x", fontsize=7)
+        ax.set_ylabel("y", fontsize=7)
+    ax.tick_params(labelsize=6)
+    return im
+
+
 def plot_heldout_cases(truth: np.ndarray, preds: Mapping[str, np.ndarray], spec: FieldSpec, time: float,
                        path_fields: Path, path_errors: Path, title: str) -> None:
     """Truth and predictions of held-out cases, and the prediction errors, at one time step.
@@ -84,7 +111,7 @@ def plot_heldout_cases(truth: np.ndarray, preds: Mapping[str, np.ndarray], spec:
         The first field, the one shown.
     """
     n_cases, methods = truth.shape[0], list(preds)
-    two_d = len(spec.shape) == 2
+    two_d = _is_map(spec)
     unit = f"{spec.name} (problem units)"
     if two_d:
         fig, axes = plt.subplots(1 + len(methods), n_cases, figsize=(2.6 * n_cases + 1, 2.3 * (1 + len(methods))),
@@ -94,11 +121,8 @@ def plot_heldout_cases(truth: np.ndarray, preds: Mapping[str, np.ndarray], spec:
             lo, hi = min(v.min() for v in views), max(v.max() for v in views)
             for r, (name, v) in enumerate(zip(["truth", *methods], views)):
                 ax = axes[r, c]
-                im = ax.imshow(v, origin="lower", vmin=lo, vmax=hi, cmap="inferno")
+                im = _draw_map(ax, v, spec, vmin=lo, vmax=hi, cmap="inferno")
                 ax.set_title(f"{name}, case {c + 1}", fontsize=8)
-                ax.set_xlabel("x (grid index)", fontsize=7)
-                ax.set_ylabel("y (grid index)", fontsize=7)
-                ax.tick_params(labelsize=6)
             fig.colorbar(im, ax=axes[:, c], shrink=0.6).set_label(unit, fontsize=7)
     else:
         fig, axes = plt.subplots(1, n_cases, figsize=(3.6 * n_cases, 3.4), squeeze=False, layout="constrained")
@@ -125,11 +149,8 @@ def plot_heldout_cases(truth: np.ndarray, preds: Mapping[str, np.ndarray], spec:
             if two_d:
                 ax = axes[r, c]
                 bound = float(np.abs(err).max()) or 1.0
-                im = ax.imshow(err, origin="lower", cmap="RdBu_r", vmin=-bound, vmax=bound)
+                im = _draw_map(ax, err, spec, cmap="RdBu_r", vmin=-bound, vmax=bound)
                 ax.set_title(f"{m}, case {c + 1}\nrel. L2 {rel:.2e}", fontsize=7)
-                ax.set_xlabel("x (grid index)", fontsize=7)
-                ax.set_ylabel("y (grid index)", fontsize=7)
-                ax.tick_params(labelsize=6)
                 fig.colorbar(im, ax=ax, shrink=0.8).set_label(f"prediction - truth\n({unit})", fontsize=6)
             else:
                 axes[0, c].plot(err, color=_color(m, r), label=f"{m} (rel. L2 {rel:.1e})")

@@ -77,7 +77,11 @@ def write_report(cfg: DictConfig, rows: list[Row], studies: dict[int, StudyData]
     n_heldout, n_steps = heldout.fields.shape[:2]
     load = os.getloadavg()[2]
     train_overrides = flatten_overrides(OmegaConf.to_container(cfg.train, resolve=True))
-    steps, batch = int(study_cfg.trainer.max_steps), int(study_cfg.data.batch_size)
+    batch = int(study_cfg.data.batch_size)
+    # schedule.steps_per_simulation, when set, replaces trainer.max_steps (gensim.train.scheduled_max_steps).
+    per_simulation = OmegaConf.select(study_cfg, "schedule.steps_per_simulation")
+    steps = (f"{int(study_cfg.trainer.max_steps)} optimizer steps" if per_simulation is None
+             else f"{int(per_simulation)} optimizer steps per training simulation")
     buffer = study_cfg.buffer.get("policy", study_cfg.buffer).get("_target_")
     total_s = sum(r.metrics.get("compute_s", 0.0) for r in rows)
     lines = [
@@ -109,7 +113,7 @@ def write_report(cfg: DictConfig, rows: list[Row], studies: dict[int, StudyData]
         f"held-out error to {drift:.1e}.",
         "- Metric: relative L2 error per field, per held-out (simulation, time step); mean and 99th percentile "
         "(`gensim.metrics.relative_l2`). *Trivial*: the training mean field.",
-        f"- **{ONLINE}**: `gensim-train` with `{' '.join(train_overrides)}` ({steps} optimizer steps, batch "
+        f"- **{ONLINE}**: `gensim-train` with `{' '.join(train_overrides)}` ({steps}, batch "
         f"{batch}, buffer of {int(study_cfg.buffer.capacity)} samples, `{buffer}`); its time is the whole "
         "study: simulations stream while it trains.",
     ]
@@ -118,7 +122,7 @@ def write_report(cfg: DictConfig, rows: list[Row], studies: dict[int, StudyData]
             lines.append(f"- **{method}**: the same on-line study with `{' '.join(extra)}`, a generative surrogate; "
                          "its row scores its mean prediction, and the section *Generative surrogates* its law.")
     if cfg.offline_neural:
-        lines.append(f"- **{OFFLINE_NEURAL}**: the same model and trainer, the same {steps} steps and batch size, "
+        lines.append(f"- **{OFFLINE_NEURAL}**: the same model and trainer, the same steps ({steps}) and batch size, "
                      "on shuffled passes over the stored simulations (re-simulated from the study's "
                      "`simulations.json`); its time is the training only.")
     for name, spec_b in cfg.baselines.items():

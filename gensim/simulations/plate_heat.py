@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 from scipy.sparse.linalg import splu
 
-from gensim.simulations.base import FieldSpec, Simulation
+from gensim.simulations.base import FieldMesh, FieldSpec, Simulation
 from gensim.simulations.heat2d import _bounds, _positive_finite, _positive_int
 from gensim.simulations.meshes import PlateMesh, plate_with_holes
 from sampling import ParameterSpace
@@ -155,7 +155,8 @@ class PlateHeat(Simulation):
     mesh : PlateMesh
         The mesh (node coordinates and triangles): the geometry of the field.
     fields : tuple of FieldSpec
-        ``"temperature"``, float32, shape ``(n_nodes,)``.
+        ``"temperature"``, float32, shape ``(n_nodes,)``, with the mesh as its
+        :class:`~gensim.simulations.base.FieldMesh`.
     """
 
     def __init__(self, h: float = 0.05, n_steps: int = 50, t_final: float = 0.5, substeps: int = 2,
@@ -174,7 +175,9 @@ class PlateHeat(Simulation):
         self.space = ParameterSpace(("T_left", "T_right", "T_holes", "log10_kappa_ratio", "source"),
                                     [lo for lo, _ in bounds], [hi for _, hi in bounds])
         self.mesh = plate_with_holes(self.h)
-        self.fields = (FieldSpec("temperature", (len(self.mesh.nodes),), "float32"),)
+        # The field carries its geometry: models get the node coordinates at construction.
+        self.fields = (FieldSpec("temperature", (len(self.mesh.nodes),), "float32",
+                                 FieldMesh(self.mesh.nodes, self.mesh.cells)),)
         self.dt = self.t_final / (self.n_steps * self.substeps)
         self.times = self.dt * self.substeps * np.arange(1, self.n_steps + 1)
         b = self.mesh.boundary

@@ -38,7 +38,7 @@ import zmq
 import zmq.utils.monitor
 
 from gensim.simulations.base import FieldSpec, Sample
-from gensim.transport import wire
+from gensim.transport import geometry, wire
 from gensim.transport.wire import WireError
 
 logger = logging.getLogger("gensim.transport")
@@ -345,13 +345,17 @@ class Receiver:
             lo, hi = float(grid.min()), float(grid.max())
             tol = TIME_RTOL * max(abs(lo), abs(hi), hi - lo) or 1e-12
             self.time_range = (lo - tol, hi + tol)
-        # A message has a header, one frame per field and a tag: more frames are refused unread.
-        self.max_frames = len(self.fields) + 2
+        # A message has a header, one frame per field and a tag: more frames are refused unread
+        # (a MESH message has at most two data frames: coordinates and cells).
+        meshed = [f for f in self.fields if f.mesh is not None]
+        self.max_frames = max(len(self.fields), 2 if meshed else 0) + 2
         self.expected_message_bytes = wire.header_size(len(self.fields)) + wire.TAG_BYTES + sum(
             f.size * self._np_dtypes[f.name].itemsize for f in self.fields
         )
+        #: Valid MESH messages received per field name (:mod:`gensim.transport.geometry`).
+        self.meshes_verified: dict[str, int] = {f.name: 0 for f in meshed}
         if max_message_bytes is None:
-            max_message_bytes = 2 * self.expected_message_bytes
+            max_message_bytes = max([2 * self.expected_message_bytes, *map(geometry.mesh_message_bytes, meshed)])
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
         self.max_message_bytes = int(max_message_bytes)
@@ -771,7 +775,7 @@ class Receiver:
                 self._dispatch(pending)
                 pending = []
                 self._finish(sim_id)
-            else:
+            elif kind == wire.KIND_DATA:  # a MESH message, checked, has nothing to dispatch
                 pending.append((sim, sample, nbytes))
         self._dispatch(pending)
 
@@ -896,7 +900,7 @@ class Receiver:
     def _validate(
         self, frames: list[zmq.Frame], nbytes: int, expected_tag: bytes | None = None
     ) -> tuple[int, int, _Sim, Sample | None]:
-        """Check a message completely; return (kind, sim_id, its registration, sample or None for END).
+        """Check a message completely; return (kind, sim_id, its registration, sample or None for END and MESH).
 
         ``expected_tag``: the tag of ``frames`` already computed (:meth:`_batch_tags`), or None
         to compute it here.
@@ -905,7 +909,8 @@ class Receiver:
 
         Checks, in order (the size limit and the frame count limit were checked while the
         message was received): header (layout, magic, version, kind, descriptors); study id;
-        frame count; the authentication tag; then, for an authentic message: END of a finished
+        frame count; the authentication tag; then, for an authentic message: a MESH message's
+        registration and geometry (:func:`~gensim.transport.geometry.check_mesh_message`); END of a finished
         simulation; simulation finished or not registered; step range; finite time and time
         range; duplicate step; field names, the dtype and shape of every field; then for each
         field its frame size and finite values. A header whose descriptors are byte for byte
@@ -957,6 +962,16 @@ class Receiver:
             sim = self._sims.get(sim_id)
             finished = sim_id in self._finished
             steps = self._steps.get(sim_id)
+        if kind == wire.KIND_MESH:
+            if sim is None:
+                raise _Rejected("unknown_sim", "MESH of a simulation not registered with the receiver", sim_id)
+            try:
+                name = geometry.check_mesh_message(descriptors, frames, self._specs)
+            except WireError as err:
+                raise _Rejected(err.reason, err.message, sim_id) from None
+            with self._lock:
+                self.meshes_verified[name] += 1
+            return wire.KIND_MESH, sim_id, sim, None
         if kind == wire.KIND_END:
             if finished:
                 raise _Rejected("duplicate_end", "a second END of this simulation", sim_id)

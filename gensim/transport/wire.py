@@ -16,7 +16,7 @@ Header layout (version 2)::
            8    16  uint8[16]   study id (public, derived from the key: study_id(key))
           24     8  int64       simulation id
           32     4  uint32      step
-          36     4  uint32      kind (0 = DATA, 1 = END)
+          36     4  uint32      kind (0 = DATA, 1 = END, 2 = MESH: gensim.transport.geometry)
           40     8  float64     time
     then n_fields descriptors, 64 bytes each
            0    32  char[32]    name, UTF-8, NUL-padded (at most 31 bytes + NUL)
@@ -56,7 +56,9 @@ VERSION = 2
 #: Message kinds.
 KIND_DATA = 0
 KIND_END = 1
-KINDS = (KIND_DATA, KIND_END)
+#: A field's geometry, once per simulation process (:mod:`gensim.transport.geometry`).
+KIND_MESH = 2
+KINDS = (KIND_DATA, KIND_END, KIND_MESH)
 #: Length of the study key in bytes (the secret shared by the trainer and its simulations;
 #: ``GENSIM_TOKEN`` holds it as 64 hexadecimal characters).
 KEY_BYTES = 32
@@ -109,6 +111,7 @@ REASONS = (
     "shape",  # shape differs from the declared one
     "frame_size",  # a data frame's byte size does not match its descriptor
     "non_finite",  # NaN or Inf in a field, or non-finite time
+    "mesh",  # a MESH message that is malformed or whose geometry is not the declared one
     "sink_error",  # the sink raised while taking the sample
     "internal",  # any other exception while handling one message
 )
@@ -526,7 +529,8 @@ def decode_header(buf: bytes | bytearray | memoryview) -> Header:
             f"header is {n} bytes, expected {expected} for {n_fields} field(s)",
         )
     if kind not in KINDS:
-        raise WireError("malformed", f"kind {kind}, expected {KIND_DATA} (DATA) or {KIND_END} (END)")
+        raise WireError("malformed", f"kind {kind}, expected {KIND_DATA} (DATA), {KIND_END} (END) or "
+                                     f"{KIND_MESH} (MESH)")
     if kind == KIND_END and n_fields:
         raise WireError("malformed", f"an END message must have 0 fields, got {n_fields}")
     fields = []

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from waiting import wait_until
 
 from gensim.client import Client
 from gensim.simulations.base import FieldSpec
@@ -38,13 +39,6 @@ def make_client():
     yield make
     for c in clients:
         c.close(linger_s=0)
-
-
-def wait_until(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not pred():
-        time.sleep(0.005)
-    return pred()
 
 
 def test_from_env(monkeypatch, receiver):

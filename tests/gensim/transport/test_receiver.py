@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import zmq
+from waiting import wait_until
 
 from gensim.client import Client
 from gensim.simulations.base import FieldSpec
@@ -19,15 +20,6 @@ TOKEN = bytes(range(32))  # the study key
 STUDY = wire.study_id(TOKEN)
 SPECS = (FieldSpec("u", (6, 5), "float32"), FieldSpec("v", (7,), "float64"))
 PARAMS = np.array([0.5, 2.0])
-
-
-def wait_until(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return pred()
 
 
 @pytest.fixture
