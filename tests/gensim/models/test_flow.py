@@ -66,13 +66,15 @@ def test_sampling_is_the_ode_solution_with_the_configured_steps():
     # A velocity network that returns zero moves nothing: samples are their Gaussian start points.
     model = make_flow(sampling_steps=3, solver="euler")
     calls = []
-    model.decoder.forward = lambda cond, z: (calls.append(z.shape), torch.zeros_like(z))[1]
+    # The network's output is (gain, offset) per coordinate: v = gain * x + offset.
+    model.decoder.forward = lambda cond, z: (calls.append(z.shape), torch.zeros_like(z).repeat(1, 2))[1]
     cond, z = torch.zeros(5, model.n_cond), torch.randn(5, model.n_out)
     assert torch.equal(model.generate(cond, z), z)
     assert len(calls) == 3  # one velocity evaluation per Euler step
     calls.clear()
     make_mid = make_flow(sampling_steps=3, solver="midpoint")
-    make_mid.decoder.forward = lambda cond, z: (calls.append(z.shape), torch.ones_like(z))[1]
+    make_mid.decoder.forward = lambda cond, z: (calls.append(z.shape),
+                                                torch.cat([torch.zeros_like(z), torch.ones_like(z)], 1))[1]
     # dx/ds = 1 from s = 0 to 1 adds exactly 1, whatever the solver.
     assert torch.allclose(make_mid.generate(cond, z), z + 1)
     assert len(calls) == 6  # two evaluations per midpoint step
