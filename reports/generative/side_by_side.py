@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ from gensim.report import load_study
 from gensim.report.figures import plot_moments, plot_rank_histograms, plot_spectra
 from gensim.report.scoring import SIMULATOR, load_surrogate
 from gensim.simulations.base import FieldSpec
-from speed import BATCH, generate, interleaved
+from speed import BATCH, time_against_simulation
 
 HERE = Path(__file__).resolve().parent
 GRIDS = {"32x32": HERE / "runs" / "stochastic_2k", "64x64": HERE / "runs" / "stochastic_2k_64"}
@@ -82,25 +81,6 @@ def held_out_samples(study, models: dict) -> tuple[dict, dict, float]:
     return {name: np.concatenate(s, axis=1) for name, s in pooled.items()}, first, float(ref.t[last])
 
 
-def generation_times(study, models: dict) -> dict[str, float]:
-    """CPU seconds per generated field (batched) and per simulator run, measured in turn."""
-    sim = study.simulation
-    rng = np.random.default_rng(0)
-    params = sim.space.from_unit(rng.random((4, sim.space.dim)))
-
-    def simulate_all() -> None:
-        for k, p in enumerate(params):
-            for _ in sim.run(p, seed=k):
-                pass
-
-    p_t = torch.tensor(params[rng.integers(0, len(params), BATCH)], dtype=torch.float32)
-    t_t = torch.tensor(sim.times[rng.integers(0, sim.n_steps, BATCH)], dtype=torch.float32)
-    fns = {"simulate": simulate_all} | {name: partial(generate, m, p_t, t_t, torch.Generator().manual_seed(0))
-                                        for name, m in models.items()}
-    timing = interleaved(fns, REPEATS)
-    return {"run_s": timing["simulate"] / len(params)} | {name: timing[name] / BATCH for name in models}
-
-
 def grid_section(grid: str, runs: Path) -> tuple[str, dict]:
     metrics = {name: json.loads((runs / v / "seed0" / "metrics.json").read_text())
                for name, v in MODELS.items() if (runs / v / "seed0" / "metrics.json").exists()}
@@ -123,7 +103,7 @@ def grid_section(grid: str, runs: Path) -> tuple[str, dict]:
         half = pooled[SIMULATOR].shape[0] // 2
         out["rank_histograms"] = {name: rank_histogram(s[:half], pooled[SIMULATOR][half:], 16).round(4).tolist()
                                   for name, s in pooled.items()}
-        timing = generation_times(study, models)
+        timing = time_against_simulation(study.simulation, models, 4, REPEATS)
         out["timing_cpu_s"] = timing
     for name, m in metrics.items():
         cells = [f"{m[k]:.4g}" if m.get(k) is not None else "n/a" for k, _ in COLUMNS]

@@ -73,12 +73,14 @@ def generate(model, params: torch.Tensor, t: torch.Tensor, gen: torch.Generator)
     model.sample(params, t, 1, gen)
 
 
-def measure(problem: str, overrides: list[str]) -> dict:
-    with initialize_config_module(config_module="gensim.conf", version_base="1.3"):
-        cfg = {m: compose(config_name="train", overrides=[*overrides, *o]) for m, o in MODELS.items()}
-    sim = instantiate(cfg["cvae"].simulation)
+def time_against_simulation(sim, models: dict, n_runs: int, repeats: int) -> dict[str, float]:
+    """CPU seconds of one whole simulator run (``"run_s"``) and of one generated field of each model.
+
+    The runs (``n_runs`` parameter vectors) and the models' batches of ``BATCH`` fields at random
+    (params, t) rows are timed in turn, ``repeats`` times (see :func:`interleaved`).
+    """
     rng = np.random.default_rng(0)
-    params = sim.space.from_unit(rng.random((8, sim.space.dim)))
+    params = sim.space.from_unit(rng.random((n_runs, sim.space.dim)))
 
     def simulate_all() -> None:
         for k, p in enumerate(params):
@@ -87,21 +89,30 @@ def measure(problem: str, overrides: list[str]) -> dict:
 
     p_t = torch.tensor(params[rng.integers(0, len(params), BATCH)], dtype=torch.float32)
     t_t = torch.tensor(sim.times[rng.integers(0, sim.n_steps, BATCH)], dtype=torch.float32)
-    fns = {"simulate": simulate_all}
+    fns = {"simulate": simulate_all} | {name: partial(generate, m, p_t, t_t, torch.Generator().manual_seed(0))
+                                        for name, m in models.items()}
+    timing = interleaved(fns, repeats)
+    return {"run_s": timing["simulate"] / n_runs} | {name: timing[name] / BATCH for name in models}
+
+
+def measure(problem: str, overrides: list[str]) -> dict:
+    with initialize_config_module(config_module="gensim.conf", version_base="1.3"):
+        cfg = {m: compose(config_name="train", overrides=[*overrides, *o]) for m, o in MODELS.items()}
+    sim = instantiate(cfg["cvae"].simulation)
+    centre = sim.space.from_unit(np.full((1, sim.space.dim), 0.5))
+    fields = torch.tensor(np.stack([f[sim.fields[0].name].reshape(-1) for _, _, f in sim.run(centre[0], seed=0)]))
+    models = {}
     for name, c in cfg.items():
         model = instantiate(c.model)(fields=sim.fields, n_params=sim.space.dim)
-        fields = torch.tensor(np.stack([f[sim.fields[0].name].reshape(-1) for _, _, f in sim.run(params[0], seed=0)]))
         for _ in range(model.in_norm.warmup_batches):  # fit and freeze the normalizers
-            model.normalized_batch({"params": torch.tensor(params[:1], dtype=torch.float32).expand(len(fields), -1),
+            model.normalized_batch({"params": torch.tensor(centre, dtype=torch.float32).expand(len(fields), -1),
                                     "t": torch.tensor(sim.times, dtype=torch.float32), "fields": fields})
-        model.eval()
-        gen = torch.Generator().manual_seed(0)
-        fns[name] = partial(generate, model, p_t, t_t, gen)
-    timing = interleaved(fns, REPEATS)
-    run_s = timing["simulate"] / len(params)
+        models[name] = model.eval()
+    timing = time_against_simulation(sim, models, 8, REPEATS)
+    run_s = timing["run_s"]
     out = {"problem": problem, "grid": list(sim.fields[0].shape), "n_steps": sim.n_steps, "run_s": run_s}
     for name in cfg:
-        field_s = timing[name] / BATCH
+        field_s = timing[name]
         out[name] = {
             "field_s": field_s,
             "speedup_final_time": run_s / field_s,
