@@ -83,7 +83,8 @@ COMPARISONS = {
         "variants": {"cvae_es02": ["model=cvae", "model.energy_score_weight=0.2", "trainer.max_steps=6000"],
                      "cgan_es4": ["model=cgan", "model.energy_score_weight=4.0", "trainer.max_steps=12000"],
                      # The default flow (conf/model/flow.yaml): POD coefficients, 4 midpoint steps.
-                     "flow": ["model=flow", "trainer.max_steps=6000"]},
+                     "flow": ["model=flow", "trainer.max_steps=6000"],
+                     "flow_12k": ["model=flow", "trainer.max_steps=12000"]},
     },
     "heat2d": {
         "common": [*COMMON, "simulation=heat2d", "launcher.max_simulations=160"],

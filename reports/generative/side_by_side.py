@@ -2,7 +2,8 @@
 
 Reads the finished studies of ``distribution.py`` (``runs/stochastic_2k`` at 32 x 32 and
 ``runs/stochastic_2k_64`` at 64 x 64: the cVAE ``cvae_es02``, the cGAN ``cgan_es4`` and the
-flow ``flow``, each the default config of its model) and writes, for each grid:
+flow ``flow``, each the default config of its model, and the flow over 12 000 steps ``flow_12k``)
+and writes, for each grid:
 
 - a table of each study's held-out distribution check (its ``metrics.json``: 16 held-out
   parameter vectors x 2 times, 256 model samples against 2 x 256 simulator realizations): energy
@@ -43,7 +44,7 @@ from speed import BATCH, time_against_simulation
 
 HERE = Path(__file__).resolve().parent
 GRIDS = {"32x32": HERE / "runs" / "stochastic_2k", "64x64": HERE / "runs" / "stochastic_2k_64"}
-MODELS = {"cVAE": "cvae_es02", "cGAN": "cgan_es4", "flow": "flow"}
+MODELS = {"cVAE": "cvae_es02", "cGAN": "cgan_es4", "flow": "flow", "flow, 12k steps": "flow_12k"}
 REPEATS = 7
 #: (metrics.json key, header); a key with a floor is followed by it.
 COLUMNS = [("energy_distance_ratio", "energy dist. / floor"), ("std_rel_error", "pixel std rel. error"),
