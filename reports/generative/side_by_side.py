@@ -13,9 +13,9 @@ and writes, for each grid:
   of interleaved repeats beside a whole simulator run, as ``speed.py``), from each study's final
   checkpoint;
 - from the same checkpoints, at every condition of the check (the same seeds and realizations):
-  rank histograms of the simulator's realizations among each model's samples, pooled over the
-  pixels of all conditions (``rank_histograms_<grid>.png``), and at the first held-out vector at
-  t = 1 the pointwise moments and the power spectrum of the fluctuations
+  rank histograms of the simulator's realizations among each model's samples at t = 1, pooled over
+  the pixels of all held-out vectors (``rank_histograms_<grid>.png``), and at the first held-out
+  vector at t = 1 the pointwise moments and the power spectrum of the fluctuations
   (``moments_<grid>.png``, ``spectra_<grid>.png``).
 
 A study that has not finished (or lost its checkpoint) is left out of the figures and timings,
@@ -59,11 +59,12 @@ def held_out_samples(study, models: dict) -> tuple[dict, dict, float]:
 
     Returns
     -------
-    pooled : dict of str to ndarray, shape (n, C * D)
-        The simulator's realizations first, then each model's samples, conditions side by side
-        (for rank histograms pooled over conditions and pixels).
+    pooled : dict of str to ndarray, shape (n, V * D)
+        The simulator's realizations first, then each model's samples, at every held-out vector
+        (V) at the last checked time side by side (for rank histograms pooled over vectors and
+        pixels).
     first : dict of str to ndarray, shape (n, D)
-        The same at the first held-out vector at its last checked time.
+        The same at the first held-out vector.
     t : float
         That time.
     """
@@ -77,9 +78,10 @@ def held_out_samples(study, models: dict) -> tuple[dict, dict, float]:
         with torch.no_grad():
             pooled[name] = [model.sample(ref.params[c:c + 1].float(), ref.t[c:c + 1].float(), ref.samples.shape[1],
                                          gen)[0].numpy() for c in range(ref.params.shape[0])]
-    last = int(torch.nonzero(ref.t == ref.t[:2].max())[0, 0])  # the first vector's last checked time
-    first = {name: s[last] for name, s in pooled.items()}
-    return {name: np.concatenate(s, axis=1) for name, s in pooled.items()}, first, float(ref.t[last])
+    at_last = torch.nonzero(ref.t == ref.t.max())[:, 0].tolist()  # the conditions at the last checked time
+    first = {name: s[at_last[0]] for name, s in pooled.items()}
+    return ({name: np.concatenate([s[c] for c in at_last], axis=1) for name, s in pooled.items()}, first,
+            float(ref.t.max()))
 
 
 def grid_section(grid: str, runs: Path) -> tuple[str, dict]:
@@ -100,7 +102,7 @@ def grid_section(grid: str, runs: Path) -> tuple[str, dict]:
         plot_spectra(first, spec, t, HERE / f"spectra_{grid}.png", f"stochastic heat {grid}, first held-out vector")
         pooled_spec = FieldSpec(spec.name, (pooled[SIMULATOR].shape[1],))
         plot_rank_histograms(pooled, pooled_spec, t, HERE / f"rank_histograms_{grid}.png",
-                             f"stochastic heat {grid}, all held-out conditions pooled")
+                             f"stochastic heat {grid}, all held-out vectors pooled")
         half = pooled[SIMULATOR].shape[0] // 2
         out["rank_histograms"] = {name: rank_histogram(s[:half], pooled[SIMULATOR][half:], 16).round(4).tolist()
                                   for name, s in pooled.items()}
@@ -132,7 +134,7 @@ def main() -> None:
             "held-out distribution check (16 vectors x 2 times, 256 samples against 2 x 256 simulator "
             "realizations); *(floor)*: the same metric between the two simulator sets. Coverage is the "
             "fraction of realizations' pixels inside the samples' central interval (nominal 0.502 and 0.899 "
-            "with 256 samples). Rank histograms pool every pixel of every condition.\n\n" + "\n".join(sections))
+            "with 256 samples). Rank histograms pool every pixel of every held-out vector at t = 1.\n\n" + "\n".join(sections))
     (HERE / "side_by_side.md").write_text(text)
     print(text)
 
