@@ -134,7 +134,8 @@ def main() -> None:
             "held-out distribution check (16 vectors x 2 times, 256 samples against 2 x 256 simulator "
             "realizations); *(floor)*: the same metric between the two simulator sets. Coverage is the "
             "fraction of realizations' pixels inside the samples' central interval (nominal 0.502 and 0.899 "
-            "with 256 samples). Rank histograms pool every pixel of every held-out vector at t = 1.\n\n" + "\n".join(sections))
+            "with 256 samples). Rank histograms pool every pixel of every held-out vector at t = 1.\n\n"
+            + "\n".join(sections))
     (HERE / "side_by_side.md").write_text(text)
     print(text)
 
