@@ -13,6 +13,19 @@ The flow-matching parts come from Meta's ``flow_matching`` library: the probabil
 (``AffineProbPath`` with the ``CondOTScheduler``) and the ODE solver (``ODESolver``, a fixed-step
 ``torchdiffeq`` method). The velocity network is the surrogates' :class:`Decoder`, fed the
 condition and an embedding of ``s`` as its condition and ``x_s`` as its latent.
+
+The flow runs in one of two spaces (``space``). In ``"field"`` space ``x`` is the whole
+normalized field (D values): the velocity network maps D to D values at every solver step, so
+a sample costs about as much as simulating heat2d. In ``"reduced"`` space (the default) ``x``
+holds the ``n_modes`` coefficients of a POD basis of the normalized fields
+(:class:`~gensim.models.components.ReducedBasis`, scaled so that every coefficient has unit
+variance, the scale of the Gaussian start), fitted to a uniform sample of the streamed training
+rows: the network maps k to k values and the basis decodes the end point once. The basis is
+refitted at the steps ``basis_refits`` (early in training, while the sample grows) and frozen
+after the last one: a refit changes the space the velocity lives in, which the network then has
+to relearn. The field's law off the basis is not modelled, so the basis must hold the fields'
+fluctuations: on the stochastic heat field (smoothed noise) 32 modes carry 99.9% of the exact
+pointwise variance at 32 x 32 and 64 x 64, 64 modes all but 1e-4 of it.
 """
 
 from __future__ import annotations
@@ -27,15 +40,19 @@ from flow_matching.solver import ODESolver
 from flow_matching.utils import ModelWrapper
 from torch import nn
 
+from gensim.data.ranks import gather_rows
 from gensim.models.base import as_field_specs
-from gensim.models.components import Decoder
+from gensim.models.components import Decoder, ReducedBasis
 from gensim.models.components.decoder import NetFactory
 from gensim.models.generative import DistributionCheck, GenerativeSurrogate
+from gensim.models.training_probe import TrainingProbe
 from gensim.simulations.base import FieldSpec
 
 #: Fixed-step torchdiffeq methods the sampler accepts (adaptive ones would make the cost of a
 #: sample depend on the condition).
 SOLVERS = {"euler": 1, "midpoint": 2, "rk4": 4}  # method -> velocity evaluations per step
+#: Spaces the flow runs in: the whole normalized field, or the coefficients of a POD basis.
+SPACES = ("field", "reduced")
 
 
 class FlowTimeEmbedding(nn.Module):
@@ -56,7 +73,7 @@ class FlowTimeEmbedding(nn.Module):
 
 
 class _Velocity(ModelWrapper):
-    """The velocity field as ``flow_matching``'s solver calls it: ``(x (B, D), s () or (B,), cond=(B, C))``."""
+    """The velocity field as ``flow_matching``'s solver calls it: ``(x (B, L), s () or (B,), cond=(B, C))``."""
 
     def __init__(self, surrogate: FlowMatchingSurrogate) -> None:
         super().__init__(None)
@@ -75,7 +92,16 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
     n_params : int
     net : callable
         ``net(in_features, out_features) -> nn.Module`` of the velocity field; its input is the
-        normalized condition, the flow-time features and ``x_s`` (D).
+        normalized condition, the flow-time features and ``x_s`` (D values, or k in reduced space).
+    space : {"field", "reduced"}
+        Where the flow runs: the normalized field, or the coefficients of a POD basis of it.
+    n_modes : int
+        POD modes k of the reduced space (at most D); unused in field space.
+    basis_rows : int
+        Training rows sampled for the basis (memory ``basis_rows * D * 4`` bytes); reduced space only.
+    basis_refits : sequence of int
+        Optimizer steps at which the basis is fitted to the rows sampled so far, starting with 0;
+        frozen after the last. Reduced space only.
     time_frequencies : int
         Sinusoidal frequencies of the flow-time embedding (2 features each).
     sampling_steps : int
@@ -104,8 +130,12 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         fields: Sequence[FieldSpec | dict],
         n_params: int,
         net: NetFactory,
+        space: str = "reduced",
+        n_modes: int = 64,
+        basis_rows: int = 4096,
+        basis_refits: Sequence[int] = (0, 10, 20, 40, 80, 160, 320, 640),
         time_frequencies: int = 8,
-        sampling_steps: int = 8,
+        sampling_steps: int = 4,
         solver: str = "midpoint",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -122,28 +152,71 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         if sampling_steps < 1 or time_frequencies < 1:
             raise ValueError(f"expected sampling_steps >= 1 and time_frequencies >= 1, got {sampling_steps} "
                              f"and {time_frequencies}")
-        # The latent of a flow is its starting point: one value per field value.
+        if space not in SPACES:
+            raise ValueError(f"space: expected one of {list(SPACES)}, got {space!r}")
+        refits = sorted({int(s) for s in basis_refits})
+        if space == "reduced" and (not refits or refits[0] != 0):
+            raise ValueError(f"basis_refits must include step 0 (the basis is needed from the first step), "
+                             f"got {list(basis_refits)}")
+        # The latent of a flow is its starting point: one value per field value or per mode.
         n_out = sum(f.size for f in as_field_specs(fields))
-        super().__init__(fields, n_params, normalizer_warmup_batches, n_out, n_mean_samples, check, time_features)
+        latent = n_out if space == "field" else int(n_modes)
+        super().__init__(fields, n_params, normalizer_warmup_batches, latent, n_mean_samples, check, time_features)
         self.save_hyperparameters(ignore=["net", "fields", "check"])
         self.record_fields()
         self.time_embedding = FlowTimeEmbedding(time_frequencies)
-        self.decoder = Decoder(self.n_cond + 2 * int(time_frequencies), self.n_out, self.n_out, net)
+        # Two outputs per coordinate: the velocity's gain and offset (see velocity).
+        self.decoder = Decoder(self.n_cond + 2 * int(time_frequencies), latent, 2 * latent, net)
+        self.basis = ReducedBasis(self.n_out, latent) if space == "reduced" else None
+        self.basis_refits = refits
+        self.snapshots = TrainingProbe(basis_rows) if space == "reduced" else None
         self.path = AffineProbPath(scheduler=CondOTScheduler())
         self._solver = ODESolver(velocity_model=_Velocity(self))
 
     def velocity(self, x: torch.Tensor, s: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Velocity (B, D) at normalized fields ``x`` (B, D), flow times ``s`` (B,) and conditions (B, C)."""
-        return self.decoder(torch.cat([cond, self.time_embedding(s)], dim=1), x)
+        """Velocity (B, L) at points ``x`` (B, L) of the flow's space (L = ``latent_dim``: D, or k
+        modes), flow times ``s`` (B,) and conditions (B, C).
+
+        The network gives a gain ``g`` and an offset ``h`` per coordinate, ``v = g * x + h``: the
+        spread of the samples is set by how the flow contracts or expands ``x``, a product of
+        ``x`` and a function of the condition, which an MLP of the concatenated inputs learns
+        poorly (on the stochastic heat field at 32 x 32, 1 000 simulations and 2 000 steps, the
+        samples' std over the exact one, averaged over 16 conditions, was off by 0.215 with a
+        plain velocity and by 0.129 with the gain; in a study at 2 000 simulations and 6 000 steps
+        the energy distance over its floor fell from 6.28 to 1.76, reports/generative/README.md).
+        For a Gaussian law with independent
+        coordinates the exact velocity has this form with ``g`` a function of (condition, s)
+        alone.
+        """
+        gain, offset = self.decoder(torch.cat([cond, self.time_embedding(s)], dim=1), x).chunk(2, dim=1)
+        return gain * x + offset
 
     def generate(self, cond: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Normalized fields (B, D): the ODE solution at ``s = 1`` from ``z`` (B, D) at ``s = 0``."""
+        """Normalized fields (B, D): the ODE solution at ``s = 1`` from ``z`` (B, latent_dim) at
+        ``s = 0``, decoded by the basis in reduced space."""
         steps = int(self.hparams.sampling_steps)
-        return self._solver.sample(x_init=z, step_size=1.0 / steps, method=self.hparams.solver,
-                                   time_grid=torch.tensor([0.0, 1.0], dtype=z.dtype), cond=cond)
+        x = self._solver.sample(x_init=z, step_size=1.0 / steps, method=self.hparams.solver,
+                                time_grid=torch.tensor([0.0, 1.0], dtype=z.dtype), cond=cond)
+        return x if self.basis is None else self.basis.decode(x)
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)
+        if self.snapshots is not None and self.global_step <= self.basis_refits[-1]:
+            self.snapshots.offer(batch)
+
+    @torch.no_grad()
+    def refit_basis(self) -> None:
+        """Fit the basis to every rank's sample of normalized training rows (a collective under DDP:
+        every rank fits the same basis, a seeded randomized SVD)."""
+        fields = gather_rows(self.snapshots.rows["fields"].to(self.device))
+        self.basis.fit(self.out_norm.normalize(fields))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         cond, y = self.normalized_batch(batch)
+        if self.basis is not None:
+            if self.global_step in self.basis_refits:
+                self.refit_basis()
+            y = self.basis.project(y)
         s = torch.rand(y.shape[0], dtype=y.dtype, device=y.device)
         sample = self.path.sample(x_0=torch.randn_like(y), x_1=y, t=s)
         # Per-sample squared error of the velocity, averaged with the buffer's importance weights.

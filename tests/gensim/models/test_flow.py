@@ -1,5 +1,5 @@
-"""FlowMatchingSurrogate learns a conditional law, samples it with a few ODE steps, predicts its
-mean and round-trips a checkpoint."""
+"""FlowMatchingSurrogate learns a conditional law in field space and in a reduced (POD) space, samples
+it with a few ODE steps, predicts its mean and round-trips a checkpoint."""
 
 from __future__ import annotations
 
@@ -19,13 +19,21 @@ NET = partial(MLP, hidden=(64, 64))
 
 
 def make_flow(**kwargs) -> FlowMatchingSurrogate:
-    args = dict(net=NET, lr=3e-3, warmup_steps=20, normalizer_warmup_batches=5, sampling_steps=8)
+    args = dict(net=NET, lr=3e-3, warmup_steps=20, normalizer_warmup_batches=5, sampling_steps=8, space="field")
     return FlowMatchingSurrogate(FIELDS, N_PARAMS, **(args | kwargs))
 
 
-def test_learns_the_toy_law_and_restores_from_checkpoint(tmp_path, single_threaded):
+#: The toy's fields span 3 directions (the mean's and the two fluctuations'): 3 modes hold the
+#: law exactly, so the reduced flow is held to the field flow's bounds. Its default sampler
+#: (4 midpoint steps) is used there.
+SPACES = {"field": {}, "reduced": {"space": "reduced", "n_modes": 3, "sampling_steps": 4,
+                                   "basis_refits": (0, 10, 40)}}
+
+
+@pytest.mark.parametrize("space", list(SPACES))
+def test_learns_the_toy_law_and_restores_from_checkpoint(space, tmp_path, single_threaded):
     torch.manual_seed(0)
-    model = make_flow()
+    model = make_flow(**SPACES[space])
     trainer = L.Trainer(max_steps=600, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, default_root_dir=tmp_path)
     trainer.fit(model, DataLoader(ToyBatches(seed=0), batch_size=None))
@@ -47,6 +55,8 @@ def test_learns_the_toy_law_and_restores_from_checkpoint(tmp_path, single_thread
     path = tmp_path / "flow.ckpt"
     trainer.save_checkpoint(path)
     restored = FlowMatchingSurrogate.load_from_checkpoint(path, net=NET)
+    if space == "reduced":  # fitted at the listed steps only, then frozen; the checkpoint holds it
+        assert int(model.basis.n_fits) == 3 and torch.equal(restored.basis.modes, model.basis.modes)
     restored.eval()
     with torch.no_grad():
         assert torch.equal(restored(test["params"], test["t"]), pred)  # common random numbers
@@ -56,13 +66,15 @@ def test_sampling_is_the_ode_solution_with_the_configured_steps():
     # A velocity network that returns zero moves nothing: samples are their Gaussian start points.
     model = make_flow(sampling_steps=3, solver="euler")
     calls = []
-    model.decoder.forward = lambda cond, z: (calls.append(z.shape), torch.zeros_like(z))[1]
+    # The network's output is (gain, offset) per coordinate: v = gain * x + offset.
+    model.decoder.forward = lambda cond, z: (calls.append(z.shape), torch.zeros_like(z).repeat(1, 2))[1]
     cond, z = torch.zeros(5, model.n_cond), torch.randn(5, model.n_out)
     assert torch.equal(model.generate(cond, z), z)
     assert len(calls) == 3  # one velocity evaluation per Euler step
     calls.clear()
     make_mid = make_flow(sampling_steps=3, solver="midpoint")
-    make_mid.decoder.forward = lambda cond, z: (calls.append(z.shape), torch.ones_like(z))[1]
+    make_mid.decoder.forward = lambda cond, z: (calls.append(z.shape),
+                                                torch.cat([torch.zeros_like(z), torch.ones_like(z)], 1))[1]
     # dx/ds = 1 from s = 0 to 1 adds exactly 1, whatever the solver.
     assert torch.allclose(make_mid.generate(cond, z), z + 1)
     assert len(calls) == 6  # two evaluations per midpoint step
@@ -73,3 +85,9 @@ def test_bad_settings_are_named():
         make_flow(solver="dopri5")
     with pytest.raises(ValueError, match="sampling_steps"):
         make_flow(sampling_steps=0)
+    with pytest.raises(ValueError, match="space"):
+        make_flow(space="latent")
+    with pytest.raises(ValueError, match="basis_refits must include step 0"):
+        make_flow(space="reduced", n_modes=3, basis_refits=(10, 20))
+    with pytest.raises(ValueError, match="n_modes"):
+        make_flow(space="reduced", n_modes=9)  # the toy's field has 8 values

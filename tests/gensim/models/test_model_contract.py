@@ -32,7 +32,8 @@ def build(name: str, overrides: tuple[str, ...] = ()):
     """The model of conf/model/<name>.yaml for a heat2d simulation on a 6 x 6 grid (D = 36)."""
     with initialize_config_module(config_module="gensim.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"model={name}", "simulation.grid=6", "simulation.n_steps=4",
-                                                      *SMALL, *(["model.n_modes=8"] if name == "pod" else []), *overrides])
+                                                      *SMALL, *(["model.n_modes=8"] if name in ("pod", "flow") else []),
+                                                      *overrides])
     simulation = instantiate(cfg.simulation)
     return instantiate(cfg.model)(fields=simulation.fields, n_params=simulation.space.dim), simulation
 
