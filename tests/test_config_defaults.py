@@ -16,7 +16,7 @@ import inspect
 from pathlib import Path
 
 import pytest
-import yaml
+from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 #: Packages whose signature defaults this repository owns.
@@ -62,7 +62,8 @@ def same(config_value, python_default) -> bool:
     """YAML and Python values equal up to container type (list vs tuple) and int vs float."""
     if isinstance(python_default, (list, tuple)) and isinstance(config_value, list):
         return len(python_default) == len(config_value) and all(
-            same(c, p) for c, p in zip(config_value, python_default))
+            same(c, p) for c, p in zip(config_value, python_default)
+        )
     if isinstance(python_default, bool) or isinstance(config_value, bool):
         return config_value is python_default
     if isinstance(python_default, (int, float)) and isinstance(config_value, (int, float)):
@@ -73,7 +74,8 @@ def same(config_value, python_default) -> bool:
 def disagreements(path: Path) -> list[str]:
     """``file:location.key: config X, Python Y`` for each config value its Python default contradicts."""
     found = []
-    document = yaml.safe_load(path.read_text())
+    # OmegaConf's loader, as Hydra's: it reads 1e9 as a float where PyYAML reads a string.
+    document = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     for where, block in targeted_blocks(document, path.relative_to(CONF).as_posix()):
         if block["_target_"].split(".")[0] not in OWN_PACKAGES:
             continue
@@ -83,8 +85,9 @@ def disagreements(path: Path) -> list[str]:
             if key.startswith("_") or parameter is None or parameter.default is inspect.Parameter.empty:
                 continue
             if comparable(value) and not same(value, parameter.default):
-                found.append(f"{where}.{key}: config {value!r}, Python default {parameter.default!r} "
-                             f"({block['_target_']})")
+                found.append(
+                    f"{where}.{key}: config {value!r}, Python default {parameter.default!r} ({block['_target_']})"
+                )
     return found
 
 
@@ -94,8 +97,10 @@ YAMLS = sorted(CONF.rglob("*.yaml"))
 @pytest.mark.parametrize("path", YAMLS, ids=[p.relative_to(CONF).as_posix() for p in YAMLS])
 def test_config_values_equal_python_defaults(path):
     found = disagreements(path)
-    assert not found, ("a config value and its Python signature default disagree; the config is the "
-                       "source of truth: set the Python default to it or remove it:\n" + "\n".join(found))
+    assert not found, (
+        "a config value and its Python signature default disagree; the config is the "
+        "source of truth: set the Python default to it or remove it:\n" + "\n".join(found)
+    )
 
 
 def test_the_check_catches_a_disagreement(tmp_path, monkeypatch):

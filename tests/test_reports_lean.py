@@ -18,8 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Run outputs that no reader needs (matched against paths relative to the repository).
-DROPPED = re.compile(r"reports/[^/]+/runs/.*(/\.hydra/hydra\.yaml|/logs/hparams\.yaml|\.ckpt|/train\.log"
-                     r"|/workers/.*\.log)$")
+DROPPED = re.compile(
+    r"reports/[^/]+/runs/.*(/\.hydra/hydra\.yaml|/logs/hparams\.yaml|\.ckpt|/train\.log"
+    r"|/workers/.*\.log)$"
+)
 #: npz arrays a report reads back: gensim-report's figure cases.
 KEPT_NPZ = re.compile(r"reports/[^/]+/runs/.*/cases\.npz$")
 
@@ -41,6 +43,5 @@ def test_every_committed_study_keeps_its_metrics_and_resolved_config():
     files = set(tracked_reports())
     studies = {f.rsplit("/.hydra/", 1)[0] for f in files if "/.hydra/" in f}
     assert studies, "no committed study found under reports/: the check would be empty"
-    missing = [s for s in sorted(studies)
-               if f"{s}/metrics.json" not in files or f"{s}/.hydra/config.yaml" not in files]
+    missing = [s for s in sorted(studies) if f"{s}/metrics.json" not in files or f"{s}/.hydra/config.yaml" not in files]
     assert not missing, f"committed studies without metrics.json or .hydra/config.yaml: {missing[:5]}"

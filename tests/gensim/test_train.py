@@ -19,6 +19,9 @@ from omegaconf import OmegaConf
 from processes import stop_process_tree
 from tiny_study import TINY
 
+# slow: end to end (gensim-train, gensim-report or trainer ranks in processes); pytest -m 'not slow' skips it
+pytestmark = pytest.mark.slow
+
 REQUIRED_KEYS = {
     "val_rel_l2_mean", "val_rel_l2_p99", "trivial_rel_l2_mean", "simulations_started",
     "simulations_finished", "simulations_failed", "samples_received", "samples_rejected",
@@ -47,7 +50,7 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     assert all(math.isfinite(metrics[k]) for k in REQUIRED_KEYS)
     # The watermark (64 samples = 7 simulations of 10 steps) must have been reached by streaming.
     assert metrics["simulations_finished"] >= 7
-    assert metrics["samples_received"] >= 64 + 4 * 10
+    assert metrics["samples_received"] >= 64 and metrics["heldout_samples_received"] == 4 * 10
     assert metrics["samples_rejected"] == 0
     assert metrics["simulations_failed"] == 0
     assert metrics["train_samples_per_s"] > 0
@@ -85,6 +88,18 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     assert "held-out relative L2" in out
 
 
+def test_tensorboard_logger_writes_event_files(tmp_path: Path) -> None:
+    """``gensim-train logger=tensorboard``: TensorBoard event files in the run directory, no CSV log."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(_train_cmd(run_dir, *TINY, "logger=tensorboard", "launcher.max_simulations=8",
+                                     "trainer.max_steps=20", "data.steps_per_epoch=10", "checkpoint.every_n_steps=null"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    assert events.stat().st_size > 0 and b"val_rel_l2_mean" in events.read_bytes()
+    assert not (run_dir / "logs").exists()
+
+
 @pytest.fixture
 def sigint_as_in_a_terminal():
     """Python's own SIGINT handler in this process while the test runs.
@@ -118,7 +133,10 @@ def test_interrupt_leaves_no_simulation_process(tmp_path: Path, sig: signal.Sign
                        if "gensim.launch.worker" in " ".join(p.cmdline())]
             time.sleep(0.2)
         assert len(workers) == 2, "the study did not start its two simulation workers within 60 s"
-        time.sleep(3.0)  # let training start, so the interrupt lands inside trainer.fit
+        # Training started (the progress bar's first line), so the interrupt lands inside trainer.fit.
+        while time.monotonic() < deadline and "Epoch 0" not in (tmp_path / "study.log").read_text():
+            time.sleep(0.2)
+        assert "Epoch 0" in (tmp_path / "study.log").read_text(), "training did not start within 60 s"
         os.kill(proc.pid, sig)
         try:
             proc.wait(timeout=60)
