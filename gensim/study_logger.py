@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import inspect
 import time
+from importlib.resources import files
 from pathlib import Path
 
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
-def study_logger(config: DictConfig, run_dir: Path, resumed: bool) -> Logger:
+def study_logger(config: DictConfig | None, run_dir: Path, resumed: bool) -> Logger:
     """Instantiate the ``logger`` group's partial with the study's run directory.
 
     Parameters
     ----------
-    config : DictConfig
-        A ``conf/logger`` option: a partial of a Lightning logger (``_partial_: true``).
+    config : DictConfig or None
+        A ``conf/logger`` option: a partial of a Lightning logger (``_partial_: true``). None (the
+        saved config of a study begun before ``logger`` was a config group, on resume): the
+        default option, ``conf/logger/csv.yaml``.
     run_dir : Path
         Passed as ``save_dir``: the logger writes under the run directory.
     resumed : bool
@@ -30,6 +33,8 @@ def study_logger(config: DictConfig, run_dir: Path, resumed: bool) -> Logger:
     -------
     Logger
     """
+    if config is None:
+        config = OmegaConf.load(files("gensim.conf").joinpath("logger", "csv.yaml"))
     factory = instantiate(config)
     if not callable(factory) or not hasattr(factory, "func"):
         raise TypeError(

@@ -245,7 +245,7 @@ def run(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None = None) -> dict:
     trainer = instantiate(cfg.trainer)(
         default_root_dir=str(run_dir),
         max_steps=scheduled_max_steps(cfg),
-        logger=study_logger(cfg.logger, run_dir, resumed=ckpt_path is not None),
+        logger=study_logger(cfg.get("logger"), run_dir, resumed=ckpt_path is not None),
         # Redraw at every step on a terminal; every 50 steps into a log file or CI output.
         callbacks=[EnsembleProgressBar(refresh_rate=1 if sys.stdout.isatty() else 50), throughput,
                    StopWhenStreamExhausted(), WallClock(start), *study_checkpoints(cfg.checkpoint, run_dir),

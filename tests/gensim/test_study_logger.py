@@ -34,6 +34,13 @@ def test_a_resumed_study_logs_beside_the_first_runs_file(tmp_path):
     assert not (tmp_path / "logs" / "metrics.csv").exists() and written.read_text().splitlines()[1] == "1.0,1"
 
 
+def test_a_config_without_logger_gets_the_default_csv_logger(tmp_path):
+    # A study saved before logger was a config group, resumed: its config has no logger key.
+    logger = study_logger(None, tmp_path, resumed=False)
+    assert type(logger) is type(study_logger(logger_config("csv"), tmp_path, resumed=False))
+    assert Path(logger.log_dir) == tmp_path / "logs"
+
+
 def test_tensorboard_logger_writes_event_files(tmp_path):
     logger = study_logger(logger_config("tensorboard"), tmp_path, resumed=False)
     logger.log_metrics({"val_rel_l2_mean": 0.5}, step=3)
