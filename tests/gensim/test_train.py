@@ -88,18 +88,6 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     assert "held-out relative L2" in out
 
 
-def test_tensorboard_logger_writes_event_files(tmp_path: Path) -> None:
-    """``gensim-train logger=tensorboard``: TensorBoard event files in the run directory, no CSV log."""
-    run_dir = tmp_path / "run"
-    proc = subprocess.run(_train_cmd(run_dir, *TINY, "logger=tensorboard", "launcher.max_simulations=8",
-                                     "trainer.max_steps=20", "data.steps_per_epoch=10", "checkpoint.every_n_steps=null"),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
-    assert events.stat().st_size > 0 and b"val_rel_l2_mean" in events.read_bytes()
-    assert not (run_dir / "logs").exists()
-
-
 @pytest.fixture
 def sigint_as_in_a_terminal():
     """Python's own SIGINT handler in this process while the test runs.
