@@ -183,8 +183,8 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
            f"   ({metrics['train_probe_rows']} training rows)"] if "train_rel_l2_mean" in metrics else []),
         f" simulations            {metrics['simulations_started']} started, {metrics['simulations_finished']} done,"
         f" {metrics['simulations_failed']} failed (+{metrics['validation_simulations']} held-out)",
-        f" samples                {metrics['samples_received']} training received (+{metrics['heldout_samples_received']}"
-        f" held-out), {metrics['samples_rejected']} rejected",
+        f" samples                {metrics['samples_received']} training received"
+        f" (+{metrics['heldout_samples_received']} held-out), {metrics['samples_rejected']} rejected",
         f" training               {metrics['train_samples']} samples, {metrics['train_samples_per_s']:.0f} samples/s",
     ]
     for r in metrics["failed_simulations"][:MAX_FAILED_LISTED]:

@@ -24,11 +24,11 @@ def fit_time(make, data, steps):
     return time.perf_counter() - t0
 
 net = partial(MLP, hidden=(256, 256, 256))
+times = ("t", "log_t")
 for d in (1024, 4096):
     fields = [FieldSpec("u", (d,), "float32")]
-    makers = {"deterministic": lambda fields=fields: DeterministicSurrogate(fields, 2, net, time_features=("t", "log_t")),
-              "pod": lambda fields=fields: ReducedBasisSurrogate(fields, 2, net, n_modes=64,
-                                                                 time_features=("t", "log_t"))}
+    makers = {"deterministic": lambda fields=fields: DeterministicSurrogate(fields, 2, net, time_features=times),
+              "pod": lambda fields=fields: ReducedBasisSurrogate(fields, 2, net, n_modes=64, time_features=times)}
     data = batches(d, 600)
     per = {k: [] for k in makers}
     for _rep in range(1):

@@ -241,7 +241,8 @@ def test_watermark_below_batch_size_is_rejected():
     sim = DecayingWave()
     with pytest.raises(ValueError, match="watermark"):
         StreamingDataModule(sim, Sobol(sim.space, seed=0), Launcher(SIM_CFG, LocalExecutor(), n_parallel=1),
-                            partial(ReplayBuffer, capacity=10), Receiver, partial(Sobol, seed=1), batch_size=32, watermark=8)
+                            partial(ReplayBuffer, capacity=10), Receiver, partial(Sobol, seed=1), batch_size=32,
+                            watermark=8)
 
 
 def fifo_datamodule(tmp_path, capacity: int, **kwargs) -> StreamingDataModule:
