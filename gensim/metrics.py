@@ -173,7 +173,8 @@ def energy_distance(x, y) -> float:
     """Energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` between two sample sets.
 
     The V-statistic (the diagonal zeros included): positive, and biased upwards by
-    ``O(1 / m)`` for samples of one law, which is why it is reported beside its floor.
+    ``O(1 / m)`` for samples of one law, which is why it is reported beside its floor. The
+    buffer's divergence uses the U-statistic instead, :func:`gensim.buffers.unbiased_energy_distance`.
 
     Parameters
     ----------

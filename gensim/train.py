@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from gensim import resume as resuming
@@ -32,6 +31,7 @@ from gensim.callbacks.checkpointing import checkpoint_callbacks
 from gensim.config_checks import ConfigError, check_config
 from gensim.data.streaming import rows_per_chunk
 from gensim.metrics import relative_l2, summarize_errors
+from gensim.study_logger import study_logger
 
 log = logging.getLogger("gensim.train")
 
@@ -70,6 +70,15 @@ def evaluate(model, datamodule, device: torch.device | str = "cpu") -> dict[str,
     ours_s, trivial_s = summarize_errors(torch.cat(ours)), summarize_errors(torch.cat(trivial))
     return {"val_rel_l2_mean": ours_s["mean"], "val_rel_l2_p99": ours_s["p99"],
             "trivial_rel_l2_mean": trivial_s["mean"], "trivial_rel_l2_p99": trivial_s["p99"], **extra}
+
+
+def study_checkpoints(checkpoint: DictConfig, run_dir: Path) -> list:
+    """The checkpoint callbacks of the ``checkpoint`` config group, writing into ``run_dir/checkpoints``."""
+    if "_target_" not in checkpoint:
+        # The config of a study started before checkpoint became a config group (a resume): the
+        # same block, without the factory's name.
+        return checkpoint_callbacks(run_dir, **checkpoint)
+    return instantiate(checkpoint)(run_dir)
 
 
 def scheduled_max_steps(cfg: DictConfig) -> int:
@@ -119,6 +128,13 @@ def study_metrics(datamodule, ranks: list[dict], wall_s: float) -> dict:
     seconds = max(r["train_seconds"] for r in ranks)
     heldout = datamodule.validation_tensors()
     samples = sum(r["train_samples"] for r in ranks)
+    # Held-out simulations stream to rank 0 only: their samples are taken out of its count, so
+    # that samples_received counts training samples (a resume that restored the held-out set
+    # from its checkpoint received none).
+    validation_ids = {r.sim_id for r in launcher.ledger.records.values() if r.purpose == "validation"}
+    heldout_received = sum(n for sim_id, n in local.accepted_per_sim.items() if sim_id in validation_ids)
+    received = [r["samples_received"] for r in ranks]
+    received[0] -= heldout_received
     return {
         "simulations_started": sum(train[s] for s in ("running", "done", "failed", "cancelled")),
         "simulations_finished": train["done"],
@@ -129,7 +145,8 @@ def study_metrics(datamodule, ranks: list[dict], wall_s: float) -> dict:
         "simulations_budget": launcher.budget,
         "failed_simulations": [{"sim_id": r.sim_id, "purpose": r.purpose, "error": r.error} for r in failed],
         "validation_simulations": sum(datamodule.launcher.counts("validation").values()),
-        "samples_received": sum(r["samples_received"] for r in ranks),
+        "samples_received": sum(received),  # training samples; held-out ones below
+        "heldout_samples_received": heldout_received,
         "samples_rejected": sum(r["samples_rejected"] for r in ranks),
         "samples_rejected_by_reason": dict(local.rejected),  # rank 0's receiver
         # Valid MESH messages per field on a mesh (rank 0's receiver): one per worker process.
@@ -142,7 +159,7 @@ def study_metrics(datamodule, ranks: list[dict], wall_s: float) -> dict:
         "heldout_samples": len(heldout["t"]),
         "heldout_bytes": sum(v.numel() * v.element_size() for v in heldout.values()),
         "world_size": len(ranks),
-        "samples_received_per_rank": [r["samples_received"] for r in ranks],
+        "samples_received_per_rank": received,
         "train_samples_per_rank": [r["train_samples"] for r in ranks],
         "steps_per_rank": [r["steps"] for r in ranks],
         "normalizer_digest_per_rank": [r["normalizer_digest"] for r in ranks],
@@ -168,7 +185,8 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
            f"   ({metrics['train_probe_rows']} training rows)"] if "train_rel_l2_mean" in metrics else []),
         f" simulations            {metrics['simulations_started']} started, {metrics['simulations_finished']} done,"
         f" {metrics['simulations_failed']} failed (+{metrics['validation_simulations']} held-out)",
-        f" samples                {metrics['samples_received']} received, {metrics['samples_rejected']} rejected",
+        f" samples                {metrics['samples_received']} training received"
+        f" (+{metrics['heldout_samples_received']} held-out), {metrics['samples_rejected']} rejected",
         f" training               {metrics['train_samples']} samples, {metrics['train_samples_per_s']:.0f} samples/s",
     ]
     for r in metrics["failed_simulations"][:MAX_FAILED_LISTED]:
@@ -229,12 +247,10 @@ def run(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None = None) -> dict:
     trainer = instantiate(cfg.trainer)(
         default_root_dir=str(run_dir),
         max_steps=scheduled_max_steps(cfg),
-        # A resumed study logs beside the first run's metrics.csv, which Lightning would overwrite.
-        logger=CSVLogger(str(run_dir), name="logs",
-                         version="" if ckpt_path is None else time.strftime("resumed-%Y%m%d-%H%M%S")),
+        logger=study_logger(cfg.get("logger"), run_dir, resumed=ckpt_path is not None),
         # Redraw at every step on a terminal; every 50 steps into a log file or CI output.
         callbacks=[EnsembleProgressBar(refresh_rate=1 if sys.stdout.isatty() else 50), throughput,
-                   StopWhenStreamExhausted(), WallClock(start), *checkpoint_callbacks(run_dir, **cfg.checkpoint),
+                   StopWhenStreamExhausted(), WallClock(start), *study_checkpoints(cfg.checkpoint, run_dir),
                    *extra_callbacks],
     )
     if ckpt_path is not None:

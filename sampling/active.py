@@ -232,7 +232,7 @@ class ActiveSampler(Sampler):
     Parameters
     ----------
     space : ParameterSpace
-    seed : int, optional
+    seed : int or None
         See :class:`~sampling.Sampler`; seeds the Sobol' scrambling and the acquisition's
         generator (independent streams).
     acquisition : Acquisition
@@ -260,7 +260,7 @@ class ActiveSampler(Sampler):
     True
     """
 
-    def __init__(self, space: ParameterSpace, seed: int | None = None, *, acquisition: Acquisition,
+    def __init__(self, space: ParameterSpace, seed: int | None, *, acquisition: Acquisition,
                  n_initial: int = 16, ramp: int = 32, max_fraction: float = 0.75,
                  window: int | None = None) -> None:
         if not isinstance(acquisition, Acquisition):

@@ -36,9 +36,10 @@ class Sampler(ABC):
     ----------
     space : ParameterSpace
         Where the points lie.
-    seed : int, optional
-        Non-negative seed. When None, a seed is drawn from fresh entropy and stored in
-        :attr:`seed`, so the sampler can still be checkpointed and restored.
+    seed : int or None
+        Non-negative seed, always given (the study's, from the config; no default). When None, a
+        seed is drawn from fresh entropy and stored in :attr:`seed`, so the sampler can still be
+        checkpointed and restored.
 
     Attributes
     ----------
@@ -46,7 +47,7 @@ class Sampler(ABC):
     seed : int
     """
 
-    def __init__(self, space: ParameterSpace, seed: int | None = None) -> None:
+    def __init__(self, space: ParameterSpace, seed: int | None) -> None:
         if not isinstance(space, ParameterSpace):
             raise TypeError(
                 f"expected a sampling.ParameterSpace, got {type(space).__name__}; "
@@ -143,7 +144,7 @@ class _ScrambledSequence(Sampler):
 
     _engine_class: type[qmc.QMCEngine]
 
-    def __init__(self, space: ParameterSpace, seed: int | None = None, scramble: bool = True) -> None:
+    def __init__(self, space: ParameterSpace, seed: int | None, scramble: bool = True) -> None:
         self.scramble = bool(scramble)
         super().__init__(space, seed)
 
@@ -171,7 +172,7 @@ class Sobol(_ScrambledSequence):
     Parameters
     ----------
     space : ParameterSpace
-    seed : int, optional
+    seed : int or None
         Seeds the scrambling; see :class:`Sampler`.
     scramble : bool, default True
         Owen-type scrambling (randomized QMC). Without it the sequence does not depend on
@@ -198,7 +199,7 @@ class Halton(_ScrambledSequence):
     Parameters
     ----------
     space : ParameterSpace
-    seed : int, optional
+    seed : int or None
         Seeds the scrambling; see :class:`Sampler`.
     scramble : bool, default True
         Randomly permute the digits of each van der Corput sequence. Without it the sequence
@@ -223,7 +224,7 @@ class LatinHypercube(Sampler):
     Parameters
     ----------
     space : ParameterSpace
-    seed : int, optional
+    seed : int or None
         See :class:`Sampler`.
     design_size : int, optional
         None (default): each :meth:`sample` call of ``n`` points is one Latin hypercube of ``n``
@@ -244,7 +245,7 @@ class LatinHypercube(Sampler):
     True
     """
 
-    def __init__(self, space: ParameterSpace, seed: int | None = None, design_size: int | None = None) -> None:
+    def __init__(self, space: ParameterSpace, seed: int | None, design_size: int | None = None) -> None:
         if design_size is not None and (isinstance(design_size, bool)
                                         or not isinstance(design_size, (int, np.integer)) or design_size < 1):
             raise ValueError(f"design_size: expected None or an int >= 1 (the simulation budget), got {design_size!r}")
@@ -288,7 +289,7 @@ class Uniform(Sampler):
     Parameters
     ----------
     space : ParameterSpace
-    seed : int, optional
+    seed : int or None
         See :class:`Sampler`.
 
     Examples

@@ -129,3 +129,10 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
                                  capture_output=True, text=True, timeout=120)
         if stopped.returncode != 0:
             print(f"tests/slurm/cluster.sh stop failed:\n{stopped.stdout}\n{stopped.stderr}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slurm`` start a SLURM cluster and jobs: slow too (``pytest -m 'not slow'`` skips them)."""
+    for item in items:
+        if item.get_closest_marker("slurm") is not None:
+            item.add_marker(pytest.mark.slow)

@@ -72,6 +72,9 @@ def test_launcher_transport_data_trainer_configs_instantiate():
         assert all(instantiate(c) is not None for c in (cfg.get(group) or {}).values())
 
 
+@pytest.mark.slow
+
+
 def test_a_wrong_override_gets_hydras_error_not_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "gensim.train", "simulation.gird=32", f"hydra.run.dir={tmp_path}"],
                             capture_output=True, text=True, timeout=60)

@@ -205,7 +205,7 @@ class SnapshotLayout:
         slow late evolution (times must be > 0).
     """
 
-    def __init__(self, log_time: bool = False) -> None:
+    def __init__(self, log_time: bool) -> None:
         self.log_time = log_time
 
     def _x(self, sims: SimulationSet) -> np.ndarray:

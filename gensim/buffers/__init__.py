@@ -10,7 +10,7 @@ measures. numpy only: the data module makes tensors.
 """
 
 from gensim.buffers.distribution import DistributionAware
-from gensim.buffers.divergence import buffer_divergence, chi_square_divergence, energy_distance
+from gensim.buffers.divergence import buffer_divergence, chi_square_divergence, unbiased_energy_distance
 from gensim.buffers.draw import ConsumeOldest, DrawRule, UniformDraw
 from gensim.buffers.policies import FIFO, FIRO, InsertPolicy, MelissaReservoir, Reservoir
 from gensim.buffers.replay import ReplayBuffer
@@ -32,5 +32,5 @@ __all__ = [
     "UniformDraw",
     "buffer_divergence",
     "chi_square_divergence",
-    "energy_distance",
+    "unbiased_energy_distance",
 ]

@@ -4,7 +4,8 @@ On-line data are not i.i.d.: the steps of a simulation arrive in order, simulati
 waves, and an active sampler over-samples hard regions on purpose. A reservoir keeps a uniform
 subset of what has *arrived*, so its content inherits those biases until the stream is over.
 :class:`DistributionAware` instead shares the capacity among strata of (parameters, time)
-(:class:`~gensim.buffers.Strata`) in proportion to their target mass, and adds importance
+(:class:`~gensim.buffers.Strata`) in proportion to their target mass. With
+``importance_weights=True`` (off in ``conf/buffer/distribution.yaml``) it also adds importance
 weights to each batch, so that the loss follows the target (correcting what the balance cannot
 fix yet: strata short of arrivals) or the arrivals (the sampler's deliberate emphasis).
 """
@@ -28,7 +29,7 @@ _FOLLOW = ("target", "arrivals")
 
 
 class DistributionAware(InsertPolicy):
-    """Capacity balanced across strata of (parameters, time); importance weights in every batch.
+    """Capacity balanced across strata of (parameters, time); importance weights in batches on request.
 
     Each stratum ``s`` has an integer quota, ``capacity * m_s`` rounded by largest remainders
     (so the quotas sum to the capacity and each is within 1 of its exact share), where ``m_s``
@@ -61,7 +62,7 @@ class DistributionAware(InsertPolicy):
         adaptive sampler over-samples on purpose weighs more in the loss, while the buffer
         still covers the whole target (and the arrival-order bias, steps in order and
         simulations in waves, stays out of it).
-    importance_weights : bool, default True
+    importance_weights : bool, default False
         Add ``"weight"`` (B,) float32 to every batch: ``rho_s / (n_s / N)`` for a sample of
         stratum ``s`` (``N`` stored in all), scaled so that their mean over the stored samples
         is 1. A loss averaged with these weights is unbiased for ``rho`` at the strata's
@@ -92,7 +93,7 @@ class DistributionAware(InsertPolicy):
         self,
         strata: Strata,
         follow: Literal["target", "arrivals"] = "target",
-        importance_weights: bool = True,
+        importance_weights: bool = False,
     ) -> None:
         if not isinstance(strata, Strata):
             raise TypeError(

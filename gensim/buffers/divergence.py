@@ -2,7 +2,7 @@
 
 Two statistics, both 0 for a buffer that matches the target:
 
-- :func:`energy_distance` between the buffer's samples and a quasi-random sample of the target,
+- :func:`unbiased_energy_distance` between the buffer's samples and a quasi-random sample of the target,
   in the unit hypercube of (parameters, time) (:meth:`Strata.unit_points`). It needs no
   partition, so it judges every policy alike, the stratified one included.
 - :func:`chi_square_divergence` of the share of each stratum against its target mass: cheap and
@@ -17,8 +17,11 @@ from scipy.spatial.distance import cdist
 from gensim.buffers.strata import Strata
 
 
-def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
+def unbiased_energy_distance(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased estimate of the squared energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|``.
+
+    The U-statistic; :func:`gensim.metrics.energy_distance` is the V-statistic (biased upwards,
+    never negative) that the generative checks report beside its floor.
 
     Parameters
     ----------
@@ -109,6 +112,6 @@ def buffer_divergence(
         points = points[rng.choice(len(points), size=max_points, replace=False)]
     counts = np.bincount(strata.assign(params, steps), minlength=strata.n_strata)
     return {
-        "energy_distance": energy_distance(points, reference),
+        "energy_distance": unbiased_energy_distance(points, reference),
         "chi_square": chi_square_divergence(counts, strata.mass),
     }

@@ -105,7 +105,7 @@ class InsertPolicy(ABC):
     def default_draw_rule(self) -> DrawRule:
         """A new instance of the draw rule this policy is designed for."""
 
-    def released(self, slots: np.ndarray, storage: Storage) -> None:
+    def released(self, slots: np.ndarray, storage: Storage) -> None:  # noqa: B027 (optional hook, no-op)
         """Called after a consuming draw freed ``slots``; policies that track their content update it.
 
         Parameters

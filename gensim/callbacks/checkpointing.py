@@ -146,7 +146,7 @@ class StudyCheckpoint(Callback):
 
 def checkpoint_callbacks(run_dir: Path, every_n_steps: int | None, every_minutes: float | None,
                          buffer: bool | str, heldout: bool, buffer_max_bytes: float = 1e9) -> list[Callback]:
-    """The checkpoint callbacks of a study (``checkpoint.*`` in ``conf/train.yaml``).
+    """The checkpoint callbacks of a study (the ``checkpoint`` config group, ``conf/checkpoint/default.yaml``).
 
     Parameters
     ----------

@@ -33,6 +33,9 @@ log = logging.getLogger("gensim.data")
 
 Batch = dict[str, np.ndarray]
 
+#: One process, no distributed training (Ranks is frozen, so one instance serves every default).
+SINGLE_PROCESS = Ranks()
+
 
 def rows_per_chunk(n_features: int, max_bytes: int = 32 * 2**20) -> int:
     """Rows of ``n_features`` float32 values that fit ``max_bytes`` (at least 1, at most 512).
@@ -364,7 +367,7 @@ class BufferStream(IterableDataset):
     """
 
     def __init__(self, buffer, batch_size: int, steps_per_epoch: int, watermark: int,
-                 stream_ended: Callable[[], bool], ranks: Ranks = Ranks(), prefetch: int = 0,
+                 stream_ended: Callable[[], bool], ranks: Ranks = SINGLE_PROCESS, prefetch: int = 0,
                  pin_memory: bool = False, wait_log_s: float = 10.0,
                  flowing: Callable[[], bool] | None = None) -> None:
         self.buffer, self.batch_size, self.steps_per_epoch = buffer, batch_size, steps_per_epoch

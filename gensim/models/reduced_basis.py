@@ -45,13 +45,16 @@ class ReducedBasisSurrogate(FieldSurrogate):
     net : callable
         ``net(in_features, n_modes) -> nn.Module`` whose last module is an ``nn.Linear`` (a Hydra
         partial such as :class:`gensim.models.components.MLP`).
+    time_features : sequence of str
+        Features of t in the condition, as :class:`~gensim.models.DeterministicSurrogate`'s
+        (no default: ``conf/model/pod.yaml``'s ``[t, log_t]`` differs from the other models').
     n_modes : int
         POD modes, k (at most D).
     basis_rows : int
         Training rows sampled per rank for the basis (memory ``basis_rows * D * 4`` bytes).
     refresh_every : int
         Optimizer steps between refits once the early ones are done.
-    lr, weight_decay, warmup_steps, final_lr_ratio, normalizer_warmup_batches, time_features
+    lr, weight_decay, warmup_steps, final_lr_ratio, normalizer_warmup_batches
         As :class:`~gensim.models.DeterministicSurrogate`.
 
     Batches
@@ -69,6 +72,7 @@ class ReducedBasisSurrogate(FieldSurrogate):
         fields: Sequence[FieldSpec | dict],
         n_params: int,
         net: NetFactory,
+        time_features: Sequence[str],
         n_modes: int = 64,
         basis_rows: int = 2048,
         refresh_every: int = 500,
@@ -77,7 +81,6 @@ class ReducedBasisSurrogate(FieldSurrogate):
         warmup_steps: int = 200,
         final_lr_ratio: float = 0.01,
         normalizer_warmup_batches: int = 100,
-        time_features: Sequence[str] = ("t",),
     ) -> None:
         super().__init__(fields, n_params, normalizer_warmup_batches, time_features)
         if refresh_every < 1:

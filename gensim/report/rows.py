@@ -84,7 +84,7 @@ def _online_rows(cfg: DictConfig, runs: Path, dirname: str, method: str, res: St
         if cfg.offline_neural:
             run_dir = runs / "offline_neural" / where
             metrics = cached_study(run_dir, _timed(lambda d: fit_baseline(
-                offline_neural(data, seed, d), SnapshotLayout(), data, d, cases, step, eval_set=True)))
+                offline_neural(data, seed, d), SnapshotLayout(log_time=False), data, d, cases, step, eval_set=True)))
             rows.append(Row(OFFLINE_NEURAL, budget, seed, run_dir, metrics, run_dir / "cases.npz"))
     return rows, data
 

@@ -68,7 +68,7 @@ def diagnose(run_dir: Path) -> dict:
             r_pc = (r - mean) @ comps.T
 
             def ed(s):
-                return energy_distance((s - mean) @ comps.T, r_pc)
+                return energy_distance((s - mean) @ comps.T, r_pc)  # noqa: B023 (called in this iteration only)
 
             sums["ed"] += ed(x)
             sums["ed_mean_fixed"] += ed(x - x.mean(0) + mu)

@@ -19,16 +19,19 @@ def fit_time(make, data, steps):
     model = make()
     tr = L.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
                    enable_checkpointing=False, accelerator="cpu")
-    t0 = time.perf_counter(); tr.fit(model, DataLoader(data[:steps], batch_size=None)); return time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tr.fit(model, DataLoader(data[:steps], batch_size=None))
+    return time.perf_counter() - t0
 
 net = partial(MLP, hidden=(256, 256, 256))
+times = ("t", "log_t")
 for d in (1024, 4096):
     fields = [FieldSpec("u", (d,), "float32")]
-    makers = {"deterministic": lambda: DeterministicSurrogate(fields, 2, net, time_features=("t", "log_t")),
-              "pod": lambda: ReducedBasisSurrogate(fields, 2, net, n_modes=64, time_features=("t", "log_t"))}
+    makers = {"deterministic": lambda fields=fields: DeterministicSurrogate(fields, 2, net, time_features=times),
+              "pod": lambda fields=fields: ReducedBasisSurrogate(fields, 2, net, n_modes=64, time_features=times)}
     data = batches(d, 600)
     per = {k: [] for k in makers}
-    for rep in range(1):
+    for _rep in range(1):
         for name, make in makers.items():
             per[name].append((fit_time(make, data, 400) - fit_time(make, data, 100)) / 300)
     print(d, {k: [round(1e3 * v, 2) for v in vs] for k, vs in per.items()},

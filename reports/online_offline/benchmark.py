@@ -63,7 +63,7 @@ def offline_pipeline(online_dir: Path, out: Path, seed: int) -> dict:
     heldout, _ = study_simulations(online_dir, "validation")
     simulate_s = time.perf_counter() - start
     cfg = load_study(online_dir).config
-    layout = SnapshotLayout()
+    layout = SnapshotLayout(log_time=False)
     estimator = OfflineSurrogate(model=instantiate(cfg.model), trainer=instantiate(cfg.trainer),
                                  fields=instantiate(cfg.simulation).fields, max_steps=int(cfg.trainer.max_steps),
                                  batch_size=int(cfg.data.batch_size), val_every_n_steps=int(cfg.data.steps_per_epoch),

@@ -12,7 +12,10 @@ cfg = {"_target_": "gensim.simulations.Heat2D", "grid": 192, "n_steps": 400}
 sim = Heat2D(grid=192, n_steps=400)
 rng = np.random.default_rng(0)
 params = sim.space.from_unit(rng.random((8, sim.space.dim)))
-t = time.perf_counter(); [list(sim.run(p)) for p in params]; serial = time.perf_counter() - t
+t = time.perf_counter()
+for p in params:
+    list(sim.run(p))
+serial = time.perf_counter() - t
 out = {}
 for n in (1, 2):
     t = time.perf_counter()

@@ -64,14 +64,14 @@ def main() -> None:
         messages = real_frames(fields, N)
         steps = rx._steps[0]
 
-        def validate(m):
+        def validate(m, rx=rx, steps=steps):
             rx._validate(m, 0)
             steps.extra.clear()  # the same steps again at every repeat
 
         mac = wire.new_mac(KEY)
         buffers = [np.frombuffer(m[1], np.uint8) for m in messages]
         total, tag, copy = best_us(
-            [validate, lambda m: wire.message_tag(mac, m[:-1]), np.copy],  # the receiver's check;
+            [validate, lambda m, mac=mac: wire.message_tag(mac, m[:-1]), np.copy],  # the receiver's check;
             [messages, messages, buffers])                                  # memory bandwidth
         nbytes = sum(len(f) for f in messages[0])
         print(f"{n:>5}x{n:<6} {nbytes:>8} {total:>7.1f} us {tag:>10.1f} us {total - tag:>9.1f} us "

@@ -98,19 +98,22 @@ def test_undeclared_fields_need_float(make_client, tmp_path):
 
 def test_send_timeout(make_client, tmp_path):
     c = make_client(f"ipc://{tmp_path}/nobody", TOKEN, 3, sndhwm=1, send_timeout_s=0.1)
-    t0 = time.monotonic()
+    # Without the timeout the loop would block for good (pytest-timeout would end it): the error
+    # is the proof, no wall-clock bound needed.
     with pytest.raises(TimeoutError, match=r"trainer at ipc://.*accepted nothing for 0.1 s"):
         for step in range(50):
             c.send(step, 0.0, {"u": np.zeros(3)})
-    assert time.monotonic() - t0 < 2.0
 
 
-def test_close_is_bounded_and_idempotent(tmp_path):
+def test_close_is_bounded_and_idempotent(tmp_path, monkeypatch):
     c = Client(f"ipc://{tmp_path}/nobody", TOKEN, 0, linger_s=0.2)
     c.send(0, 0.0, {"u": np.zeros(3)})  # queued, never delivered
-    t0 = time.monotonic()
+    # Bounded by the linger given to ZeroMQ (checked, rather than a wall-clock bound).
+    lingers = []
+    close = c._socket.close
+    monkeypatch.setattr(c._socket, "close", lambda linger=None: (lingers.append(linger), close(linger=linger)))
     c.close()
-    assert time.monotonic() - t0 < 1.5
+    assert lingers == [200]
     c.close()
     with pytest.raises(RuntimeError, match="closed"):
         c.send(1, 0.0, {"u": np.zeros(3)})

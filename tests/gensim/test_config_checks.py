@@ -107,6 +107,9 @@ def test_rule_accepts_exactly_its_range_and_extra_values():
     assert all(r.key.count(".") >= 1 and r.example.startswith(r.key.split(".")[0]) for r in RULES)
 
 
+@pytest.mark.slow
+
+
 def test_gensim_train_refuses_bad_overrides_before_any_simulation(tmp_path):
     run_dir = tmp_path / "run"
     bad = ["data.steps_per_epoch=0", "launcher.max_simulations=0", "data.n_validation=0", "data.batch_size=-1"]

@@ -33,6 +33,9 @@ def test_flatten_overrides():
         "trainer.max_steps=3", "model.net.hidden=[8, 8]", "seed=1"]
 
 
+@pytest.mark.slow
+
+
 def test_report_smoke(tmp_path: Path, single_threaded) -> None:
     with initialize_config_module(version_base="1.3", config_module="gensim.conf"):
         cfg = compose("report", overrides=[*TINY, f"out_dir={tmp_path / 'report'}"])
@@ -95,6 +98,9 @@ GENERATIVE_TINY = [
     "+generative_overrides.cvae=['model.check.n_samples=8','model.latent_dim=2','model.encoder_net.hidden=[16]',"
     "'model.prior_net=null','model.n_mean_samples=4']",
 ]
+
+
+@pytest.mark.slow
 
 
 def test_report_with_a_generative_surrogate(tmp_path: Path, single_threaded) -> None:

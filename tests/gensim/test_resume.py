@@ -283,6 +283,7 @@ def test_the_saved_config_is_resolved_with_the_first_runs_hydra_choices(tmp_path
     (["resume=/nonexistent/run"], "no such directory"),
     (["+ckpt_path=/tmp/x.ckpt"], "resume=<its run directory>"),
 ])
+@pytest.mark.slow
 def test_gensim_train_refuses_wrong_resume_requests_before_starting(tmp_path, args, match):
     proc = subprocess.run([sys.executable, "-m", "gensim.train", *args, f"hydra.run.dir={tmp_path / 'run'}"]
                           if args[0].startswith("+") else [sys.executable, "-m", "gensim.train", *args],
@@ -297,6 +298,9 @@ def test_gensim_train_refuses_wrong_resume_requests_before_starting(tmp_path, ar
 #: the issue; reports/resume/measure.txt measures the spread of uninterrupted runs of this study
 #: (see docs/reliability.md) to show that 10% is not inside the run-to-run noise.
 REL_TOLERANCE = 0.10
+
+
+@pytest.mark.slow
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_study(tmp_path):

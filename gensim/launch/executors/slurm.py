@@ -89,7 +89,7 @@ class SlurmExecutor(Executor):
         partition: str | None = None,
         time: int = 60,
         cpus_per_task: int = 1,
-        mem_gb: float | None = None,
+        mem_gb: float | None = 4,
         array_parallelism: int = 256,
         sims_per_job: int = 1,
         additional_parameters: Mapping[str, Any] | None = None,

@@ -31,7 +31,7 @@ class MLP(nn.Module):
     input (B, in_features) -> output (B, out_features)
     """
 
-    def __init__(self, in_features: int, out_features: int, hidden: Sequence[int] = (256, 256, 256),
+    def __init__(self, in_features: int, out_features: int, hidden: Sequence[int],
                  activation: str = "silu") -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:

@@ -15,15 +15,21 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from gensim.baselines import KrigingBaseline, kriging
 
 
+def make_kriging(**kwargs) -> KrigingBaseline:
+    """A Kriging baseline with these tests' defaults for the values only the configs set."""
+    return KrigingBaseline(**{"n_components": 0.9999999, "max_components": None, "hyperparameter_samples": None,
+                              "max_samples": 2000} | kwargs)
+
+
 class TestKrigingContract(BaselineContract):
     @pytest.fixture
     def estimator(self):
-        return KrigingBaseline(n_components=3, random_state=0)
+        return make_kriging(n_components=3, random_state=0)
 
 
 def test_interpolates_noiseless_training_points():
     x, y = smooth_fields(30, seed=3)
-    model = KrigingBaseline(n_components=3).fit(x, y)
+    model = make_kriging(n_components=3).fit(x, y)
     pred, std = model.predict(x, return_std=True)
     # Noise-free data: the fitted white noise goes to its 1e-12 floor, so the posterior mean goes
     # through the data up to the conditioning of the kernel matrix.
@@ -36,7 +42,7 @@ def test_matches_the_kriging_equations_in_1d():
     x = np.linspace(0.0, 2.0, 9)[:, None]
     shape = np.array([1.0, -2.0, 0.5])
     y = np.sin(2.0 * x) * shape  # rank one: a single POD mode
-    model = KrigingBaseline(n_components=1).fit(x, y)
+    model = make_kriging(n_components=1).fit(x, y)
     x_new = np.linspace(0.1, 1.9, 7)[:, None]
     pred, std = model.predict(x_new, return_std=True)
 
@@ -65,26 +71,26 @@ def test_matches_the_kriging_equations_in_1d():
 
 def test_n_components_by_explained_variance():
     x, y = smooth_fields(30, seed=4)
-    assert KrigingBaseline(n_components=0.5).fit(x, y).n_components_ == 1
-    model = KrigingBaseline(n_components=0.999999999).fit(x, y)
+    assert make_kriging(n_components=0.5).fit(x, y).n_components_ == 1
+    model = make_kriging(n_components=0.999999999).fit(x, y)
     assert model.n_components_ == 3  # the fields span 3 modes exactly
     assert model.explained_variance_ratio_.sum() > 0.999999999
 
 
 def test_subsamples_large_training_sets_and_says_so():
     x, y = smooth_fields(60, seed=5)
-    model = KrigingBaseline(n_components=2, max_samples=25, random_state=1).fit(x, y)
+    model = make_kriging(n_components=2, max_samples=25, random_state=1).fit(x, y)
     assert (model.n_samples_seen_, model.n_samples_fit_, model.subsampled_) == (60, 25, True)
     assert model.gps_[0].X_train_.shape == (25, 2)
-    full = KrigingBaseline(n_components=2, max_samples=None).fit(x, y)
+    full = make_kriging(n_components=2, max_samples=None).fit(x, y)
     assert (full.n_samples_fit_, full.subsampled_) == (60, False)
     with pytest.raises(ValueError, match="max_samples"):
-        KrigingBaseline(max_samples=1).fit(x, y)
+        make_kriging(max_samples=1).fit(x, y)
 
 
 def test_samples_scatter_around_the_mean_with_the_predicted_std():
     x, y = smooth_fields(12, seed=6)
-    model = KrigingBaseline(n_components=3).fit(x, y)
+    model = make_kriging(n_components=3).fit(x, y)
     x_new = smooth_fields(4, seed=7)[0]
     draws = model.sample(x_new, n_samples=4000, random_state=0)
     mean, std = model.predict(x_new, return_std=True)
@@ -119,12 +125,12 @@ def test_collapsed_mode_is_detected_and_restarting_improves_the_likelihood():
     # the noise-free field 0.59 -> 0.17 (RMS over 500 new points).
     x, Y, field = noisy_mode(60, 0.3, seed=0)
     x_new = np.random.default_rng(1).uniform(size=(500, 2))
-    stuck = KrigingBaseline(n_components=1, restart_length_scales=()).fit(x, Y)
+    stuck = make_kriging(n_components=1, restart_length_scales=()).fit(x, Y)
     assert stuck.restarted_modes_ == [] and stuck.collapsed_modes_ == [0]
     assert np.isclose(stuck.gps_[0].kernel_.k1.k2.length_scale.min(), 0.05)  # at the lower bound
     assert stuck.gps_[0].log_marginal_likelihood_value_ < kriging.linear_trend_log_likelihood(
         stuck.gps_[0].X_train_, stuck.gps_[0].y_train_)  # worse than a plane
-    restarted = KrigingBaseline(n_components=1).fit(x, Y)
+    restarted = make_kriging(n_components=1).fit(x, Y)
     assert restarted.restarted_modes_ == [0] and restarted.collapsed_modes_ == []
     gain = restarted.gps_[0].log_marginal_likelihood_value_ - stuck.gps_[0].log_marginal_likelihood_value_
     assert gain > 10.0
@@ -137,19 +143,19 @@ def test_a_rough_mode_at_the_bound_with_a_likelihood_gain_is_not_collapsed():
     # a plane (measured: log-likelihood 184 against -112): restarted, as every mode at the bound,
     # but a genuine fit there, not a collapse. Smooth noiseless modes are left alone.
     x = np.linspace(0, 1, 80)[:, None]
-    model = KrigingBaseline(n_components=1, length_scale_bounds=(1.0, 1e5)).fit(x, np.sin(25 * x) * [1.0, 2.0])
+    model = make_kriging(n_components=1, length_scale_bounds=(1.0, 1e5)).fit(x, np.sin(25 * x) * [1.0, 2.0])
     assert np.isclose(model.gps_[0].kernel_.k1.k2.length_scale, 1.0)
     assert model.restarted_modes_ == [0] and model.collapsed_modes_ == []
-    smooth = KrigingBaseline(n_components=3).fit(*smooth_fields(30, seed=3))
+    smooth = make_kriging(n_components=3).fit(*smooth_fields(30, seed=3))
     assert smooth.restarted_modes_ == [] and smooth.collapsed_modes_ == []
     # Near the bound, not only at it: under a bound of 0.3 the fit stops at 0.43 (measured), so a
     # factor of 2 restarts it and a factor of 1.01 does not. A factor below 1 is refused.
     for factor, restarted in ((2.0, [0]), (1.01, [])):
-        near = KrigingBaseline(n_components=1, length_scale_bounds=(0.3, 1e5), restart_near_bound=factor)
+        near = make_kriging(n_components=1, length_scale_bounds=(0.3, 1e5), restart_near_bound=factor)
         assert near.fit(x, np.sin(25 * x) * [1.0, 2.0]).restarted_modes_ == restarted
         assert 0.303 < near.gps_[0].kernel_.k1.k2.length_scale < 0.6
     with pytest.raises(ValueError, match="restart_near_bound"):
-        KrigingBaseline(restart_near_bound=0.5).fit(x, np.sin(25 * x) * [1.0, 2.0])
+        make_kriging(restart_near_bound=0.5).fit(x, np.sin(25 * x) * [1.0, 2.0])
 
 
 class RecordingGP(GaussianProcessRegressor):
@@ -172,7 +178,7 @@ def test_hyperparameters_are_optimized_on_a_fixed_subsample(monkeypatch, n):
     monkeypatch.setattr(kriging, "GaussianProcessRegressor", RecordingGP)
     RecordingGP.fits = []
     x, y = smooth_fields(n, seed=8)
-    model = KrigingBaseline(n_components=3, hyperparameter_samples=30, max_samples=None).fit(x, y)
+    model = make_kriging(n_components=3, hyperparameter_samples=30, max_samples=None).fit(x, y)
     assert (model.n_samples_seen_, model.n_samples_fit_, model.n_samples_hyper_) == (n, n, 30)
     assert {rows for rows, optimized in RecordingGP.fits if optimized} == {30}
     assert [rows for rows, optimized in RecordingGP.fits if not optimized] == [n] * model.n_components_
@@ -186,21 +192,21 @@ def test_no_hyperparameter_subsample_below_the_threshold(monkeypatch):
     monkeypatch.setattr(kriging, "GaussianProcessRegressor", RecordingGP)
     RecordingGP.fits = []
     x, y = smooth_fields(30, seed=9)
-    model = KrigingBaseline(n_components=2, hyperparameter_samples=30).fit(x, y)
+    model = make_kriging(n_components=2, hyperparameter_samples=30).fit(x, y)
     assert model.n_samples_hyper_ == model.n_samples_fit_ == 30
     assert all(optimized and rows == 30 for rows, optimized in RecordingGP.fits)
     with pytest.raises(ValueError, match="hyperparameter_samples"):
-        KrigingBaseline(hyperparameter_samples=1).fit(x, y)
+        make_kriging(hyperparameter_samples=1).fit(x, y)
 
 
 def test_max_components_caps_the_modes():
     x, y = smooth_fields(30, seed=10)
-    model = KrigingBaseline(n_components=0.999999999, max_components=2).fit(x, y)
+    model = make_kriging(n_components=0.999999999, max_components=2).fit(x, y)
     assert model.n_components_ == 2 == len(model.gps_) == model.components_.shape[0]
     assert model.explained_variance_ratio_.shape == (2,)
     assert model.predict(x).shape == y.shape
     with pytest.raises(ValueError, match="max_components"):
-        KrigingBaseline(max_components=0).fit(x, y)
+        make_kriging(max_components=0).fit(x, y)
 
 
 def test_the_default_config_sets_every_tunable():

@@ -105,7 +105,8 @@ def test_layouts_round_trip(wave):
 def test_kriging_on_whole_trajectories_is_accurate(wave):
     sim, sims = wave
     layout = TrajectoryLayout()
-    model = KrigingBaseline().fit(*layout.xy(sims))
+    model = KrigingBaseline(n_components=0.9999999, max_components=None, hyperparameter_samples=None,
+                            max_samples=2000).fit(*layout.xy(sims))
     test = simulate(sim, sim.space.from_unit(np.array([[0.3, 0.6], [0.7, 0.2]])), [None] * 2, [0, 1])
     pred = layout.predict(model, test)
     # a exp(-k t) over a 2-D box from 12 points: measured 2e-4 relative error; 1e-2 leaves room.
@@ -122,7 +123,7 @@ def _offline(**kwargs) -> OfflineSurrogate:
 
 def test_offline_surrogate_trains_by_epochs_and_logs(wave, tmp_path):
     sim, sims = wave
-    layout = SnapshotLayout()
+    layout = SnapshotLayout(log_time=False)
     X, Y = layout.xy(sims)
     est = _offline(fields=sim.fields, log_dir=str(tmp_path), val_every_n_steps=50)
     assert clone(est).get_params()["max_steps"] == 150
@@ -142,7 +143,7 @@ def test_offline_surrogate_trains_by_epochs_and_logs(wave, tmp_path):
 
 def test_offline_clock_counts_from_the_given_start(wave, tmp_path):
     sim, sims = wave
-    X, Y = SnapshotLayout().xy(sims)
+    X, Y = SnapshotLayout(log_time=False).xy(sims)
     # A pipeline that simulated for 1000 s before training: its times include them.
     _offline(fields=sim.fields, log_dir=str(tmp_path), val_every_n_steps=150,
              clock_start=time.perf_counter() - 1000.0).fit(X, Y, eval_set=(X, Y))
@@ -152,7 +153,7 @@ def test_offline_clock_counts_from_the_given_start(wave, tmp_path):
 
 def test_offline_surrogate_checks_its_inputs(wave):
     sim, sims = wave
-    X, Y = SnapshotLayout().xy(sims)
+    X, Y = SnapshotLayout(log_time=False).xy(sims)
     with pytest.raises(ValueError, match="fields add up to"):
         _offline(fields=(sim.fields[0], sim.fields[0])).fit(X, Y)
     with pytest.raises(ValueError, match="parameters then t"):

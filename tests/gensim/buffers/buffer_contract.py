@@ -221,11 +221,9 @@ class ReplayBufferContract:
         thread = start_thread(lambda: result.update(batch=buf.draw(4, timeout=10)), buf)
         time.sleep(0.05)
         assert thread.is_alive(), "draw on an empty buffer should wait"
-        started = time.monotonic()
         buf.close()
-        thread.join(timeout=2)
+        thread.join(timeout=2)  # an event's deadline, not a speed bound: the draw wakes at close
         assert not thread.is_alive()
-        assert time.monotonic() - started < 2
         assert result == {"batch": None}
 
     def test_draw_timeout_raises(self):

@@ -32,7 +32,7 @@ class TestDistributionAware(ReplayBufferContract, UniformDrawContract):
 
     @staticmethod
     def policy() -> DistributionAware:
-        return DistributionAware(Strata(CONTRACT_SPACE, n_steps=10, n_cells=4, n_time_bins=2))
+        return DistributionAware(Strata(CONTRACT_SPACE, n_steps=10, n_cells=4, n_time_bins=2), importance_weights=True)
 
 
 def waves(params: np.ndarray, n_steps: int, n_parallel: int):
@@ -51,7 +51,9 @@ def stream(buf: ReplayBuffer, params: np.ndarray, n_steps: int = N_STEPS, n_para
 
 
 def make_buffer(capacity: int, strata: Strata, seed: int = 0, **kwargs) -> ReplayBuffer:
-    return ReplayBuffer(capacity, ONE_FIELD, SPACE.dim, policy=DistributionAware(strata, **kwargs), seed=seed)
+    """A distribution-aware buffer, with importance weights unless ``kwargs`` say otherwise."""
+    policy = DistributionAware(strata, **{"importance_weights": True} | kwargs)
+    return ReplayBuffer(capacity, ONE_FIELD, SPACE.dim, policy=policy, seed=seed)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -178,8 +180,9 @@ def test_target_weights_are_one_once_strata_hold_their_quotas():
     assert np.abs(exact - 1).max() > 0.01, "the quotas must round for this test to tell anything"
 
 
-def test_weights_can_be_turned_off():
-    buf = make_buffer(10, Strata(SPACE, N_STEPS, n_cells=2, n_time_bins=2), importance_weights=False)
+def test_weights_are_off_by_default_as_in_the_config():
+    strata = Strata(SPACE, N_STEPS, n_cells=2, n_time_bins=2)
+    buf = ReplayBuffer(10, ONE_FIELD, SPACE.dim, policy=DistributionAware(strata), seed=0)
     stream(buf, Sobol(SPACE, seed=0).sample(2))
     assert "weight" not in buf.draw(4)
 

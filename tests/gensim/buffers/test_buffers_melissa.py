@@ -6,13 +6,12 @@ import threading
 
 import numpy as np
 import pytest
-from buffer_contract import (  # noqa: F401 (start_thread is a fixture)
+from buffer_contract import (
     FIELDS,
     N_PARAMS,
     ReplayBufferContract,
     UniformDrawContract,
     make_sample,
-    start_thread,
 )
 
 from gensim.buffers import MelissaReservoir, ReplayBuffer

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from buffer_contract import (  # noqa: F401 (start_thread is a fixture)
+from buffer_contract import (
     FIELDS,
     N_PARAMS,
     STEPS_PER_SIM,
@@ -19,7 +19,6 @@ from buffer_contract import (  # noqa: F401 (start_thread is a fixture)
     UniformDrawContract,
     assert_rows_intact,
     make_sample,
-    start_thread,
 )
 from scipy import stats
 

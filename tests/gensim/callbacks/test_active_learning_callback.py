@@ -359,6 +359,9 @@ def expected_scores(rank: int, until: int) -> dict[int, float]:
     return callback.scores
 
 
+@pytest.mark.slow
+
+
 def test_scores_of_every_rank_reach_rank_zeros_sampler(tmp_path):
     results = run_ranks(_active_learning_worker, tmp_path)
     told = results[0]["told"]

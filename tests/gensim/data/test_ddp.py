@@ -23,6 +23,9 @@ from processes import stop_process_tree
 from gensim.baselines.offline import study_simulations
 from gensim.metrics import relative_l2, summarize_errors
 
+# slow: end to end (gensim-train, gensim-report or trainer ranks in processes); pytest -m 'not slow' skips it
+pytestmark = pytest.mark.slow
+
 TESTS_DIR = Path(__file__).parent
 
 TINY_DDP = [
@@ -90,9 +93,10 @@ def test_both_ranks_train_in_lockstep_on_their_own_stream(ddp_run):
     run_dir, _ = ddp_run
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["world_size"] == 2
-    # 12 training simulations of 10 steps per rank; rank 0 also received the 4 x 10 held-out steps.
-    assert m["samples_received_per_rank"] == [120 + 40, 120]
-    assert m["samples_received"] == 280
+    # 12 training simulations of 10 steps per rank; rank 0 also received the 4 x 10 held-out
+    # steps, counted apart.
+    assert m["samples_received_per_rank"] == [120, 120]
+    assert m["samples_received"] == 240 and m["heldout_samples_received"] == 40
     assert m["steps_per_rank"] == [120, 120]
     # The global batch of 32 is split: 16 samples per rank and step.
     assert m["train_samples_per_rank"] == [120 * 16, 120 * 16]
@@ -140,5 +144,5 @@ def test_a_rank_without_data_for_a_while_neither_hangs_nor_desynchronizes(tmp_pa
     assert m["samples_received_per_rank"][1] > 0
     assert m["steps_per_rank"][0] == m["steps_per_rank"][1] > 0
     # A FIFO uses every sample at most once: no rank trained on more samples than it received.
-    assert m["train_samples_per_rank"][0] <= m["samples_received_per_rank"][0] - 40
+    assert m["train_samples_per_rank"][0] <= m["samples_received_per_rank"][0]
     assert m["train_samples_per_rank"][1] <= m["samples_received_per_rank"][1]

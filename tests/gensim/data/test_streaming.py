@@ -258,8 +258,9 @@ def test_batches_are_pinned_when_asked(monkeypatch):
 def test_watermark_below_batch_size_is_rejected():
     sim = DecayingWave()
     with pytest.raises(ValueError, match="watermark"):
-        StreamingDataModule(sim, Sobol(sim.space), Launcher(SIM_CFG, LocalExecutor()), partial(ReplayBuffer, capacity=10),
-                            Receiver, partial(Sobol, seed=1), batch_size=32, watermark=8)
+        StreamingDataModule(sim, Sobol(sim.space, seed=0), Launcher(SIM_CFG, LocalExecutor(), n_parallel=1),
+                            partial(ReplayBuffer, capacity=10), Receiver, partial(Sobol, seed=1), batch_size=32,
+                            watermark=8)
 
 
 def fifo_datamodule(tmp_path, capacity: int, **kwargs) -> StreamingDataModule:

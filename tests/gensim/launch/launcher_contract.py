@@ -116,7 +116,8 @@ def running_study(make_executor, tmp_path: Path, monkeypatch):
     def make(target: str = "gensim.simulations.DecayingWave", extra: dict | None = None,
              executor: Executor | None = None, config: dict | None = None, **kwargs) -> Launcher:
         cfg = config or {"_target_": target, "size": 8, "n_steps": N_STEPS, **(extra or {})}
-        launcher = Launcher(cfg, executor or make_executor(tmp_path), log_dir=str(tmp_path / "workers"), **kwargs)
+        launcher = Launcher(cfg, executor or make_executor(tmp_path), log_dir=str(tmp_path / "workers"),
+                            **{"n_parallel": 2} | kwargs)
         made.append(launcher)
         return launcher
 

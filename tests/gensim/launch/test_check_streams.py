@@ -9,7 +9,7 @@ from gensim.launch import Launcher, LocalExecutor
 
 def launcher_with(n: int) -> tuple[Launcher, list[int]]:
     """A launcher (never started) whose ``n`` simulations all reported done."""
-    launcher = Launcher({"_target_": "unused"}, LocalExecutor(), max_simulations=0)
+    launcher = Launcher({"_target_": "unused"}, LocalExecutor(), n_parallel=1, max_simulations=0)
     ids = launcher.submit(np.ones((n, 2)), purpose="train")
     for sim_id in ids:
         launcher.ledger.records[sim_id].state = "done"

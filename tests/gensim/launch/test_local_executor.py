@@ -80,7 +80,7 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="n_parallel must be >= 1, got 0"):
         Launcher({"_target_": "x"}, LocalExecutor(), n_parallel=0)
     with pytest.raises(TypeError, match="must be a gensim.launch.executors.Executor, got dict"):
-        Launcher({"_target_": "x"}, {"_target_": "gensim.launch.executors.LocalExecutor"})
+        Launcher({"_target_": "x"}, {"_target_": "gensim.launch.executors.LocalExecutor"}, n_parallel=2)
     with pytest.raises(ValueError, match="stop_grace_s must be >= 0"):
         LocalExecutor(stop_grace_s=-1)
     for kwargs, message in [({"max_retries": -1}, "max_retries must be >= 0"),
@@ -88,7 +88,7 @@ def test_bad_arguments_are_rejected():
                             ({"simulation_timeout_s": 0}, "simulation_timeout_s must be positive seconds, or null"),
                             ({"max_consecutive_failures": -1}, "max_consecutive_failures must be >= 0")]:
         with pytest.raises(ValueError, match=message):
-            Launcher({"_target_": "x"}, LocalExecutor(), **kwargs)
+            Launcher({"_target_": "x"}, LocalExecutor(), n_parallel=2, **kwargs)
 
 
 def test_the_worker_refuses_a_missing_token(monkeypatch, capsys):

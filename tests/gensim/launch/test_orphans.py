@@ -46,6 +46,9 @@ def workers_of(pid: int, tag: str) -> list[psutil.Process]:
     return out
 
 
+@pytest.mark.slow
+
+
 def test_a_trainer_killed_with_sigkill_leaves_no_worker_behind(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}

@@ -60,7 +60,7 @@ class TestSlurmExecutorContract(LauncherContract):
         # Each simulation ran in a SLURM job that the controller saw complete.
         assert all(r.job_id and r.worker is None for r in records)
         for job_id in {r.job_id for r in records}:  # the result comes before SLURM's epilogue ends
-            assert wait_until(lambda: self.cluster.job_state(job_id) == "COMPLETED", 30), \
+            assert wait_until(lambda job_id=job_id: self.cluster.job_state(job_id) == "COMPLETED", 30), \
                 self.cluster.job_state(job_id)
 
     def check_output_logged(self, launcher: Launcher, text: str) -> None:

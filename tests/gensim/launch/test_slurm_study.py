@@ -62,7 +62,8 @@ def test_a_study_trains_on_simulations_run_as_slurm_jobs(slurm_cluster, tmp_path
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["simulations_finished"] == 12 and metrics["simulations_failed"] == 0
-    assert metrics["samples_received"] == (12 + 2) * 10 and metrics["samples_rejected"] == 0
+    assert metrics["samples_received"] == 12 * 10 and metrics["heldout_samples_received"] == 2 * 10
+    assert metrics["samples_rejected"] == 0
     assert math.isfinite(metrics["val_rel_l2_mean"])
     # 150 steps on this smooth analytic problem beat the training-mean predictor by far.
     assert metrics["val_rel_l2_mean"] < 0.5 * metrics["trivial_rel_l2_mean"], metrics
@@ -89,5 +90,5 @@ def test_a_ddp_trainer_under_srun_submits_its_simulations_as_slurm_jobs(slurm_cl
     assert sorted(r["rank"] for r in records if r["purpose"] == "train") == [0] * 6 + [1] * 6
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps_per_rank"] == [150, 150]
-    assert metrics["samples_received_per_rank"] == [6 * 10 + 2 * 10, 6 * 10]
+    assert metrics["samples_received_per_rank"] == [6 * 10, 6 * 10]  # training samples; held-out apart
     assert metrics["val_rel_l2_mean"] < 0.5 * metrics["trivial_rel_l2_mean"], metrics

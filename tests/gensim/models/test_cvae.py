@@ -18,7 +18,7 @@ from gensim.models.components import MLP
 def make_vae(**kwargs) -> ConditionalVAE:
     args = dict(net=partial(MLP, hidden=(64, 64)), encoder_net=partial(MLP, hidden=(64,)),
                 prior_net=partial(MLP, hidden=(32,)), latent_dim=4, lr=3e-3, warmup_steps=20, kl_warmup_steps=100,
-                normalizer_warmup_batches=5)
+                normalizer_warmup_batches=5, energy_score_weight=0.0)  # the plain ELBO on the toy law
     return ConditionalVAE(FIELDS, N_PARAMS, **(args | kwargs))
 
 

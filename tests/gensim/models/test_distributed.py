@@ -19,6 +19,9 @@ from gensim.models import DeterministicSurrogate
 from gensim.models.components import MLP, RunningNormalizer
 from gensim.simulations import DecayingWave
 
+# slow: end to end (gensim-train, gensim-report or trainer ranks in processes); pytest -m 'not slow' skips it
+pytestmark = pytest.mark.slow
+
 # --- normalizer ----------------------------------------------------------------------------------
 
 DIM, WARMUP = 3, 4

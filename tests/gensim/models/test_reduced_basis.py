@@ -57,7 +57,8 @@ def test_a_refit_maps_the_output_layer_so_the_prediction_stays():
     snapshots changes the basis but not what the model predicts."""
     torch.manual_seed(0)
     sim = DecayingWave(size=8, n_steps=5)
-    model = ReducedBasisSurrogate(sim.fields, 2, net=partial(MLP, hidden=(16,)), n_modes=8, basis_rows=64,
+    model = ReducedBasisSurrogate(sim.fields, 2, net=partial(MLP, hidden=(16,)), time_features=("t",),
+                                  n_modes=8, basis_rows=64,
                                   normalizer_warmup_batches=1)
     first, second = wave_batches(sim, 64, 64, 2, seed=0)
     model.on_train_batch_start(first, 0)
@@ -79,7 +80,8 @@ def test_a_refit_maps_the_output_layer_so_the_prediction_stays():
 def test_learns_the_decaying_wave_through_its_one_mode(tmp_path, single_threaded):
     torch.manual_seed(0)
     sim = DecayingWave(size=16, n_steps=10)
-    model = ReducedBasisSurrogate(sim.fields, 2, net=partial(MLP, hidden=(32, 32)), n_modes=4, basis_rows=256,
+    model = ReducedBasisSurrogate(sim.fields, 2, net=partial(MLP, hidden=(32, 32)), n_modes=4,
+                                  basis_rows=256,
                                   lr=3e-3, warmup_steps=10, normalizer_warmup_batches=5,
                                   time_features=("t", "log_t"))
     trainer = L.Trainer(max_steps=400, logger=False, enable_progress_bar=False, enable_model_summary=False,

@@ -14,6 +14,7 @@ Tolerances are stated at each check with the errors measured when the test was w
 
 from __future__ import annotations
 
+import collections
 import math
 
 import numpy as np
@@ -26,11 +27,9 @@ from simulation_contract import SimulationContract
 
 
 def last(iterator):
-    """The last item of an iterator."""
-    item = None
-    for item in iterator:
-        pass
-    return item
+    """The last item of an iterator (None when empty), without keeping the others."""
+    tail = collections.deque(iterator, maxlen=1)
+    return tail[0] if tail else None
 
 
 def cole_hopf(n: int, direction, wave, viscosity: float, t: float, a: float = 2.0, b: float = 1.0) -> np.ndarray:

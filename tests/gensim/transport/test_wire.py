@@ -191,12 +191,12 @@ def test_tag_is_hmac_over_lengths_and_frames():
 
 
 def test_every_reason_is_documented():
-    """The reasons of docs/wire-format.md's validation table are exactly wire.REASONS."""
+    """The reasons of docs/wire-format.md's checks table are exactly wire.REASONS."""
     import re
     from pathlib import Path
 
     doc = (Path(__file__).parents[3] / "docs" / "wire-format.md").read_text()
-    table = doc[doc.index("## Validation"):doc.index("## Memory")]
+    table = doc[doc.index("## Checks (receiver side)"):doc.index("## Memory")]
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M))
     assert documented == set(wire.REASONS)
     assert len(wire.REASONS) == len(set(wire.REASONS))
