@@ -149,9 +149,7 @@ class Client:
         try:
             sim_id = int(env[ENV_SIM_ID])
         except ValueError:
-            raise RuntimeError(
-                f"{ENV_SIM_ID} must be an integer, got {env[ENV_SIM_ID]!r}"
-            ) from None
+            raise RuntimeError(f"{ENV_SIM_ID} must be an integer, got {env[ENV_SIM_ID]!r}") from None
         return cls(env[ENV_ADDRESS], env[ENV_TOKEN], sim_id, fields=fields, **kwargs)
 
     # ------------------------------------------------------------------ sending
@@ -174,8 +172,7 @@ class Client:
                 arr = np.ascontiguousarray(src, dtype=dtype)
                 if arr.shape != spec.shape:
                     raise ValueError(
-                        f"simulation {self.sim_id}: field {spec.name!r} expected shape "
-                        f"{spec.shape}, got {arr.shape}"
+                        f"simulation {self.sim_id}: field {spec.name!r} expected shape {spec.shape}, got {arr.shape}"
                     )
                 if copy and np.may_share_memory(arr, src):
                     arr = arr.copy()
@@ -214,9 +211,7 @@ class Client:
                 f"reachable, and is {ENV_ADDRESS} right?"
             ) from None
 
-    def send(
-        self, step: int, t: float, fields: Mapping[str, np.ndarray], *, copy: bool = False
-    ) -> None:
+    def send(self, step: int, t: float, fields: Mapping[str, np.ndarray], *, copy: bool = False) -> None:
         """Send one time step. Blocks while the queue is full (back-pressure).
 
         Arrays are cast to the declared dtype if needed and made C-contiguous, then handed to
@@ -283,8 +278,10 @@ class Client:
             spec = {f.name: f for f in self.fields}.get(name)
             if spec is None or spec.shape != (mesh.n_nodes,):
                 declared = [(f.name, f.shape) for f in self.fields]
-                raise ValueError(f"simulation {self.sim_id}: send_mesh({name!r}): expected a declared field of "
-                                 f"shape ({mesh.n_nodes},), the declared fields are {declared}")
+                raise ValueError(
+                    f"simulation {self.sim_id}: send_mesh({name!r}): expected a declared field of "
+                    f"shape ({mesh.n_nodes},), the declared fields are {declared}"
+                )
         frames = geometry.mesh_message(self._mac, self.study, self.sim_id, name, mesh)
         self._send_frames(frames, f"the mesh of {name!r}")
 
@@ -294,9 +291,7 @@ class Client:
         Its step field is the number of DATA messages sent and its time the last time sent.
         """
         self._check_open()
-        header = wire.encode_preamble(
-            self.study, self.sim_id, self._n_sent % 2**32, self._last_t, 0, wire.KIND_END
-        )
+        header = wire.encode_preamble(self.study, self.sim_id, self._n_sent % 2**32, self._last_t, 0, wire.KIND_END)
         self._send_frames(wire.sign(self._mac, [header]), "END")
         self._ended = True
 

@@ -42,8 +42,13 @@ class StudyResult:
     metrics: dict
 
 
-def run_study(overrides: Sequence[str], run_dir: str | Path, timeout_s: float = 3600.0,
-              quiet: bool = True, script: str = "gensim.train") -> dict:
+def run_study(
+    overrides: Sequence[str],
+    run_dir: str | Path,
+    timeout_s: float = 3600.0,
+    quiet: bool = True,
+    script: str = "gensim.train",
+) -> dict:
     """Run one study (unless ``run_dir/metrics.json`` already exists) and return its metrics.
 
     Parameters
@@ -82,8 +87,13 @@ def run_study(overrides: Sequence[str], run_dir: str | Path, timeout_s: float = 
     return json.loads(metrics_path.read_text())
 
 
-def run_comparison(out_dir: str | Path, variants: Mapping[str, Sequence[str]], seeds: Sequence[int] = (0,),
-                   common: Sequence[str] = (), timeout_s: float = 3600.0) -> list[StudyResult]:
+def run_comparison(
+    out_dir: str | Path,
+    variants: Mapping[str, Sequence[str]],
+    seeds: Sequence[int] = (0,),
+    common: Sequence[str] = (),
+    timeout_s: float = 3600.0,
+) -> list[StudyResult]:
     """Run every (variant, seed) study and return their results.
 
     Parameters
@@ -108,9 +118,12 @@ def run_comparison(out_dir: str | Path, variants: Mapping[str, Sequence[str]], s
             start = time.perf_counter()
             metrics = run_study([*common, *overrides, f"seed={seed}"], run_dir, timeout_s=timeout_s)
             results.append(StudyResult(name, seed, run_dir, metrics))
-            print(f"[{len(results)}/{total}] {name} seed={seed}: "
-                  f"val_rel_l2_mean={metrics.get('val_rel_l2_mean', float('nan')):.4g} "
-                  f"({time.perf_counter() - start:.0f} s) -> {run_dir}", flush=True)
+            print(
+                f"[{len(results)}/{total}] {name} seed={seed}: "
+                f"val_rel_l2_mean={metrics.get('val_rel_l2_mean', float('nan')):.4g} "
+                f"({time.perf_counter() - start:.0f} s) -> {run_dir}",
+                flush=True,
+            )
     return results
 
 
@@ -121,8 +134,9 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
-def markdown_table(results: Sequence[StudyResult], columns: Mapping[str, str], fmt: str = ".4g",
-                   relative_to: str | Path | None = None) -> str:
+def markdown_table(
+    results: Sequence[StudyResult], columns: Mapping[str, str], fmt: str = ".4g", relative_to: str | Path | None = None
+) -> str:
     """A markdown table with one row per variant: mean (± std over seeds) of each metric.
 
     Parameters
@@ -187,18 +201,26 @@ def paired_ratio(results: Sequence[StudyResult], metric: str, variant: str, base
     ValueError
         When no seed has both variants.
     """
+
     def by_seed(name: str) -> dict[int, float]:
         return {r.seed: float(r.metrics[metric]) for r in results if r.variant == name and metric in r.metrics}
 
     ours, theirs = by_seed(variant), by_seed(baseline)
     seeds = sorted(ours.keys() & theirs.keys())
     if not seeds:
-        raise ValueError(f"no seed has both {variant!r} (seeds {sorted(ours)}) and {baseline!r} "
-                         f"(seeds {sorted(theirs)}) with {metric!r}; run the missing studies")
+        raise ValueError(
+            f"no seed has both {variant!r} (seeds {sorted(ours)}) and {baseline!r} "
+            f"(seeds {sorted(theirs)}) with {metric!r}; run the missing studies"
+        )
     ratios = [ours[s] / theirs[s] for s in seeds]
     mean, std = _mean_std(ratios)
-    return {"n": len(seeds), "mean": mean, "se": std / math.sqrt(len(seeds)) if len(seeds) > 1 else math.nan,
-            "lower": sum(r < 1 for r in ratios), "ratios": ratios}
+    return {
+        "n": len(seeds),
+        "mean": mean,
+        "se": std / math.sqrt(len(seeds)) if len(seeds) > 1 else math.nan,
+        "lower": sum(r < 1 for r in ratios),
+        "ratios": ratios,
+    }
 
 
 def finished_studies(out_dir: str | Path, variants: Sequence[str], seeds: Sequence[int]) -> list[StudyResult]:

@@ -81,51 +81,145 @@ class Rule:
 #: The numeric keys of the shipped config groups.
 RULES: tuple[Rule, ...] = (
     Rule("data.batch_size", True, 1, "samples per optimizer step over all ranks", "data.batch_size=128"),
-    Rule("data.steps_per_epoch", True, 1, "batches per pseudo-epoch; validation runs after each",
-         "data.steps_per_epoch=500"),
+    Rule(
+        "data.steps_per_epoch",
+        True,
+        1,
+        "batches per pseudo-epoch; validation runs after each",
+        "data.steps_per_epoch=500",
+    ),
     Rule("data.watermark", True, 1, "samples in the buffers before the first step", "data.watermark=1000"),
     Rule("data.n_validation", True, 1, "held-out simulations: they score the surrogate", "data.n_validation=16"),
-    Rule("data.validation_timeout_s", False, 0, "seconds the held-out simulations may take",
-         "data.validation_timeout_s=600", strict=True),
+    Rule(
+        "data.validation_timeout_s",
+        False,
+        0,
+        "seconds the held-out simulations may take",
+        "data.validation_timeout_s=600",
+        strict=True,
+    ),
     Rule("data.prefetch", True, 0, "batches drawn ahead on a thread", "data.prefetch=1", also=(None,)),
     Rule("launcher.n_parallel", True, 1, "simulations in flight", "launcher.n_parallel=2"),
-    Rule("launcher.max_simulations", True, 1,
-         "training simulations; with none, no training sample would ever arrive", "launcher.max_simulations=160"),
-    Rule("launcher.max_consecutive_failures", True, 0, "failed attempts in a row before the study stops",
-         "launcher.max_consecutive_failures=10"),
+    Rule(
+        "launcher.max_simulations",
+        True,
+        1,
+        "training simulations; with none, no training sample would ever arrive",
+        "launcher.max_simulations=160",
+    ),
+    Rule(
+        "launcher.max_consecutive_failures",
+        True,
+        0,
+        "failed attempts in a row before the study stops",
+        "launcher.max_consecutive_failures=10",
+    ),
     Rule("launcher.max_retries", True, 0, "new attempts of a failed simulation", "launcher.max_retries=2"),
-    Rule("launcher.simulation_timeout_s", False, 0, "seconds without a message before a simulation is hung",
-         "launcher.simulation_timeout_s=300", strict=True, also=(None,)),
+    Rule(
+        "launcher.simulation_timeout_s",
+        False,
+        0,
+        "seconds without a message before a simulation is hung",
+        "launcher.simulation_timeout_s=300",
+        strict=True,
+        also=(None,),
+    ),
     Rule("launcher.executor.sims_per_job", True, 1, "simulations per SLURM job", "launcher.executor.sims_per_job=4"),
     Rule("launcher.executor.cpus_per_task", True, 1, "CPUs per SLURM job", "launcher.executor.cpus_per_task=1"),
-    Rule("launcher.executor.heartbeat_s", False, 0, "seconds between the trainer's heartbeats to SLURM jobs",
-         "launcher.executor.heartbeat_s=5", strict=True),
-    Rule("launcher.executor.heartbeat_stale_s", False, 0, "seconds without a heartbeat before a job ends",
-         "launcher.executor.heartbeat_stale_s=60", strict=True),
-    Rule("launcher.executor.time", True, MIN_TIME_MINUTES, "minutes per SLURM job (above the end-of-time warning)",
-         "launcher.executor.time=60"),
+    Rule(
+        "launcher.executor.heartbeat_s",
+        False,
+        0,
+        "seconds between the trainer's heartbeats to SLURM jobs",
+        "launcher.executor.heartbeat_s=5",
+        strict=True,
+    ),
+    Rule(
+        "launcher.executor.heartbeat_stale_s",
+        False,
+        0,
+        "seconds without a heartbeat before a job ends",
+        "launcher.executor.heartbeat_stale_s=60",
+        strict=True,
+    ),
+    Rule(
+        "launcher.executor.time",
+        True,
+        MIN_TIME_MINUTES,
+        "minutes per SLURM job (above the end-of-time warning)",
+        "launcher.executor.time=60",
+    ),
     Rule("buffer.capacity", True, 1, "samples the replay buffer holds", "buffer.capacity=8000"),
-    Rule("buffer.max_bytes", False, 0, "bound on the buffer's storage in bytes", "buffer.max_bytes=1e9",
-         strict=True, also=(None,)),
+    Rule(
+        "buffer.max_bytes",
+        False,
+        0,
+        "bound on the buffer's storage in bytes",
+        "buffer.max_bytes=1e9",
+        strict=True,
+        also=(None,),
+    ),
     Rule("transport.rcvhwm", True, 1, "messages ZeroMQ queues per receiver", "transport.rcvhwm=64"),
     Rule("transport.tag_threads", True, 1, "threads hashing message tags per receiver", "transport.tag_threads=2"),
-    Rule("transport.max_message_bytes", True, 1, "largest accepted message",
-         "transport.max_message_bytes=null (twice a valid message)", also=(None,)),
-    Rule("trainer.max_steps", True, 1, "optimizer steps of the study; -1: until the stream ends",
-         "trainer.max_steps=6000", also=(-1,)),
-    Rule("schedule.steps_per_simulation", True, 1, "optimizer steps per training simulation (sets trainer.max_steps)",
-         "schedule.steps_per_simulation=80", also=(None,)),
+    Rule(
+        "transport.max_message_bytes",
+        True,
+        1,
+        "largest accepted message",
+        "transport.max_message_bytes=null (twice a valid message)",
+        also=(None,),
+    ),
+    Rule(
+        "trainer.max_steps",
+        True,
+        1,
+        "optimizer steps of the study; -1: until the stream ends",
+        "trainer.max_steps=6000",
+        also=(-1,),
+    ),
+    Rule(
+        "schedule.steps_per_simulation",
+        True,
+        1,
+        "optimizer steps per training simulation (sets trainer.max_steps)",
+        "schedule.steps_per_simulation=80",
+        also=(None,),
+    ),
     Rule("trainer.num_nodes", True, 1, "nodes of the trainer job", "trainer.num_nodes=1"),
     Rule("model.lr", False, 0, "learning rate", "model.lr=1e-3", strict=True),
     Rule("model.warmup_steps", True, 0, "learning-rate warm-up steps", "model.warmup_steps=200"),
-    Rule("model.normalizer_warmup_batches", True, 1, "batches the normalizers are fitted on",
-         "model.normalizer_warmup_batches=100"),
-    Rule("checkpoint.every_n_steps", True, 1, "optimizer steps between checkpoints",
-         "checkpoint.every_n_steps=500", also=(None,)),
-    Rule("checkpoint.every_minutes", False, 0, "wall-clock minutes between checkpoints",
-         "checkpoint.every_minutes=10", strict=True, also=(None,)),
-    Rule("checkpoint.buffer_max_bytes", False, 0, "largest buffer saved with checkpoint.buffer=auto",
-         "checkpoint.buffer_max_bytes=1e9", strict=True),
+    Rule(
+        "model.normalizer_warmup_batches",
+        True,
+        1,
+        "batches the normalizers are fitted on",
+        "model.normalizer_warmup_batches=100",
+    ),
+    Rule(
+        "checkpoint.every_n_steps",
+        True,
+        1,
+        "optimizer steps between checkpoints",
+        "checkpoint.every_n_steps=500",
+        also=(None,),
+    ),
+    Rule(
+        "checkpoint.every_minutes",
+        False,
+        0,
+        "wall-clock minutes between checkpoints",
+        "checkpoint.every_minutes=10",
+        strict=True,
+        also=(None,),
+    ),
+    Rule(
+        "checkpoint.buffer_max_bytes",
+        False,
+        0,
+        "largest buffer saved with checkpoint.buffer=auto",
+        "checkpoint.buffer_max_bytes=1e9",
+        strict=True,
+    ),
     Rule("simulation.n_steps", True, 1, "time steps per simulation", "simulation.n_steps=100"),
 )
 
@@ -188,8 +282,10 @@ def import_problem(key: str, target: str) -> str | None:
         fix = f"{top} is in {holders[0]}: run PYTHONPATH={holders[0]} gensim-train ..."
     else:
         fix = f"put the folder that holds {top}.py (or the package {top}/) on PYTHONPATH: PYTHONPATH=<folder> gensim-train ..."
-    return (f"{key}={target}: cannot import the module {module!r}, which is not on the Python path; {fix} "
-            "(the simulation workers inherit PYTHONPATH); see docs/your-own-solver.md")
+    return (
+        f"{key}={target}: cannot import the module {module!r}, which is not on the Python path; {fix} "
+        "(the simulation workers inherit PYTHONPATH); see docs/your-own-solver.md"
+    )
 
 
 def _cross_checks(cfg: DictConfig) -> Iterable[str]:
@@ -202,44 +298,62 @@ def _cross_checks(cfg: DictConfig) -> Iterable[str]:
         elif target.endswith("ExternalSimulation"):
             missing = [k for k in EXTERNAL_EXAMPLES if OmegaConf.is_missing(cfg.simulation, k)]
             if missing:
-                yield (f"simulation=external needs {', '.join('simulation.' + k for k in missing)}: the command "
-                       "line run once per simulation and what it sends, e.g. "
-                       + " ".join(EXTERNAL_EXAMPLES[k] for k in missing) + " (docs/your-own-solver.md)")
+                yield (
+                    f"simulation=external needs {', '.join('simulation.' + k for k in missing)}: the command "
+                    "line run once per simulation and what it sends, e.g. "
+                    + " ".join(EXTERNAL_EXAMPLES[k] for k in missing)
+                    + " (docs/your-own-solver.md)"
+                )
     strategy = str(_get(cfg, "trainer.strategy") if _get(cfg, "trainer.strategy") is not _MISSING else "auto")
     if "spawn" in strategy or "fork" in strategy:
-        yield (f"trainer.strategy={strategy}: it starts ranks by copying the trainer, which holds the live "
-               "stream (threads, sockets); Lightning's ddp strategy starts each rank as a new process running "
-               "gensim-train instead: e.g. trainer.strategy=ddp, or the config trainer=ddp")
+        yield (
+            f"trainer.strategy={strategy}: it starts ranks by copying the trainer, which holds the live "
+            "stream (threads, sockets); Lightning's ddp strategy starts each rank as a new process running "
+            "gensim-train instead: e.g. trainer.strategy=ddp, or the config trainer=ddp"
+        )
     batch, watermark = _get(cfg, "data.batch_size"), _get(cfg, "data.watermark")
     if isinstance(batch, int) and isinstance(watermark, int) and watermark < batch:
-        yield (f"data.watermark={watermark} is below data.batch_size={batch}: the first batches would repeat a "
-               f"handful of samples; e.g. data.watermark={max(batch, 8 * batch)}")
+        yield (
+            f"data.watermark={watermark} is below data.batch_size={batch}: the first batches would repeat a "
+            f"handful of samples; e.g. data.watermark={max(batch, 8 * batch)}"
+        )
     on_failure = _get(cfg, "launcher.on_failure")
     if on_failure is not _MISSING and on_failure not in ON_FAILURE:
-        yield (f"launcher.on_failure={on_failure!r}: expected one of {', '.join(ON_FAILURE)} (what becomes of a "
-               "training simulation still failing after its retries); e.g. launcher.on_failure=redraw")
+        yield (
+            f"launcher.on_failure={on_failure!r}: expected one of {', '.join(ON_FAILURE)} (what becomes of a "
+            "training simulation still failing after its retries); e.g. launcher.on_failure=redraw"
+        )
     saved = _get(cfg, "checkpoint.buffer")
     if saved is not _MISSING and saved not in (True, False, "auto"):
-        yield (f"checkpoint.buffer={saved!r}: expected true, false or auto (whether checkpoints hold the replay "
-               "buffer); e.g. checkpoint.buffer=auto")
+        yield (
+            f"checkpoint.buffer={saved!r}: expected true, false or auto (whether checkpoints hold the replay "
+            "buffer); e.g. checkpoint.buffer=auto"
+        )
     heartbeat, stale = _get(cfg, "launcher.executor.heartbeat_s"), _get(cfg, "launcher.executor.heartbeat_stale_s")
     if isinstance(heartbeat, Real) and isinstance(stale, Real) and stale < 2 * heartbeat:
-        yield (f"launcher.executor.heartbeat_stale_s={stale} must be at least twice heartbeat_s={heartbeat}, or a job "
-               "would end while its trainer is alive; e.g. launcher.executor.heartbeat_stale_s="
-               f"{max(60, 12 * heartbeat):g}")
+        yield (
+            f"launcher.executor.heartbeat_stale_s={stale} must be at least twice heartbeat_s={heartbeat}, or a job "
+            "would end while its trainer is alive; e.g. launcher.executor.heartbeat_stale_s="
+            f"{max(60, 12 * heartbeat):g}"
+        )
     world = world_size(cfg)
     if world is not None and world > 1:
         if isinstance(batch, int) and batch % world:
-            yield (f"data.batch_size={batch} is the global batch, split over {world} ranks: use a multiple of "
-                   f"{world}, e.g. data.batch_size={world * max(1, round(batch / world))}")
+            yield (
+                f"data.batch_size={batch} is the global batch, split over {world} ranks: use a multiple of "
+                f"{world}, e.g. data.batch_size={world * max(1, round(batch / world))}"
+            )
         n_val = _get(cfg, "data.n_validation")
         if isinstance(n_val, int) and n_val < world:
-            yield (f"data.n_validation={n_val} held-out simulations cannot be sharded over {world} ranks: "
-                   f"use at least {world}, e.g. data.n_validation={world}")
+            yield (
+                f"data.n_validation={n_val} held-out simulations cannot be sharded over {world} ranks: "
+                f"use at least {world}, e.g. data.n_validation={world}"
+            )
 
 
-def check_config(cfg: DictConfig, rules: Iterable[Rule] = RULES,
-                 extra: Iterable[Callable[[DictConfig], Iterable[str]]] = ()) -> None:
+def check_config(
+    cfg: DictConfig, rules: Iterable[Rule] = RULES, extra: Iterable[Callable[[DictConfig], Iterable[str]]] = ()
+) -> None:
     """Check every known key of a composed study config; raise one error listing all problems.
 
     Parameters

@@ -87,8 +87,10 @@ def pixel_moment_errors(samples, mean_true, std_true) -> dict[str, float]:
     """
     x, mu, sd = _as_double(samples), _as_double(mean_true), _as_double(std_true)
     if x.ndim != 2 or x.shape[0] < 2 or mu.shape != x.shape[1:] or sd.shape != x.shape[1:]:
-        raise ValueError(f"expected samples (m >= 2, D) and moments (D,), got {tuple(x.shape)}, "
-                         f"{tuple(mu.shape)} and {tuple(sd.shape)}")
+        raise ValueError(
+            f"expected samples (m >= 2, D) and moments (D,), got {tuple(x.shape)}, "
+            f"{tuple(mu.shape)} and {tuple(sd.shape)}"
+        )
     std = x.std(0)
     keep = sd > 1e-12 * float(sd.mean())
     return {
@@ -142,8 +144,9 @@ def spectrum_error(samples, reference) -> float:
     """
     p, p_ref = radial_power_spectrum(samples), radial_power_spectrum(reference)
     if p.shape != p_ref.shape:
-        raise ValueError(f"samples and reference must share the grid, got spectra of {p.shape[0]} "
-                         f"and {p_ref.shape[0]} bins")
+        raise ValueError(
+            f"samples and reference must share the grid, got spectra of {p.shape[0]} and {p_ref.shape[0]} bins"
+        )
     return float((p - p_ref).abs().sum() / p_ref.sum())
 
 
@@ -252,8 +255,9 @@ def _check_ensemble(samples, observations, what: str) -> tuple[np.ndarray, np.nd
     x = np.asarray(torch.as_tensor(samples).double())
     y = np.asarray(torch.as_tensor(observations).double())
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or x.shape[0] < 2 or y.shape[0] < 1:
-        raise ValueError(f"{what}: expected samples (m >= 2, D) and observations (n >= 1, D) of one D, got "
-                         f"{x.shape} and {y.shape}")
+        raise ValueError(
+            f"{what}: expected samples (m >= 2, D) and observations (n >= 1, D) of one D, got {x.shape} and {y.shape}"
+        )
     return x, y
 
 
@@ -415,16 +419,24 @@ def diversity_ratio(samples, observations) -> float:
     """
     x, y = _as_double(samples), _as_double(observations)
     if x.ndim != 3 or x.shape[1] < 2 or y.shape != (x.shape[0], x.shape[2]):
-        raise ValueError(f"expected samples (n, m >= 2, D) and observations (n, D), got "
-                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"expected samples (n, m >= 2, D) and observations (n, D), got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     spread = float(x.var(1).mean())
     resid = float(((y - x.mean(1)) ** 2).mean()) - spread / x.shape[1]
     return math.sqrt(spread / max(resid, 1e-300))
 
 
-def distribution_metrics(samples, reference, floor_reference, fields: Sequence[FieldSpec] | None = None,
-                         exact_mean=None, exact_std=None, n_components: int = 16,
-                         seed: int = 0) -> dict[str, float]:
+def distribution_metrics(
+    samples,
+    reference,
+    floor_reference,
+    fields: Sequence[FieldSpec] | None = None,
+    exact_mean=None,
+    exact_std=None,
+    n_components: int = 16,
+    seed: int = 0,
+) -> dict[str, float]:
     """Every distribution metric at one condition, each beside its floor.
 
     Parameters
@@ -457,8 +469,10 @@ def distribution_metrics(samples, reference, floor_reference, fields: Sequence[F
     """
     x, ref, ref2 = _as_double(samples), _as_double(reference), _as_double(floor_reference)
     if not (x.ndim == ref.ndim == ref2.ndim == 2 and x.shape == ref.shape == ref2.shape):
-        raise ValueError(f"expected three sample sets of one shape (m, D), got {tuple(x.shape)}, "
-                         f"{tuple(ref.shape)} and {tuple(ref2.shape)}; the floor needs equal sizes")
+        raise ValueError(
+            f"expected three sample sets of one shape (m, D), got {tuple(x.shape)}, "
+            f"{tuple(ref.shape)} and {tuple(ref2.shape)}; the floor needs equal sizes"
+        )
     out: dict[str, float] = {}
 
     def both(name: str, fn) -> None:
@@ -472,8 +486,10 @@ def distribution_metrics(samples, reference, floor_reference, fields: Sequence[F
     out["crps"], out["crps_floor"] = crps(x, ref), crps(ref2, ref)
     for level in (0.5, 0.9):
         name = f"coverage_{round(100 * level)}"
-        (out[name], out[f"{name}_nominal"]), (out[f"{name}_floor"], _) = (central_coverage(x, ref, level),
-                                                                         central_coverage(ref2, ref, level))
+        (out[name], out[f"{name}_nominal"]), (out[f"{name}_floor"], _) = (
+            central_coverage(x, ref, level),
+            central_coverage(ref2, ref, level),
+        )
     mu = ref.mean(0) if exact_mean is None else _as_double(exact_mean)
     sd = ref.std(0) if exact_std is None else _as_double(exact_std)
     errs, errs_floor = pixel_moment_errors(x, mu, sd), pixel_moment_errors(ref2, mu, sd)
@@ -481,17 +497,25 @@ def distribution_metrics(samples, reference, floor_reference, fields: Sequence[F
         out[name], out[f"{name}_floor"] = errs[name], errs_floor[name]
     planar = [] if fields is None else _field_slices(fields, x.shape[1])
     if planar:
-        both("spectrum_error", lambda s: sum(spectrum_error(s[:, sl].reshape(-1, *shape),
-                                                            ref[:, sl].reshape(-1, *shape))
-                                             for sl, shape in planar) / len(planar))
+        both(
+            "spectrum_error",
+            lambda s: (
+                sum(
+                    spectrum_error(s[:, sl].reshape(-1, *shape), ref[:, sl].reshape(-1, *shape)) for sl, shape in planar
+                )
+                / len(planar)
+            ),
+        )
     return out
 
 
 def _field_slices(fields: Sequence[FieldSpec], width: int) -> list[tuple[slice, tuple[int, ...]]]:
     """Column slice and shape of every 2-D field in a flattened row of ``width`` values."""
     if sum(f.size for f in fields) != width:
-        raise ValueError(f"the fields hold {sum(f.size for f in fields)} values per sample, the "
-                         f"samples {width}; pass the simulation's fields")
+        raise ValueError(
+            f"the fields hold {sum(f.size for f in fields)} values per sample, the "
+            f"samples {width}; pass the simulation's fields"
+        )
     out, start = [], 0
     for f in fields:
         if len(f.shape) == 2:
@@ -558,8 +582,9 @@ def simulator_samples(simulation, params, steps: Sequence[int], n: int, seed: in
     for r in range(int(n)):
         for step, t, fields in simulation.run(params, seed=int(seed) + r):
             if step in wanted:
-                out[wanted[step], r] = torch.from_numpy(np.concatenate(
-                    [np.asarray(fields[f.name], np.float32).reshape(-1) for f in simulation.fields]))
+                out[wanted[step], r] = torch.from_numpy(
+                    np.concatenate([np.asarray(fields[f.name], np.float32).reshape(-1) for f in simulation.fields])
+                )
                 times[wanted[step]] = float(t)
             if step >= max(steps):
                 break

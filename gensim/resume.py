@@ -58,15 +58,21 @@ def check_run_dir(run_dir: str | Path) -> Path:
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"resume={run_dir}: no such directory; pass the run directory of the study to "
-                                "continue (its hydra.run.dir, e.g. outputs/heat2d/2026-01-01_12-00-00)")
+        raise FileNotFoundError(
+            f"resume={run_dir}: no such directory; pass the run directory of the study to "
+            "continue (its hydra.run.dir, e.g. outputs/heat2d/2026-01-01_12-00-00)"
+        )
     if not (run_dir / ".hydra" / "config.yaml").is_file():
-        raise FileNotFoundError(f"resume={run_dir}: no .hydra/config.yaml there, so it is not the run directory "
-                                "of a gensim-train study; pass the folder that holds .hydra/ and checkpoints/")
+        raise FileNotFoundError(
+            f"resume={run_dir}: no .hydra/config.yaml there, so it is not the run directory "
+            "of a gensim-train study; pass the folder that holds .hydra/ and checkpoints/"
+        )
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
-        raise FileNotFoundError(f"resume={run_dir}: no checkpoints/last.ckpt; the study stopped before its first "
-                                "checkpoint (checkpoint.every_n_steps / checkpoint.every_minutes): start it again")
+        raise FileNotFoundError(
+            f"resume={run_dir}: no checkpoints/last.ckpt; the study stopped before its first "
+            "checkpoint (checkpoint.every_n_steps / checkpoint.every_minutes): start it again"
+        )
     return ckpt
 
 
@@ -115,8 +121,10 @@ def load_run_config(run_dir: str | Path, overrides: list[str] = ()) -> DictConfi
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     del cfg["_saved_hydra"]
     if "checkpoint" not in cfg:
-        raise ValueError(f"{run_dir} was written by a gensim-train without resumable checkpoints (no "
-                         "checkpoint.* in its .hydra/config.yaml); start the study again")
+        raise ValueError(
+            f"{run_dir} was written by a gensim-train without resumable checkpoints (no "
+            "checkpoint.* in its .hydra/config.yaml); start the study again"
+        )
     _apply_overrides(cfg, list(overrides), groups=set(saved_hydra.runtime.choices.keys()))
     cfg.resume = str(run_dir)
     return cfg
@@ -130,11 +138,15 @@ def _apply_overrides(cfg: DictConfig, overrides: list[str], groups: set[str]) ->
         if key == "resume":
             continue
         if override.is_add() or override.is_delete() or override.is_force_add() or key in groups:
-            raise ValueError(f"{override.input_line}: a resumed study keeps its config; only existing keys can "
-                             "be changed (key=value, e.g. trainer.max_steps=12000), not config groups or +/~ keys")
+            raise ValueError(
+                f"{override.input_line}: a resumed study keeps its config; only existing keys can "
+                "be changed (key=value, e.g. trainer.max_steps=12000), not config groups or +/~ keys"
+            )
         if OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
-            raise ValueError(f"{override.input_line}: the resumed study's config has no key {key!r}; "
-                             f"see {cfg.get('resume') or 'its .hydra/config.yaml'}")
+            raise ValueError(
+                f"{override.input_line}: the resumed study's config has no key {key!r}; "
+                f"see {cfg.get('resume') or 'its .hydra/config.yaml'}"
+            )
         OmegaConf.update(cfg, key, override.value(), merge=False)
 
 
@@ -164,8 +176,10 @@ def restore(ckpt_path: str | Path, datamodule, rank: int) -> dict:
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     name = type(datamodule).__qualname__
     if name not in ckpt or CHECKPOINT_KEY not in ckpt:
-        raise ValueError(f"{ckpt_path} holds no study state ({name}, {CHECKPOINT_KEY}); it was not written "
-                         "by a gensim-train that can resume; start the study again")
+        raise ValueError(
+            f"{ckpt_path} holds no study state ({name}, {CHECKPOINT_KEY}); it was not written "
+            "by a gensim-train that can resume; start the study again"
+        )
     datamodule.load_state_dict(ckpt[name])
     study = ckpt[CHECKPOINT_KEY]
     if study.get("heldout") is not None:
@@ -174,15 +188,20 @@ def restore(ckpt_path: str | Path, datamodule, rank: int) -> dict:
     directory = ckpt_path.parent / "stream"
     own = stream_files(directory, rank, step)
     if not own[1].is_file():
-        raise FileNotFoundError(f"{own[1]} is missing: the stream state of rank {rank} at step {step}, saved beside "
-                                f"{ckpt_path}; resume with the {world} trainer ranks the study had, from an "
-                                "intact run directory")
+        raise FileNotFoundError(
+            f"{own[1]} is missing: the stream state of rank {rank} at step {step}, saved beside "
+            f"{ckpt_path}; resume with the {world} trainer ranks the study had, from an "
+            "intact run directory"
+        )
     state = load_state(own[1])
     state["buffer"] = load_state(own[0]) if study["buffer"] else None
-    others = [load_state(stream_files(directory, r, step)[1])["delivered"]
-              for r in range(world) if r != rank]
+    others = [load_state(stream_files(directory, r, step)[1])["delivered"] for r in range(world) if r != rank]
     datamodule.load_stream_state_dict(state, others)
-    log.info("resuming from %s at step %d (buffer %s, held-out set %s)", ckpt_path, int(ckpt["global_step"]),
-             "restored" if study["buffer"] else "refilled by the stream",
-             "restored" if study.get("heldout") is not None else "simulated again")
+    log.info(
+        "resuming from %s at step %d (buffer %s, held-out set %s)",
+        ckpt_path,
+        int(ckpt["global_step"]),
+        "restored" if study["buffer"] else "refilled by the stream",
+        "restored" if study.get("heldout") is not None else "simulated again",
+    )
     return {"global_step": int(ckpt["global_step"]), "world_size": world, "buffer": bool(study["buffer"])}

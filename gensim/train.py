@@ -68,8 +68,13 @@ def evaluate(model, datamodule, device: torch.device | str = "cpu") -> dict[str,
         ours.append(relative_l2(model(p.to(device), t.to(device)), y, fields).cpu())
         trivial.append(relative_l2(mean_field.expand_as(y), y, fields).cpu())
     ours_s, trivial_s = summarize_errors(torch.cat(ours)), summarize_errors(torch.cat(trivial))
-    return {"val_rel_l2_mean": ours_s["mean"], "val_rel_l2_p99": ours_s["p99"],
-            "trivial_rel_l2_mean": trivial_s["mean"], "trivial_rel_l2_p99": trivial_s["p99"], **extra}
+    return {
+        "val_rel_l2_mean": ours_s["mean"],
+        "val_rel_l2_p99": ours_s["p99"],
+        "trivial_rel_l2_mean": trivial_s["mean"],
+        "trivial_rel_l2_p99": trivial_s["p99"],
+        **extra,
+    }
 
 
 def study_checkpoints(checkpoint: DictConfig, run_dir: Path) -> list:
@@ -104,15 +109,25 @@ def rank_stats(trainer, model, datamodule, throughput: TrainingThroughput) -> li
     As a side effect, rank 0's trivial predictor becomes the mean over every rank's stream.
     """
     stats = datamodule.receiver.stats()
-    mine = {"rank": datamodule.ranks.rank, "samples_received": stats.accepted,
-            "samples_rejected": stats.n_rejected, "train_samples": throughput.samples,
-            "train_seconds": throughput.seconds, "steps": int(trainer.global_step),
-            "normalizer_digest": normalizer_digest(model), "buffer": datamodule.buffer.stats(),
-            "duplicates_dropped": datamodule.delivered.n_duplicates}
+    mine = {
+        "rank": datamodule.ranks.rank,
+        "samples_received": stats.accepted,
+        "samples_rejected": stats.n_rejected,
+        "train_samples": throughput.samples,
+        "train_seconds": throughput.seconds,
+        "steps": int(trainer.global_step),
+        "normalizer_digest": normalizer_digest(model),
+        "buffer": datamodule.buffer.stats(),
+        "duplicates_dropped": datamodule.delivered.n_duplicates,
+    }
     mine["stream_sum"], mine["stream_count"] = datamodule.stream_mean.totals()
     # What each simulation's messages became, for Launcher.check_streams on rank 0.
-    mine["per_sim"] = {"accepted_per_sim": stats.accepted_per_sim, "finished": sorted(stats.finished),
-                       "rejected_per_sim": stats.rejected_per_sim, "rejection_details": stats.rejection_details}
+    mine["per_sim"] = {
+        "accepted_per_sim": stats.accepted_per_sim,
+        "finished": sorted(stats.finished),
+        "rejected_per_sim": stats.rejected_per_sim,
+        "rejection_details": stats.rejection_details,
+    }
     everyone = datamodule.ranks.gather_objects(mine)
     datamodule.stream_mean.sum = np.sum([r.pop("stream_sum") for r in everyone], axis=0)
     datamodule.stream_mean.count = sum(r.pop("stream_count") for r in everyone)
@@ -181,8 +196,14 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
         "-" * 64,
         f" held-out relative L2   mean {metrics['val_rel_l2_mean']:.4f}   p99 {metrics['val_rel_l2_p99']:.4f}",
         f" trivial predictor      mean {metrics['trivial_rel_l2_mean']:.4f}   p99 {metrics['trivial_rel_l2_p99']:.4f}",
-        *([f" training rel. L2       mean {metrics['train_rel_l2_mean']:.4f}   p99 {metrics['train_rel_l2_p99']:.4f}"
-           f"   ({metrics['train_probe_rows']} training rows)"] if "train_rel_l2_mean" in metrics else []),
+        *(
+            [
+                f" training rel. L2       mean {metrics['train_rel_l2_mean']:.4f}   p99 {metrics['train_rel_l2_p99']:.4f}"
+                f"   ({metrics['train_probe_rows']} training rows)"
+            ]
+            if "train_rel_l2_mean" in metrics
+            else []
+        ),
         f" simulations            {metrics['simulations_started']} started, {metrics['simulations_finished']} done,"
         f" {metrics['simulations_failed']} failed (+{metrics['validation_simulations']} held-out)",
         f" samples                {metrics['samples_received']} training received"
@@ -192,15 +213,21 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
     for r in metrics["failed_simulations"][:MAX_FAILED_LISTED]:
         lines.append(f" FAILED {r['purpose']} simulation {r['sim_id']}: {r['error']}"[:2000])
     if len(metrics["failed_simulations"]) > MAX_FAILED_LISTED:
-        lines.append(f" ... and {len(metrics['failed_simulations']) - MAX_FAILED_LISTED} more failed: see simulations.json")
+        lines.append(
+            f" ... and {len(metrics['failed_simulations']) - MAX_FAILED_LISTED} more failed: see simulations.json"
+        )
     cut = metrics["simulations_not_run"] + metrics["simulations_cancelled"]
     if cut:
-        lines.append(f" WARNING: training ended before the budget was simulated: {metrics['simulations_not_run']} of "
-                     f"{metrics['simulations_budget']} never ran, {metrics['simulations_cancelled']} cancelled mid-run; "
-                     "callbacks=until_budget trainer.max_steps=-1 trains until all have streamed")
+        lines.append(
+            f" WARNING: training ended before the budget was simulated: {metrics['simulations_not_run']} of "
+            f"{metrics['simulations_budget']} never ran, {metrics['simulations_cancelled']} cancelled mid-run; "
+            "callbacks=until_budget trainer.max_steps=-1 trains until all have streamed"
+        )
     if metrics["world_size"] > 1:
-        lines.append(f" per rank               received {metrics['samples_received_per_rank']}, "
-                     f"trained {metrics['train_samples_per_rank']}, steps {metrics['steps_per_rank']}")
+        lines.append(
+            f" per rank               received {metrics['samples_received_per_rank']}, "
+            f"trained {metrics['train_samples_per_rank']}, steps {metrics['steps_per_rank']}"
+        )
     lines.append("=" * 64)
     print("\n".join(lines), flush=True)
 
@@ -226,8 +253,9 @@ def run(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
 
     simulation = instantiate(cfg.simulation)
-    launcher = instantiate(cfg.launcher)(simulation=OmegaConf.to_container(cfg.simulation, resolve=True),
-                                        log_dir=str(run_dir / "workers"))
+    launcher = instantiate(cfg.launcher)(
+        simulation=OmegaConf.to_container(cfg.simulation, resolve=True), log_dir=str(run_dir / "workers")
+    )
     datamodule = instantiate(cfg.data)(
         simulation=simulation,
         sampler=instantiate(cfg.sampler)(space=simulation.space),
@@ -249,15 +277,22 @@ def run(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None = None) -> dict:
         max_steps=scheduled_max_steps(cfg),
         logger=study_logger(cfg.get("logger"), run_dir, resumed=ckpt_path is not None),
         # Redraw at every step on a terminal; every 50 steps into a log file or CI output.
-        callbacks=[EnsembleProgressBar(refresh_rate=1 if sys.stdout.isatty() else 50), throughput,
-                   StopWhenStreamExhausted(), WallClock(start), *study_checkpoints(cfg.checkpoint, run_dir),
-                   *extra_callbacks],
+        callbacks=[
+            EnsembleProgressBar(refresh_rate=1 if sys.stdout.isatty() else 50),
+            throughput,
+            StopWhenStreamExhausted(),
+            WallClock(start),
+            *study_checkpoints(cfg.checkpoint, run_dir),
+            *extra_callbacks,
+        ],
     )
     if ckpt_path is not None:
         resumed = resuming.restore(ckpt_path, datamodule, rank=trainer.global_rank)
         if resumed["world_size"] != trainer.world_size:
-            raise ValueError(f"{ckpt_path} was saved by {resumed['world_size']} trainer ranks, this study has "
-                             f"{trainer.world_size}; resume with the same trainer.devices and trainer.num_nodes")
+            raise ValueError(
+                f"{ckpt_path} was saved by {resumed['world_size']} trainer ranks, this study has "
+                f"{trainer.world_size}; resume with the same trainer.devices and trainer.num_nodes"
+            )
     try:
         # weights_only=False: the checkpoint holds the study state (numpy arrays, plain objects)
         # next to the weights, and it is this study's own file.
@@ -331,13 +366,16 @@ def main(cfg: DictConfig) -> None:
     ckpt = None
     try:  # usage errors, before anything starts: the message says it all, a traceback would bury it
         if cfg.get("ckpt_path") is not None:  # the natural guess, silently ignored before
-            raise ConfigError("ckpt_path is not a gensim-train option; continue a study with "
-                              "resume=<its run directory> (it reads checkpoints/last.ckpt there)")
+            raise ConfigError(
+                "ckpt_path is not a gensim-train option; continue a study with "
+                "resume=<its run directory> (it reads checkpoints/last.ckpt there)"
+            )
         if cfg.get("resume") is not None:
             ckpt = resuming.check_run_dir(cfg.resume)
             if run_dir.resolve() != Path(cfg.resume).resolve():
-                raise ConfigError(f"resume={cfg.resume} writes into that run directory; do not set hydra.run.dir "
-                                  f"({run_dir}) with it")
+                raise ConfigError(
+                    f"resume={cfg.resume} writes into that run directory; do not set hydra.run.dir ({run_dir}) with it"
+                )
             cfg = resuming.load_run_config(cfg.resume, list(HydraConfig.get().overrides.task))
         check_config(cfg)
     except (ConfigError, FileNotFoundError, ValueError) as err:

@@ -5,6 +5,15 @@ from sampling.designs import Halton, LatinHypercube, Sampler, Sobol, Uniform
 from sampling.space import ParameterSpace
 
 __all__ = [
-    "ParameterSpace", "Sampler", "Sobol", "Halton", "LatinHypercube", "Uniform",
-    "ActiveSampler", "Acquisition", "History", "LossAcquisition", "UncertaintyAcquisition",
+    "ParameterSpace",
+    "Sampler",
+    "Sobol",
+    "Halton",
+    "LatinHypercube",
+    "Uniform",
+    "ActiveSampler",
+    "Acquisition",
+    "History",
+    "LossAcquisition",
+    "UncertaintyAcquisition",
 ]

@@ -193,8 +193,10 @@ class UncertaintyAcquisition:
 
     def __repr__(self) -> str:
         fn = "None" if self.score_fn is None else getattr(self.score_fn, "__qualname__", type(self.score_fn).__name__)
-        return (f"UncertaintyAcquisition(score_fn={fn}, n_candidates={self.n_candidates}, "
-                f"top_fraction={self.top_fraction:g})")
+        return (
+            f"UncertaintyAcquisition(score_fn={fn}, n_candidates={self.n_candidates}, "
+            f"top_fraction={self.top_fraction:g})"
+        )
 
 
 def _greedy_max_min(candidates: np.ndarray, fixed: np.ndarray, n: int) -> np.ndarray:
@@ -260,9 +262,17 @@ class ActiveSampler(Sampler):
     True
     """
 
-    def __init__(self, space: ParameterSpace, seed: int | None, *, acquisition: Acquisition,
-                 n_initial: int = 16, ramp: int = 32, max_fraction: float = 0.75,
-                 window: int | None = None) -> None:
+    def __init__(
+        self,
+        space: ParameterSpace,
+        seed: int | None,
+        *,
+        acquisition: Acquisition,
+        n_initial: int = 16,
+        ramp: int = 32,
+        max_fraction: float = 0.75,
+        window: int | None = None,
+    ) -> None:
         if not isinstance(acquisition, Acquisition):
             raise TypeError(
                 f"expected an acquisition rule with ready() and propose() (sampling.Acquisition), got "
@@ -273,8 +283,7 @@ class ActiveSampler(Sampler):
                 raise ValueError(f"expected an int {name} >= 0, got {value!r}")
         if not 0.0 <= max_fraction <= 1.0:
             raise ValueError(f"expected 0 <= max_fraction <= 1, got {max_fraction}")
-        if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer))
-                                   or window < 1):
+        if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1):
             raise ValueError(f"expected window None or an int >= 1, got {window!r}")
         self.acquisition = acquisition
         self.n_initial, self.ramp, self.max_fraction = int(n_initial), int(ramp), float(max_fraction)
@@ -338,7 +347,7 @@ class ActiveSampler(Sampler):
         with self._lock:
             told = list(self._observed.values())
             if self.window is not None:
-                told = told[-self.window:]
+                told = told[-self.window :]
             d = self.space.dim
             return History(
                 space=self.space,
@@ -413,6 +422,8 @@ class ActiveSampler(Sampler):
             self._credit = float(state["credit"])
 
     def __repr__(self) -> str:
-        return (f"ActiveSampler({self.space!r}, seed={self.seed}, acquisition={self.acquisition!r}, "
-                f"n_initial={self.n_initial}, ramp={self.ramp}, max_fraction={self.max_fraction:g}, "
-                f"window={self.window})")
+        return (
+            f"ActiveSampler({self.space!r}, seed={self.seed}, acquisition={self.acquisition!r}, "
+            f"n_initial={self.n_initial}, ramp={self.ramp}, max_fraction={self.max_fraction:g}, "
+            f"window={self.window})"
+        )

@@ -246,8 +246,9 @@ class LatinHypercube(Sampler):
     """
 
     def __init__(self, space: ParameterSpace, seed: int | None, design_size: int | None = None) -> None:
-        if design_size is not None and (isinstance(design_size, bool)
-                                        or not isinstance(design_size, (int, np.integer)) or design_size < 1):
+        if design_size is not None and (
+            isinstance(design_size, bool) or not isinstance(design_size, (int, np.integer)) or design_size < 1
+        ):
             raise ValueError(f"design_size: expected None or an int >= 1 (the simulation budget), got {design_size!r}")
         self.design_size = None if design_size is None else int(design_size)
         super().__init__(space, seed)
@@ -269,8 +270,12 @@ class LatinHypercube(Sampler):
         return out
 
     def _state(self) -> dict[str, Any]:
-        return {"bit_generator": self._engine.rng.bit_generator.state, "design_size": self.design_size,
-                "design": self._design.tolist(), "next": self._next}
+        return {
+            "bit_generator": self._engine.rng.bit_generator.state,
+            "design_size": self.design_size,
+            "design": self._design.tolist(),
+            "next": self._next,
+        }
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
         self.design_size = state.get("design_size")

@@ -155,9 +155,7 @@ class ParameterSpace:
 
     def _check_shape(self, x: np.ndarray) -> None:
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(
-                f"expected points of shape (n, {self.dim}) for parameters {self.names}, got {x.shape}"
-            )
+            raise ValueError(f"expected points of shape (n, {self.dim}) for parameters {self.names}, got {x.shape}")
 
     def __repr__(self) -> str:
         parts = [

@@ -55,8 +55,14 @@ class SlurmCluster:
 
     def scontrol_job(self, job_id: str | int) -> dict[str, str]:
         """``scontrol show job -o <id>`` as a dict of its ``Key=Value`` fields (e.g. ``JobState``)."""
-        out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], env=self.env,
-                             capture_output=True, text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", str(job_id)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
         fields: dict[str, str] = {}
         for token in out.split():
             key, sep, value = token.partition("=")
@@ -80,8 +86,7 @@ class SlurmCluster:
 def _missing_slurm() -> str | None:
     missing = [p for p in SLURM_PROGRAMS if shutil.which(p, path=_SEARCH_PATH) is None]
     if missing:
-        return (f"SLURM is not installed (missing {', '.join(missing)}): "
-                "apt-get install -y slurm-wlm munge")
+        return f"SLURM is not installed (missing {', '.join(missing)}): apt-get install -y slurm-wlm munge"
     if os.geteuid() != 0:
         return "the test SLURM cluster runs its daemons as root (SlurmUser=root); run the tests as root"
     return None
@@ -102,31 +107,44 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
     # nproc): a two-task job and a job it submits must fit at once on a 2-core CI machine, and
     # the tests' jobs are tiny. GENSIM_SLURM_CPUS overrides.
     cpus = os.environ.get("GENSIM_SLURM_CPUS") or str(max(4, os.cpu_count() or 1))
-    script_env = {**os.environ, "PATH": _SEARCH_PATH, "GENSIM_SLURM_PARTITION": partition,
-                  "GENSIM_SLURM_CPUS": cpus}
+    script_env = {**os.environ, "PATH": _SEARCH_PATH, "GENSIM_SLURM_PARTITION": partition, "GENSIM_SLURM_CPUS": cpus}
     command = ["bash", str(SLURM_SCRIPT)]
     previous_conf = os.environ.get("SLURM_CONF")
     try:
-        started = subprocess.run([*command, "start", str(directory)], env=script_env,
-                                 capture_output=True, text=True, timeout=180)
+        started = subprocess.run(
+            [*command, "start", str(directory)], env=script_env, capture_output=True, text=True, timeout=180
+        )
         if started.returncode != 0:
-            pytest.fail(f"tests/slurm/cluster.sh start failed ({started.returncode}):\n"
-                        f"{started.stdout}\n{started.stderr}")
+            pytest.fail(
+                f"tests/slurm/cluster.sh start failed ({started.returncode}):\n{started.stdout}\n{started.stderr}"
+            )
         conf = directory / "slurm.conf"
-        advertised = int(subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True,
-                                        text=True, env={**script_env, "SLURM_CONF": str(conf)},
-                                        timeout=30, check=True).stdout.split()[0])
+        advertised = int(
+            subprocess.run(
+                ["sinfo", "-h", "-N", "-o", "%c"],
+                capture_output=True,
+                text=True,
+                env={**script_env, "SLURM_CONF": str(conf)},
+                timeout=30,
+                check=True,
+            ).stdout.split()[0]
+        )
         os.environ["SLURM_CONF"] = str(conf)
-        yield SlurmCluster(partition=partition, conf=conf, directory=directory,
-                           env={**os.environ, "PATH": _SEARCH_PATH, "SLURM_CONF": str(conf)},
-                           cpus=advertised)
+        yield SlurmCluster(
+            partition=partition,
+            conf=conf,
+            directory=directory,
+            env={**os.environ, "PATH": _SEARCH_PATH, "SLURM_CONF": str(conf)},
+            cpus=advertised,
+        )
     finally:
         if previous_conf is None:
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = previous_conf
-        stopped = subprocess.run([*command, "stop", str(directory)], env=script_env,
-                                 capture_output=True, text=True, timeout=120)
+        stopped = subprocess.run(
+            [*command, "stop", str(directory)], env=script_env, capture_output=True, text=True, timeout=120
+        )
         if stopped.returncode != 0:
             print(f"tests/slurm/cluster.sh stop failed:\n{stopped.stdout}\n{stopped.stderr}")
 

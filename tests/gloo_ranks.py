@@ -17,8 +17,9 @@ TIMEOUT_S = 180.0  # two cold interpreters importing torch + Lightning on a shar
 def _rank_entry(worker, rank: int, root: str) -> None:
     """Join the gloo group through a FileStore (no port to pick), run the worker, save its result."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{root}/store", rank=rank, world_size=WORLD,
-                            timeout=timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo", init_method=f"file://{root}/store", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60)
+    )
     try:
         torch.save(worker(rank), f"{root}/rank{rank}.pt")
     finally:

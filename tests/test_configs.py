@@ -26,7 +26,14 @@ def compose_train(*overrides: str):
 
 
 #: Mandatory keys of some simulation configs (external: the user's command line).
-REQUIRED = {"external": ["simulation.command=my_solver", "simulation.parameters={a: [1.0, 2.0], k: [0.1, 1.0]}", "simulation.fields=[{name: u, shape: [16], dtype: float32}]", "simulation.n_steps=10"]}
+REQUIRED = {
+    "external": [
+        "simulation.command=my_solver",
+        "simulation.parameters={a: [1.0, 2.0], k: [0.1, 1.0]}",
+        "simulation.fields=[{name: u, shape: [16], dtype: float32}]",
+        "simulation.n_steps=10",
+    ]
+}
 
 
 @pytest.mark.parametrize("name", options("simulation"))
@@ -63,8 +70,13 @@ def test_launcher_transport_data_trainer_configs_instantiate():
     cfg = compose_train("simulation.grid=8", "simulation.n_steps=2")
     sim = instantiate(cfg.simulation)
     launcher = instantiate(cfg.launcher)(simulation=OmegaConf.to_container(cfg.simulation))
-    dm = instantiate(cfg.data)(simulation=sim, sampler=instantiate(cfg.sampler)(space=sim.space),
-                               launcher=launcher, buffer=instantiate(cfg.buffer), receiver=instantiate(cfg.transport))
+    dm = instantiate(cfg.data)(
+        simulation=sim,
+        sampler=instantiate(cfg.sampler)(space=sim.space),
+        launcher=launcher,
+        buffer=instantiate(cfg.buffer),
+        receiver=instantiate(cfg.transport),
+    )
     assert dm.n_validation == 16 and dm.buffer.capacity == cfg.buffer.capacity
     trainer = instantiate(cfg.trainer)(logger=False, enable_checkpointing=False)
     assert trainer.max_steps == cfg.trainer.max_steps
@@ -73,11 +85,13 @@ def test_launcher_transport_data_trainer_configs_instantiate():
 
 
 @pytest.mark.slow
-
-
 def test_a_wrong_override_gets_hydras_error_not_a_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "gensim.train", "simulation.gird=32", f"hydra.run.dir={tmp_path}"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "gensim.train", "simulation.gird=32", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "Could not override 'simulation.gird'" in result.stderr
     assert "Traceback" not in result.stderr

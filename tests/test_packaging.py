@@ -12,8 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_package_is_listed_in_pyproject():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("gensim", "sampling")
-             for p in (ROOT / top).rglob("__init__.py")}
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("gensim", "sampling")
+        for p in (ROOT / top).rglob("__init__.py")
+    }
     assert found - listed == set(), "add these packages to [tool.setuptools] packages in pyproject.toml"
     assert listed - found == {"gensim.conf"}
 

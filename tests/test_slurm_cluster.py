@@ -19,8 +19,17 @@ def require(module: str):
     return pytest.importorskip(module)
 
 
-FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-            "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+FINISHED = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 
 
 def wait_for_job(job, cluster, timeout_s: float) -> str:
@@ -37,8 +46,10 @@ def wait_for_job(job, cluster, timeout_s: float) -> str:
         if state in FINISHED and (job.done() or state != "COMPLETED"):
             return state
         time.sleep(0.5)
-    pytest.fail(f"job {job.job_id} still {state} after {timeout_s} s\n"
-                f"stdout: {job.stdout()}\nstderr: {job.stderr()}\n{cluster.log_tails()}")
+    pytest.fail(
+        f"job {job.job_id} still {state} after {timeout_s} s\n"
+        f"stdout: {job.stdout()}\nstderr: {job.stderr()}\n{cluster.log_tails()}"
+    )
 
 
 def test_submitit_runs_a_function_as_a_slurm_job(slurm_cluster, tmp_path: Path) -> None:
@@ -47,14 +58,20 @@ def test_submitit_runs_a_function_as_a_slurm_job(slurm_cluster, tmp_path: Path) 
     def where_am_i(x: int) -> dict:
         import os
         import socket
-        return {"double": 2 * x, "job_id": os.environ.get("SLURM_JOB_ID"),
-                "partition": os.environ.get("SLURM_JOB_PARTITION"), "host": socket.gethostname()}
+
+        return {
+            "double": 2 * x,
+            "job_id": os.environ.get("SLURM_JOB_ID"),
+            "partition": os.environ.get("SLURM_JOB_PARTITION"),
+            "host": socket.gethostname(),
+        }
 
     executor = submitit.AutoExecutor(folder=tmp_path / "submitit" / "%j", cluster="slurm")
     # 5 minutes, not 2: submitit asks SLURM for USR2 90 s before the time limit, which SLURM may
     # send up to 60 s early; with 2 minutes it came 0.3 s after the start once (job FAILED, 12).
-    executor.update_parameters(slurm_partition=slurm_cluster.partition, timeout_min=5,
-                               cpus_per_task=1, mem_gb=1, name="gensim-smoke")
+    executor.update_parameters(
+        slurm_partition=slurm_cluster.partition, timeout_min=5, cpus_per_task=1, mem_gb=1, name="gensim-smoke"
+    )
     start = time.monotonic()
     job = executor.submit(where_am_i, 21)
     assert job.job_id.isdigit(), job.job_id

@@ -31,9 +31,17 @@ def require(module: str):
 
 # A study of a few seconds (tests/gensim/test_train.py's TINY scaled down to the decaying wave).
 TINY = [
-    "simulation=decaying_wave", "launcher.max_simulations=8", "launcher.n_parallel=1",
-    "data.n_validation=2", "data.batch_size=16", "data.watermark=32", "data.steps_per_epoch=20",
-    "trainer.max_steps=40", "buffer=reservoir", "buffer.capacity=512", "trainer.accelerator=cpu",
+    "simulation=decaying_wave",
+    "launcher.max_simulations=8",
+    "launcher.n_parallel=1",
+    "data.n_validation=2",
+    "data.batch_size=16",
+    "data.watermark=32",
+    "data.steps_per_epoch=20",
+    "trainer.max_steps=40",
+    "buffer=reservoir",
+    "buffer.capacity=512",
+    "trainer.accelerator=cpu",
 ]
 JOB_NAME = "gensim-sweep-test"
 
@@ -42,17 +50,24 @@ def test_sweep_of_two_studies_runs_as_slurm_jobs(slurm_cluster, tmp_path: Path) 
     require("hydra_plugins.hydra_submitit_launcher")
     sweep_dir = tmp_path / "multirun"
     command = [
-        sys.executable, "-m", "gensim.train", "-m",
+        sys.executable,
+        "-m",
+        "gensim.train",
+        "-m",
         "hydra/launcher=submitit_slurm",
         f"hydra.launcher.partition={slurm_cluster.partition}",
-        "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-        "hydra.launcher.timeout_min=5", f"hydra.launcher.name={JOB_NAME}",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=5",
+        f"hydra.launcher.name={JOB_NAME}",
         f"hydra.sweep.dir={sweep_dir}",
-        "seed=0,1", *TINY,
+        "seed=0,1",
+        *TINY,
     ]
     start = time.monotonic()
-    proc = subprocess.Popen(command, cwd=tmp_path, env=slurm_cluster.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=slurm_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         out, _ = proc.communicate(timeout=300)
     finally:
@@ -60,8 +75,7 @@ def test_sweep_of_two_studies_runs_as_slurm_jobs(slurm_cluster, tmp_path: Path) 
             proc.kill()
             proc.wait(timeout=10)
         # Whatever happened, no job of this sweep is left on the cluster for the next tests.
-        subprocess.run(["scancel", "--name", JOB_NAME], env=slurm_cluster.env,
-                       capture_output=True, timeout=30)
+        subprocess.run(["scancel", "--name", JOB_NAME], env=slurm_cluster.env, capture_output=True, timeout=30)
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, out[-6000:] + "\n" + slurm_cluster.log_tails()
 

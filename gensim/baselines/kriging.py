@@ -145,13 +145,24 @@ class KrigingBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator):
 
     # No defaults for the values conf/baselines varies between its two Kriging estimators: the
     # config is their one source (tests/test_config_defaults.py).
-    def __init__(self, *, n_components: int | float, max_components: int | None, hyperparameter_samples: int | None,
-                 max_samples: int | None, nu: float = 2.5, length_scale_bounds: tuple[float, float] = (0.05, 1e5),
-                 noise_level_bounds: tuple[float, float] = (1e-12, 1e-1), n_restarts_optimizer: int = 0,
-                 start_from_previous_mode: bool = True, restart_near_bound: float = 3.0,
-                 restart_length_scales: Sequence[float] = (0.3, 3.0),
-                 restart_noise_level_bounds: tuple[float, float] = (1e-12, 1.0), min_likelihood_gain: float = 2.0,
-                 random_state=0) -> None:
+    def __init__(
+        self,
+        *,
+        n_components: int | float,
+        max_components: int | None,
+        hyperparameter_samples: int | None,
+        max_samples: int | None,
+        nu: float = 2.5,
+        length_scale_bounds: tuple[float, float] = (0.05, 1e5),
+        noise_level_bounds: tuple[float, float] = (1e-12, 1e-1),
+        n_restarts_optimizer: int = 0,
+        start_from_previous_mode: bool = True,
+        restart_near_bound: float = 3.0,
+        restart_length_scales: Sequence[float] = (0.3, 3.0),
+        restart_noise_level_bounds: tuple[float, float] = (1e-12, 1.0),
+        min_likelihood_gain: float = 2.0,
+        random_state=0,
+    ) -> None:
         self.n_components = n_components
         self.max_components = max_components
         self.nu = nu
@@ -167,13 +178,18 @@ class KrigingBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator):
         self.max_samples = max_samples
         self.random_state = random_state
 
-    def _kernel(self, n_features: int, length_scale: float = 1.0, noise_level: float = 1e-8,
-                noise_level_bounds: tuple[float, float] | None = None) -> Kernel:
+    def _kernel(
+        self,
+        n_features: int,
+        length_scale: float = 1.0,
+        noise_level: float = 1e-8,
+        noise_level_bounds: tuple[float, float] | None = None,
+    ) -> Kernel:
         # The constant's upper bound is large: with near-infinite length scales a mode that is
         # linear in an input needs a large amplitude.
-        return (ConstantKernel(1.0, (1e-3, 1e5))
-                * Matern(np.full(n_features, length_scale), tuple(self.length_scale_bounds), nu=self.nu)
-                + WhiteKernel(noise_level, tuple(noise_level_bounds or self.noise_level_bounds)))
+        return ConstantKernel(1.0, (1e-3, 1e5)) * Matern(
+            np.full(n_features, length_scale), tuple(self.length_scale_bounds), nu=self.nu
+        ) + WhiteKernel(noise_level, tuple(noise_level_bounds or self.noise_level_bounds))
 
     def fit(self, X, Y) -> KrigingBaseline:
         """Fit the POD basis and one Gaussian process per mode.
@@ -228,9 +244,11 @@ class KrigingBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator):
                 gp = self._best_fit(starts, Z[hyper], y[hyper], seed)
                 if self._near_lower_bound(gp, self.restart_near_bound) and self.restart_length_scales:
                     self.restarted_modes_.append(k)
-                    restarts = [self._kernel(X.shape[1], ls, noise, bounds)
-                                for ls in self.restart_length_scales
-                                for noise, bounds in ((1e-8, None), (0.1, tuple(self.restart_noise_level_bounds)))]
+                    restarts = [
+                        self._kernel(X.shape[1], ls, noise, bounds)
+                        for ls in self.restart_length_scales
+                        for noise, bounds in ((1e-8, None), (0.1, tuple(self.restart_noise_level_bounds)))
+                    ]
                     gp = self._best_fit(restarts, Z[hyper], y[hyper], seed, previous=gp)
                 # L-BFGS-B works on log length scales and stops exactly at a bound; 1% is "at" it.
                 if self._near_lower_bound(gp, 1.01) and self._no_gain(gp):
@@ -243,15 +261,25 @@ class KrigingBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator):
                 self.gps_.append(gp)
         return self
 
-    def _best_fit(self, kernels: Sequence[Kernel], Z: np.ndarray, y: np.ndarray, seed: int,
-                  previous: GaussianProcessRegressor | None = None) -> GaussianProcessRegressor:
+    def _best_fit(
+        self,
+        kernels: Sequence[Kernel],
+        Z: np.ndarray,
+        y: np.ndarray,
+        seed: int,
+        previous: GaussianProcessRegressor | None = None,
+    ) -> GaussianProcessRegressor:
         """The highest-likelihood fit of ``y`` (n,) on ``Z`` (n, n_features) from each start kernel
         (and ``previous``, a fit already made, if given)."""
-        fits = [GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed,
-                                         n_restarts_optimizer=self.n_restarts_optimizer).fit(Z, y)
-                for kernel in kernels]
-        return max(fits + ([previous] if previous is not None else []),
-                   key=lambda gp: gp.log_marginal_likelihood_value_)
+        fits = [
+            GaussianProcessRegressor(
+                kernel, normalize_y=True, random_state=seed, n_restarts_optimizer=self.n_restarts_optimizer
+            ).fit(Z, y)
+            for kernel in kernels
+        ]
+        return max(
+            fits + ([previous] if previous is not None else []), key=lambda gp: gp.log_marginal_likelihood_value_
+        )
 
     def _near_lower_bound(self, gp: GaussianProcessRegressor, factor: float) -> bool:
         """Whether a fitted mode has a length scale below ``factor`` times its lower bound."""
@@ -261,8 +289,10 @@ class KrigingBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator):
     def _no_gain(self, gp: GaussianProcessRegressor) -> bool:
         """Whether a fitted mode's likelihood is less than ``min_likelihood_gain`` above a linear
         trend with white noise."""
-        return gp.log_marginal_likelihood_value_ < linear_trend_log_likelihood(gp.X_train_, gp.y_train_) \
-            + self.min_likelihood_gain
+        return (
+            gp.log_marginal_likelihood_value_
+            < linear_trend_log_likelihood(gp.X_train_, gp.y_train_) + self.min_likelihood_gain
+        )
 
     def _truncate_modes(self, pod: POD, k: int) -> None:
         """Keep the ``k`` leading modes of ``pod`` (and of the fitted attributes)."""
@@ -334,8 +364,9 @@ class KrigingBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator):
         Z = self._check_X(X)
         rng = check_random_state(random_state)
         # sample_y returns (n, n_samples) per mode; stack to (n_samples, n, K).
-        coefficients = np.stack([gp.sample_y(Z, n_samples, random_state=rng.randint(2**31)) for gp in self.gps_],
-                                axis=-1).transpose(1, 0, 2)
+        coefficients = np.stack(
+            [gp.sample_y(Z, n_samples, random_state=rng.randint(2**31)) for gp in self.gps_], axis=-1
+        ).transpose(1, 0, 2)
         return self.mean_ + coefficients @ self.components_
 
 
@@ -375,9 +406,11 @@ def _condition(kernel: Kernel, Z: np.ndarray, y: np.ndarray) -> GaussianProcessR
             return GaussianProcessRegressor(kernel, alpha=jitter, normalize_y=True, optimizer=None).fit(Z, y)
         except np.linalg.LinAlgError:
             continue
-    raise np.linalg.LinAlgError(f"the kernel matrix of {len(Z)} rows is singular even with a jitter of "
-                                f"{_JITTERS[-1]:g} (kernel {kernel}); raise hyperparameter_samples or the lower "
-                                "bound of noise_level_bounds")
+    raise np.linalg.LinAlgError(
+        f"the kernel matrix of {len(Z)} rows is singular even with a jitter of "
+        f"{_JITTERS[-1]:g} (kernel {kernel}); raise hyperparameter_samples or the lower "
+        "bound of noise_level_bounds"
+    )
 
 
 def _subsample(n: int, size: int | None, rng: np.random.RandomState) -> np.ndarray:

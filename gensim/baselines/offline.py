@@ -34,8 +34,15 @@ from torch.utils.data import DataLoader, RandomSampler, StackDataset
 from gensim.callbacks.wall_clock import WallClock
 from gensim.simulations.base import FieldSpec, Simulation
 
-__all__ = ["SimulationSet", "SnapshotLayout", "TrajectoryLayout", "OfflineSurrogate", "simulate",
-           "study_config", "study_simulations"]
+__all__ = [
+    "SimulationSet",
+    "SnapshotLayout",
+    "TrajectoryLayout",
+    "OfflineSurrogate",
+    "simulate",
+    "study_config",
+    "study_simulations",
+]
 
 log = logging.getLogger("gensim.baselines")
 
@@ -66,12 +73,20 @@ class SimulationSet:
     def snapshots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One row per (simulation, step): params (S*T, P), t (S*T,), fields (S*T, D)."""
         n_sims, n_steps, _ = self.fields.shape
-        return (np.repeat(self.params, n_steps, axis=0), np.tile(self.times, n_sims),
-                self.fields.reshape(n_sims * n_steps, -1))
+        return (
+            np.repeat(self.params, n_steps, axis=0),
+            np.tile(self.times, n_sims),
+            self.fields.reshape(n_sims * n_steps, -1),
+        )
 
 
-def simulate(simulation: Simulation, params: np.ndarray, seeds: Sequence[int | None],
-             sim_ids: Sequence[int], runs: Sequence[list] | None = None) -> SimulationSet:
+def simulate(
+    simulation: Simulation,
+    params: np.ndarray,
+    seeds: Sequence[int | None],
+    sim_ids: Sequence[int],
+    runs: Sequence[list] | None = None,
+) -> SimulationSet:
     """Run simulations in this process and keep every step.
 
     Parameters
@@ -96,10 +111,18 @@ def simulate(simulation: Simulation, params: np.ndarray, seeds: Sequence[int | N
         if times is None:
             times = t
         elif t.shape != times.shape or not np.allclose(t, times):
-            raise ValueError(f"simulation {sim_id} emitted times {t[:3]}... ({len(t)} steps), the first one "
-                             f"{times[:3]}... ({len(times)} steps); off-line baselines need one time grid")
-        fields.append(np.stack([np.concatenate([np.asarray(f[spec.name], np.float32).reshape(-1)
-                                                for spec in simulation.fields]) for _, _, f in steps]))
+            raise ValueError(
+                f"simulation {sim_id} emitted times {t[:3]}... ({len(t)} steps), the first one "
+                f"{times[:3]}... ({len(times)} steps); off-line baselines need one time grid"
+            )
+        fields.append(
+            np.stack(
+                [
+                    np.concatenate([np.asarray(f[spec.name], np.float32).reshape(-1) for spec in simulation.fields])
+                    for _, _, f in steps
+                ]
+            )
+        )
     return SimulationSet(np.asarray(params, float), times, np.stack(fields), np.asarray(sim_ids))
 
 
@@ -111,8 +134,9 @@ def study_config(run_dir: str | Path) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def study_simulations(run_dir: str | Path, purpose: str, max_simulations: int | None = None,
-                      seed: int = 0, n_parallel: int = 1) -> tuple[SimulationSet, dict]:
+def study_simulations(
+    run_dir: str | Path, purpose: str, max_simulations: int | None = None, seed: int = 0, n_parallel: int = 1
+) -> tuple[SimulationSet, dict]:
     """Re-simulate the finished simulations of a study.
 
     With ``n_parallel > 1`` the simulations run ``n_parallel`` at a time in the study's own
@@ -147,8 +171,10 @@ def study_simulations(run_dir: str | Path, purpose: str, max_simulations: int | 
     records = json.loads(path.read_text())
     done = [r for r in records if r["purpose"] == purpose and r["state"] == "done"]
     if not done:
-        raise ValueError(f"no finished {purpose!r} simulation in {run_dir}/simulations.json; states: "
-                         f"{sorted({r['state'] for r in records if r['purpose'] == purpose})}")
+        raise ValueError(
+            f"no finished {purpose!r} simulation in {run_dir}/simulations.json; states: "
+            f"{sorted({r['state'] for r in records if r['purpose'] == purpose})}"
+        )
     used = done
     if max_simulations is not None and len(done) > max_simulations:
         keep = np.sort(np.random.default_rng(seed).choice(len(done), max_simulations, replace=False))
@@ -159,15 +185,26 @@ def study_simulations(run_dir: str | Path, purpose: str, max_simulations: int | 
     if n_parallel > 1:
         from gensim.launch.resimulate import run_in_parallel
 
-        runs = run_in_parallel(OmegaConf.to_container(cfg.simulation, resolve=True), simulation.fields,
-                               simulation.n_steps, params, seeds, _executor(cfg), n_parallel,
-                               address=OmegaConf.select(cfg, "transport.address", default="tcp://127.0.0.1:*"),
-                               timeout_s=OmegaConf.select(cfg, "launcher.simulation_timeout_s", default=600.0),
-                               log_dir=Path(run_dir) / "workers" / f"resimulate-{purpose}")
+        runs = run_in_parallel(
+            OmegaConf.to_container(cfg.simulation, resolve=True),
+            simulation.fields,
+            simulation.n_steps,
+            params,
+            seeds,
+            _executor(cfg),
+            n_parallel,
+            address=OmegaConf.select(cfg, "transport.address", default="tcp://127.0.0.1:*"),
+            timeout_s=OmegaConf.select(cfg, "launcher.simulation_timeout_s", default=600.0),
+            log_dir=Path(run_dir) / "workers" / f"resimulate-{purpose}",
+        )
     sims = simulate(simulation, params, seeds, [r["sim_id"] for r in used], runs=runs)
     steps = sum(r["steps"] for r in done)
-    info = {"recorded": len(done), "used": len(used), "subsampled": len(used) < len(done),
-            "simulate_s_per_field": sum(r["seconds"] for r in done) / steps if steps else float("nan")}
+    info = {
+        "recorded": len(done),
+        "used": len(used),
+        "subsampled": len(used) < len(done),
+        "simulate_s_per_field": sum(r["seconds"] for r in done) / steps if steps else float("nan"),
+    }
     return sims, info
 
 
@@ -262,9 +299,18 @@ class OfflineSurrogate(RegressorMixin, BaseEstimator):
         P + 1 (the parameters, then t).
     """
 
-    def __init__(self, model, trainer, fields: Sequence[FieldSpec] | None = None, max_steps: int = 6000,
-                 batch_size: int = 128, val_every_n_steps: int = 500, seed: int = 0,
-                 log_dir: str | None = None, clock_start: float | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        trainer,
+        fields: Sequence[FieldSpec] | None = None,
+        max_steps: int = 6000,
+        batch_size: int = 128,
+        val_every_n_steps: int = 500,
+        seed: int = 0,
+        log_dir: str | None = None,
+        clock_start: float | None = None,
+    ) -> None:
         self.model = model
         self.trainer = trainer
         self.fields = fields
@@ -277,9 +323,11 @@ class OfflineSurrogate(RegressorMixin, BaseEstimator):
 
     @staticmethod
     def _dataset(X: np.ndarray, Y: np.ndarray) -> StackDataset:
-        return StackDataset(params=torch.from_numpy(X[:, :-1].astype(np.float32)),
-                            t=torch.from_numpy(X[:, -1].astype(np.float32)),
-                            fields=torch.from_numpy(Y.astype(np.float32)))
+        return StackDataset(
+            params=torch.from_numpy(X[:, :-1].astype(np.float32)),
+            t=torch.from_numpy(X[:, -1].astype(np.float32)),
+            fields=torch.from_numpy(Y.astype(np.float32)),
+        )
 
     def fit(self, X, Y, eval_set: tuple | None = None) -> OfflineSurrogate:
         """Train for ``max_steps`` steps on successive shuffled passes (epochs) over ``(X, Y)``.
@@ -309,8 +357,9 @@ class OfflineSurrogate(RegressorMixin, BaseEstimator):
         # Successive shuffled passes over the data (RandomSampler draws whole permutations when
         # num_samples > len) in one Lightning epoch: the same epochs, without Lightning's per-epoch
         # overhead, which dominated on small sets.
-        sampler = RandomSampler(dataset, num_samples=self.max_steps * self.batch_size,
-                                generator=torch.Generator().manual_seed(self.seed))
+        sampler = RandomSampler(
+            dataset, num_samples=self.max_steps * self.batch_size, generator=torch.Generator().manual_seed(self.seed)
+        )
         train = DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True)
         val = None
         if eval_set is not None:
@@ -318,10 +367,16 @@ class OfflineSurrogate(RegressorMixin, BaseEstimator):
             val = DataLoader(self._dataset(X_val, Y_val), batch_size=512)
         logger = CSVLogger(self.log_dir, name="logs", version="") if self.log_dir else False
         trainer = self.trainer(
-            max_steps=self.max_steps, max_epochs=1, logger=logger, enable_checkpointing=False,
-            enable_progress_bar=False, default_root_dir=self.log_dir, callbacks=[WallClock(self.clock_start)],
+            max_steps=self.max_steps,
+            max_epochs=1,
+            logger=logger,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            default_root_dir=self.log_dir,
+            callbacks=[WallClock(self.clock_start)],
             # Validation by steps, as the on-line study validates after each pseudo-epoch.
-            val_check_interval=min(self.val_every_n_steps, self.max_steps))
+            val_check_interval=min(self.val_every_n_steps, self.max_steps),
+        )
         trainer.fit(self.module_, train_dataloaders=train, val_dataloaders=val)
         return self
 

@@ -94,7 +94,7 @@ def fit_pod(Y: np.ndarray, n_components: int | float) -> POD:
         components = np.empty((k, dim))
         start = 0
         for block in _centered_blocks(Y, mean, by_rows):
-            components[:, start:start + block.shape[1]] = (eigvec[:, :k].T @ block) / s[:, None]
+            components[:, start : start + block.shape[1]] = (eigvec[:, :k].T @ block) / s[:, None]
             start += block.shape[1]
     else:
         components = np.ascontiguousarray(eigvec[:, :k].T)
@@ -126,8 +126,7 @@ class PODRegressionMixin:
         check_is_fitted(self, "components_")
         X = check_array(X, dtype=(np.float64, np.float32))
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"expected X with {self.n_features_in_} features (columns) as in fit, "
-                             f"got {X.shape[1]}")
+            raise ValueError(f"expected X with {self.n_features_in_} features (columns) as in fit, got {X.shape[1]}")
         return (X - self.x_offset_) / self.x_scale_
 
 

@@ -110,8 +110,7 @@ class PolynomialChaosBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator)
         Expansion coefficients (zero beyond each mode's degree).
     """
 
-    def __init__(self, n_components: int | float = 0.9999999, max_degree: int = 6, cv: int = 5,
-                 random_state=0) -> None:
+    def __init__(self, n_components: int | float = 0.9999999, max_degree: int = 6, cv: int = 5, random_state=0) -> None:
         self.n_components = n_components
         self.max_degree = max_degree
         self.cv = cv
@@ -145,8 +144,10 @@ class PolynomialChaosBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator)
         # Degrees whose basis a training fold can determine (fewer terms than rows).
         degrees = [p for p in range(self.max_degree + 1) if comb(d + p, p) < smallest_fold]
         if not degrees:
-            raise ValueError(f"a training fold holds {smallest_fold} rows, too few for even a constant; "
-                             "use more simulations or fewer cv folds")
+            raise ValueError(
+                f"a training fold holds {smallest_fold} rows, too few for even a constant; "
+                "use more simulations or fewer cv folds"
+            )
         all_indices = total_degree_indices(d, degrees[-1])
         design = legendre_design(2.0 * (X - self.x_offset_) / self.x_scale_ - 1.0, all_indices)
         self.cv_errors_ = np.empty((len(degrees), self.n_components_))
@@ -160,8 +161,12 @@ class PolynomialChaosBaseline(PODRegressionMixin, RegressorMixin, BaseEstimator)
         # An exact polynomial ties at round-off with every higher degree: prefer the lowest.
         best = self.cv_errors_.min(axis=0)
         tol = 1e-9 * coefficients.var(axis=0).max()
-        self.degrees_ = np.array([degrees[int(np.argmax(self.cv_errors_[:, k] <= best[k] * (1 + 1e-6) + tol))]
-                                  for k in range(self.n_components_)])
+        self.degrees_ = np.array(
+            [
+                degrees[int(np.argmax(self.cv_errors_[:, k] <= best[k] * (1 + 1e-6) + tol))]
+                for k in range(self.n_components_)
+            ]
+        )
         m_max = comb(d + int(self.degrees_.max()), int(self.degrees_.max()))
         self.indices_ = all_indices[:m_max]
         self.coef_ = np.zeros((m_max, self.n_components_))

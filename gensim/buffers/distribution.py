@@ -185,8 +185,9 @@ class DistributionAware(InsertPolicy):
         """
         if storage.size < storage.capacity:
             return None
-        return self._place_full(self.strata.strata_of(
-            [sample.params for sample in samples], [sample.step for sample in samples]))
+        return self._place_full(
+            self.strata.strata_of([sample.params for sample in samples], [sample.step for sample in samples])
+        )
 
     def _place_full(self, strata: list[int]) -> list[int | None]:
         """The slots of consecutive arrivals of ``strata`` into a full storage; updates the bookkeeping.

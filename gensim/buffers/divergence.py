@@ -38,9 +38,7 @@ def unbiased_energy_distance(x: np.ndarray, y: np.ndarray) -> float:
     """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or len(x) < 2 or len(y) < 2:
-        raise ValueError(
-            f"expected two samples of shapes (n >= 2, d) and (m >= 2, d), got {x.shape} and {y.shape}"
-        )
+        raise ValueError(f"expected two samples of shapes (n >= 2, d) and (m >= 2, d), got {x.shape} and {y.shape}")
     n, m = len(x), len(y)
     xy = cdist(x, y).mean()
     xx = cdist(x, x).sum() / (n * (n - 1))

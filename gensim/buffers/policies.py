@@ -229,7 +229,7 @@ class Reservoir(InsertPolicy):
         """
         seqs = np.arange(first_seq, first_seq + len(samples))
         slots: list[int | None] = seqs[seqs < self.capacity].tolist()
-        full = seqs[len(slots):]
+        full = seqs[len(slots) :]
         if len(full):
             index = self.rng.integers(0, full + 1)
             slots += [i if i < self.capacity else None for i in index.tolist()]

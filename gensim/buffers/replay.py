@@ -238,9 +238,7 @@ class ReplayBuffer:
         """Wait until the policy can place a sample; False if the buffer is closed. Lock held."""
         # Test before waiting: a policy that never waits skips building the predicate.
         ready = self._closed or self._policy.ready(self._storage)
-        if not ready and not self._space.wait_for(
-            lambda: self._closed or self._policy.ready(self._storage), timeout
-        ):
+        if not ready and not self._space.wait_for(lambda: self._closed or self._policy.ready(self._storage), timeout):
             raise TimeoutError(
                 f"add: the {type(self._policy).__name__} policy found no free slot within "
                 f"{timeout} s ({len(self)}/{self.capacity} stored; it waits for draws to "
@@ -298,7 +296,8 @@ class ReplayBuffer:
             self._retired_draws[0] += within
             writers = list(last.values())
             self._n_evicted += within + storage.write_many(
-                unique, [samples[i] for i in writers], np.asarray(writers, dtype=np.int64) + first_seq)
+                unique, [samples[i] for i in writers], np.asarray(writers, dtype=np.int64) + first_seq
+            )
             self._n_stored += len(kept)
         stored = [False] * n
         for i in kept:
@@ -345,8 +344,11 @@ class ReplayBuffer:
         for sample in samples:
             fields = sample.fields
             try:
-                fast = (fields.keys() == names and sample.params.shape == params_shape
-                        and [fields[name].shape for name in order] == shapes)
+                fast = (
+                    fields.keys() == names
+                    and sample.params.shape == params_shape
+                    and [fields[name].shape for name in order] == shapes
+                )
             except AttributeError:
                 fast = False
             if not fast:
@@ -455,8 +457,7 @@ class ReplayBuffer:
         """
         if not 0 <= n <= self.capacity:
             raise ValueError(
-                f"watermark must be in [0, capacity={self.capacity}], got {n}; lower it or "
-                "raise the capacity"
+                f"watermark must be in [0, capacity={self.capacity}], got {n}; lower it or raise the capacity"
             )
         with self._lock:
             self._wait_for_data(lambda: self._closed or self._storage.size >= n, timeout)
@@ -486,8 +487,9 @@ class ReplayBuffer:
         """
         with self._lock:
             live = self._storage.live_slots()
-            return {name: getattr(self._storage, name)[live]
-                    for name in ("params", "t", "sim_id", "step", "draws", "seq")}
+            return {
+                name: getattr(self._storage, name)[live] for name in ("params", "t", "sim_id", "step", "draws", "seq")
+            }
 
     def retired_draws(self) -> np.ndarray:
         """Histogram of how many times each sample that left the buffer had been drawn.

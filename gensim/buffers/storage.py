@@ -117,8 +117,7 @@ class Storage:
         self.field_specs = tuple(fields)
         if not self.field_specs or not all(isinstance(f, FieldSpec) for f in self.field_specs):
             raise ValueError(
-                f"expected a non-empty sequence of FieldSpec, got {fields!r}; pass the "
-                "simulation's `fields` attribute"
+                f"expected a non-empty sequence of FieldSpec, got {fields!r}; pass the simulation's `fields` attribute"
             )
         names = [f.name for f in self.field_specs]
         if len(set(names)) != len(names):
@@ -155,7 +154,12 @@ class Storage:
                 logger.info(
                     "replay buffer: capacity %d samples lowered to %d, the most that max_bytes=%d "
                     "holds at %d bytes per sample (%d field values, %d params)",
-                    capacity, fit, max_bytes, self.bytes_per_sample, self.n_features, self.n_params,
+                    capacity,
+                    fit,
+                    max_bytes,
+                    self.bytes_per_sample,
+                    self.n_features,
+                    self.n_params,
                 )
                 capacity = fit
         self.capacity = capacity

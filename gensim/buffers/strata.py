@@ -76,8 +76,12 @@ class Strata:
                 f"expected a sampling.ParameterSpace, got {type(space).__name__}; pass the "
                 "simulation's `space` (or build with Strata.from_simulation)"
             )
-        for name, value, low in (("n_steps", n_steps, 1), ("n_cells", n_cells, 1),
-                                 ("n_time_bins", n_time_bins, 1), ("n_reference", n_reference, 1)):
+        for name, value, low in (
+            ("n_steps", n_steps, 1),
+            ("n_cells", n_cells, 1),
+            ("n_time_bins", n_time_bins, 1),
+            ("n_reference", n_reference, 1),
+        ):
             if int(value) != value or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if n_time_bins > n_steps:
@@ -299,5 +303,6 @@ class Strata:
         }
 
     def __repr__(self) -> str:
-        return (f"Strata(n_cells={self.n_cells}, n_time_bins={self.n_time_bins}, "
-                f"n_steps={self.n_steps}, seed={self.seed})")
+        return (
+            f"Strata(n_cells={self.n_cells}, n_time_bins={self.n_time_bins}, n_steps={self.n_steps}, seed={self.seed})"
+        )

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from gensim.metrics import relative_l2
 from gensim.data.ranks import gather_objects
+from gensim.metrics import relative_l2
 
 log = logging.getLogger("gensim.callbacks")
 
@@ -62,8 +62,10 @@ class SnapshotDisagreement:
 
     def __init__(self, n_snapshots: int = 3, every_n_steps: int = 100, n_times: int = 3) -> None:
         if n_snapshots < 2 or every_n_steps < 1 or n_times < 1:
-            raise ValueError(f"expected n_snapshots >= 2, every_n_steps >= 1 and n_times >= 1, got "
-                             f"{n_snapshots}, {every_n_steps} and {n_times}")
+            raise ValueError(
+                f"expected n_snapshots >= 2, every_n_steps >= 1 and n_times >= 1, got "
+                f"{n_snapshots}, {every_n_steps} and {n_times}"
+            )
         self.n_snapshots, self.every_n_steps, self.n_times = int(n_snapshots), int(every_n_steps), int(n_times)
         self._snapshots: list[L.LightningModule] = []
         self._times: set[float] = set()
@@ -86,7 +88,7 @@ class SnapshotDisagreement:
             snapshot = copy.deepcopy(pl_module, memo=memo).eval()
             snapshot.requires_grad_(False)
             # A new list, swapped in at once: a concurrent __call__ sees the old or the new one.
-            self._snapshots = [*self._snapshots, snapshot][-self.n_snapshots:]
+            self._snapshots = [*self._snapshots, snapshot][-self.n_snapshots :]
 
     @torch.no_grad()
     def __call__(self, points: np.ndarray) -> np.ndarray:
@@ -155,11 +157,17 @@ class ActiveLearning(Callback):
         on rank 0 and on every rank that holds a sampler.
     """
 
-    def __init__(self, every_n_steps: int = 1, tell_every_n_steps: int = 10, smoothing: float = 0.3,
-                 uncertainty: SnapshotDisagreement | None = None) -> None:
+    def __init__(
+        self,
+        every_n_steps: int = 1,
+        tell_every_n_steps: int = 10,
+        smoothing: float = 0.3,
+        uncertainty: SnapshotDisagreement | None = None,
+    ) -> None:
         if every_n_steps < 1 or tell_every_n_steps < 1:
-            raise ValueError(f"expected every_n_steps >= 1 and tell_every_n_steps >= 1, got "
-                             f"{every_n_steps} and {tell_every_n_steps}")
+            raise ValueError(
+                f"expected every_n_steps >= 1 and tell_every_n_steps >= 1, got {every_n_steps} and {tell_every_n_steps}"
+            )
         if not 0.0 < smoothing <= 1.0:
             raise ValueError(f"expected 0 < smoothing <= 1, got {smoothing}")
         self.every_n_steps, self.tell_every_n_steps = int(every_n_steps), int(tell_every_n_steps)
@@ -183,8 +191,14 @@ class ActiveLearning(Callback):
             # Only rank 0 asks for scores of candidates: snapshots elsewhere would be wasted copies.
             self._acquisition_wants_scorer = hasattr(getattr(sampler, "acquisition", None), "score_fn")
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: dict[str, torch.Tensor],
+        batch_idx: int,
+    ) -> None:
         step = trainer.global_step
         if step % self.every_n_steps == 0:
             self._score_batch(trainer, pl_module, batch)
@@ -302,29 +316,42 @@ class SimulationPacing(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         dm = trainer.datamodule
         if not trainer.max_steps or trainer.max_steps < 1:
-            raise ValueError(f"SimulationPacing releases the budget over trainer.max_steps, which is "
-                             f"{trainer.max_steps}; set trainer.max_steps")
+            raise ValueError(
+                f"SimulationPacing releases the budget over trainer.max_steps, which is "
+                f"{trainer.max_steps}; set trainer.max_steps"
+            )
         if dm.buffer.draw_rule.consumes:
-            raise ValueError(f"SimulationPacing needs a buffer whose draws do not consume samples, got draw "
-                             f"rule {type(dm.buffer.draw_rule).__name__}; use buffer=distribution or "
-                             "buffer=reservoir")
+            raise ValueError(
+                f"SimulationPacing needs a buffer whose draws do not consume samples, got draw "
+                f"rule {type(dm.buffer.draw_rule).__name__}; use buffer=distribution or "
+                "buffer=reservoir"
+            )
         if trainer.global_rank != 0:
             return  # the launcher is rank 0's
         if self.budget is None:  # not restored from a checkpoint
             self.budget = int(dm.launcher.budget)
         if self.n_initial * dm.simulation.n_steps < dm.watermark:
-            log.warning("pacing: the first %d simulations send %d samples, below the watermark %d",
-                        self.n_initial, self.n_initial * dm.simulation.n_steps, dm.watermark)
+            log.warning(
+                "pacing: the first %d simulations send %d samples, below the watermark %d",
+                self.n_initial,
+                self.n_initial * dm.simulation.n_steps,
+                dm.watermark,
+            )
         dm.launcher.set_budget(self.allowance(0, trainer.max_steps))
         # The data module started the launcher before any callback could run, so a few training
         # simulations may have started already, beyond n_initial when they are cheap.
         self.started_before = sum(dm.launcher.counts("train").values())
         if self.started_before > self.n_initial:
-            log.warning("pacing: %d training simulations started before pacing began (while the held-out "
-                        "set was simulated), more than n_initial=%d", self.started_before, self.n_initial)
+            log.warning(
+                "pacing: %d training simulations started before pacing began (while the held-out "
+                "set was simulated), more than n_initial=%d",
+                self.started_before,
+                self.n_initial,
+            )
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_rank == 0:
             trainer.datamodule.launcher.set_budget(self.allowance(trainer.global_step, trainer.max_steps))
 

@@ -64,9 +64,16 @@ class BufferStats(Callback):
         The target sample of the energy distance, set with :attr:`strata`.
     """
 
-    def __init__(self, every_n_steps: int = 500, n_cells: int = 32, n_time_bins: int = 10,
-                 strata_seed: int = 1, n_reference: int = 2048, max_points: int = 2048,
-                 filename: str = "buffer_stats.json") -> None:
+    def __init__(
+        self,
+        every_n_steps: int = 500,
+        n_cells: int = 32,
+        n_time_bins: int = 10,
+        strata_seed: int = 1,
+        n_reference: int = 2048,
+        max_points: int = 2048,
+        filename: str = "buffer_stats.json",
+    ) -> None:
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
         self.every_n_steps = int(every_n_steps)
@@ -91,9 +98,12 @@ class BufferStats(Callback):
         simulation : gensim.simulations.Simulation
             Only its ``space`` and ``n_steps`` are read.
         """
-        self.strata = Strata.from_simulation(simulation, n_cells=self.n_cells,
-                                             n_time_bins=min(self.n_time_bins, simulation.n_steps),
-                                             seed=self.strata_seed)
+        self.strata = Strata.from_simulation(
+            simulation,
+            n_cells=self.n_cells,
+            n_time_bins=min(self.n_time_bins, simulation.n_steps),
+            seed=self.strata_seed,
+        )
         self.reference = self.strata.reference(self.n_reference, seed=self.strata_seed + 1)
 
     def measure(self, buffer) -> dict[str, float]:
@@ -112,8 +122,9 @@ class BufferStats(Callback):
         retired = buffer.retired_draws()
         stats: dict[str, float] = {"seen": float(buffer.stats()["n_seen"])}
         if len(draws) >= 2:
-            stats |= buffer_divergence(contents["params"], contents["step"], self.strata, self.reference,
-                                       max_points=self.max_points)
+            stats |= buffer_divergence(
+                contents["params"], contents["step"], self.strata, self.reference, max_points=self.max_points
+            )
         if len(draws):
             stats |= {
                 "draws_mean": float(draws.mean()),

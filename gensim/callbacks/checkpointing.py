@@ -103,8 +103,14 @@ class StudyCheckpoint(Callback):
         checkpoint remain while the new ``last.ckpt`` is being written.
     """
 
-    def __init__(self, directory: str | Path, buffer: bool | str = "auto", heldout: bool = True,
-                 buffer_max_bytes: float = 1e9, keep: int = 2) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        buffer: bool | str = "auto",
+        heldout: bool = True,
+        buffer_max_bytes: float = 1e9,
+        keep: int = 2,
+    ) -> None:
         if buffer not in (True, False, "auto"):
             raise ValueError(f"checkpoint.buffer must be true, false or auto, got {buffer!r}")
         self.directory = Path(directory)
@@ -120,9 +126,13 @@ class StudyCheckpoint(Callback):
             nbytes = int(dm.buffer.stats()["bytes"])
             self.buffer = nbytes <= self.buffer_max_bytes
             if not self.buffer:
-                log.warning("checkpoints leave out the replay buffer (%.2g bytes per rank > checkpoint."
-                            "buffer_max_bytes=%.2g): a resumed study refills it from the simulations still "
-                            "to run; set checkpoint.buffer=true to save it anyway", nbytes, self.buffer_max_bytes)
+                log.warning(
+                    "checkpoints leave out the replay buffer (%.2g bytes per rank > checkpoint."
+                    "buffer_max_bytes=%.2g): a resumed study refills it from the simulations still "
+                    "to run; set checkpoint.buffer=true to save it anyway",
+                    nbytes,
+                    self.buffer_max_bytes,
+                )
         self.directory.mkdir(parents=True, exist_ok=True)
         state = dm.stream_state_dict(with_buffer=self.buffer)
         buffer_file, delivered_file = stream_files(self.directory, rank, step)
@@ -131,7 +141,9 @@ class StudyCheckpoint(Callback):
         save_state({k: v for k, v in state.items() if k != "buffer"}, delivered_file)
         self._prune(rank)
         checkpoint[CHECKPOINT_KEY] = {
-            "stream_step": step, "world_size": int(trainer.world_size), "buffer": self.buffer,
+            "stream_step": step,
+            "world_size": int(trainer.world_size),
+            "buffer": self.buffer,
             # Arrays as tensors, for the speed of torch.save (see arrays_to_tensors).
             "heldout": arrays_to_tensors(dm.heldout_state_dict()) if self.heldout and rank == 0 else None,
         }
@@ -139,13 +151,19 @@ class StudyCheckpoint(Callback):
     def _prune(self, rank: int) -> None:
         """Delete this rank's stream files but for the ``keep`` newest steps."""
         steps = sorted({p.name.split("-step")[1].split(".")[0] for p in self.directory.glob(f"rank{rank}-step*.ckpt")})
-        for old in steps[:-self.keep]:
+        for old in steps[: -self.keep]:
             for path in stream_files(self.directory, rank, int(old)):
                 path.unlink(missing_ok=True)
 
 
-def checkpoint_callbacks(run_dir: Path, every_n_steps: int | None, every_minutes: float | None,
-                         buffer: bool | str, heldout: bool, buffer_max_bytes: float = 1e9) -> list[Callback]:
+def checkpoint_callbacks(
+    run_dir: Path,
+    every_n_steps: int | None,
+    every_minutes: float | None,
+    buffer: bool | str,
+    heldout: bool,
+    buffer_max_bytes: float = 1e9,
+) -> list[Callback]:
     """The checkpoint callbacks of a study (the ``checkpoint`` config group, ``conf/checkpoint/default.yaml``).
 
     Parameters
@@ -178,7 +196,11 @@ def checkpoint_callbacks(run_dir: Path, every_n_steps: int | None, every_minutes
         callbacks.append(ModelCheckpoint(every_n_train_steps=int(every_n_steps), **common))
     if every_minutes is not None:
         from datetime import timedelta
+
         callbacks.append(ModelCheckpoint(train_time_interval=timedelta(minutes=float(every_minutes)), **common))
-    callbacks.append(StudyCheckpoint(run_dir / "checkpoints" / "stream", buffer=buffer, heldout=heldout,
-                                     buffer_max_bytes=buffer_max_bytes))
+    callbacks.append(
+        StudyCheckpoint(
+            run_dir / "checkpoints" / "stream", buffer=buffer, heldout=heldout, buffer_max_bytes=buffer_max_bytes
+        )
+    )
     return callbacks

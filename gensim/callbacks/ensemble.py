@@ -8,7 +8,6 @@ import time
 import lightning as L
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
-
 log = logging.getLogger("gensim.callbacks")
 
 
@@ -77,8 +76,12 @@ class StopWhenStreamExhausted(Callback):
         dm = trainer.datamodule
         exhausted = dm is not None and bool(getattr(dm, "exhausted", False))
         if trainer.strategy.reduce_boolean_decision(exhausted, all=False):
-            log.warning("the simulations ended and the buffer is used up: training stops at step %d "
-                        "(before trainer.max_steps=%s)", trainer.global_step, trainer.max_steps)
+            log.warning(
+                "the simulations ended and the buffer is used up: training stops at step %d "
+                "(before trainer.max_steps=%s)",
+                trainer.global_step,
+                trainer.max_steps,
+            )
             trainer.should_stop = True
 
 
@@ -106,8 +109,11 @@ class TrainUntilBudget(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.max_steps != -1:
-            log.warning("callbacks=until_budget with trainer.max_steps=%s: training still stops at that step, "
-                        "maybe before the whole budget has streamed; set trainer.max_steps=-1", trainer.max_steps)
+            log.warning(
+                "callbacks=until_budget with trainer.max_steps=%s: training still stops at that step, "
+                "maybe before the whole budget has streamed; set trainer.max_steps=-1",
+                trainer.max_steps,
+            )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
@@ -116,6 +122,10 @@ class TrainUntilBudget(Callback):
             return
         self._epochs_since_end = 0 if self._epochs_since_end is None else self._epochs_since_end + 1
         if self._epochs_since_end >= self.epochs_after:
-            log.info("the whole simulation budget has streamed and %d pseudo-epoch(s) trained since: training "
-                     "stops at step %d", self._epochs_since_end, trainer.global_step)
+            log.info(
+                "the whole simulation budget has streamed and %d pseudo-epoch(s) trained since: training "
+                "stops at step %d",
+                self._epochs_since_end,
+                trainer.global_step,
+            )
             trainer.should_stop = True

@@ -86,8 +86,9 @@ class ValidationStore:
     def expect(self, sim_ids: list[int]) -> None:
         """Declare the held-out simulation ids; rows follow their order in ``sim_ids``."""
         if len(sim_ids) * self.n_steps > len(self._present):
-            raise ValueError(f"{len(sim_ids)} held-out simulations do not fit a store made for "
-                             f"{len(self._present) // self.n_steps}")
+            raise ValueError(
+                f"{len(sim_ids)} held-out simulations do not fit a store made for {len(self._present) // self.n_steps}"
+            )
         with self._lock:
             self._position = {int(s): k for k, s in enumerate(sim_ids)}
             early, self._early = self._early, []
@@ -104,15 +105,19 @@ class ValidationStore:
                 return
             pos = self._position.get(sample.sim_id)
             if pos is None or not 0 <= sample.step < self.n_steps:
-                log.warning("held-out sample (simulation %d, step %d) is not part of the held-out design "
-                            "of %d steps; dropped", sample.sim_id, sample.step, self.n_steps)
+                log.warning(
+                    "held-out sample (simulation %d, step %d) is not part of the held-out design of %d steps; dropped",
+                    sample.sim_id,
+                    sample.step,
+                    self.n_steps,
+                )
                 return
             row = pos * self.n_steps + sample.step
             self._params[row] = sample.params
             self._t[row] = sample.t
             start = 0
             for f in self.simulation.fields:  # into the row's columns directly: no concatenated copy
-                self._fields[row, start:start + f.size] = np.asarray(sample.fields[f.name]).reshape(-1)
+                self._fields[row, start : start + f.size] = np.asarray(sample.fields[f.name]).reshape(-1)
                 start += f.size
             self._sim_id[row] = sample.sim_id
             self._present[row] = True
@@ -158,17 +163,24 @@ class ValidationStore:
         with self._lock:
             if self._position is None:
                 raise RuntimeError("the held-out set is not declared yet (expect() not called): nothing to save")
-            return {"params": self._params.copy(), "t": self._t.copy(), "fields": self._fields.copy(),
-                    "sim_id": self._sim_id.copy(), "present": self._present.copy(),
-                    "position": dict(self._position)}
+            return {
+                "params": self._params.copy(),
+                "t": self._t.copy(),
+                "fields": self._fields.copy(),
+                "sim_id": self._sim_id.copy(),
+                "present": self._present.copy(),
+                "position": dict(self._position),
+            }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` saved for the same simulation and number of held-out runs."""
         if state["fields"].shape != self._fields.shape or state["params"].shape != self._params.shape:
-            raise ValueError(f"the saved held-out set has fields {state['fields'].shape} and parameters "
-                             f"{state['params'].shape}, this study expects {self._fields.shape} and "
-                             f"{self._params.shape}: resume with the saved config (data.n_validation, "
-                             "simulation) unchanged")
+            raise ValueError(
+                f"the saved held-out set has fields {state['fields'].shape} and parameters "
+                f"{state['params'].shape}, this study expects {self._fields.shape} and "
+                f"{self._params.shape}: resume with the saved config (data.n_validation, "
+                "simulation) unchanged"
+            )
         with self._lock:
             for name in ("params", "t", "fields", "sim_id", "present"):
                 getattr(self, f"_{name}")[...] = state[name]
@@ -188,12 +200,15 @@ class ValidationStore:
             per_sim = self._present.reshape(-1, self.n_steps)
             partial = per_sim.any(axis=1) & ~per_sim.all(axis=1)
             if partial.any():
-                log.warning("%d held-out simulation(s) have missing steps; left out of the held-out set",
-                            int(partial.sum()))
+                log.warning(
+                    "%d held-out simulation(s) have missing steps; left out of the held-out set", int(partial.sum())
+                )
             keep = np.repeat(per_sim.all(axis=1), self.n_steps)
             if not keep.any():
-                raise RuntimeError("no held-out data was received: every validation simulation failed; "
-                                   "read the worker logs in the run directory")
+                raise RuntimeError(
+                    "no held-out data was received: every validation simulation failed; "
+                    "read the worker logs in the run directory"
+                )
             arrays = {"params": self._params, "t": self._t, "fields": self._fields, "sim_id": self._sim_id}
             if not keep.all():
                 arrays = {k: v[keep] for k, v in arrays.items()}
@@ -366,10 +381,19 @@ class BufferStream(IterableDataset):
         held-out error, tests/gensim/test_resume.py). Default: never waits.
     """
 
-    def __init__(self, buffer, batch_size: int, steps_per_epoch: int, watermark: int,
-                 stream_ended: Callable[[], bool], ranks: Ranks = SINGLE_PROCESS, prefetch: int = 0,
-                 pin_memory: bool = False, wait_log_s: float = 10.0,
-                 flowing: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        buffer,
+        batch_size: int,
+        steps_per_epoch: int,
+        watermark: int,
+        stream_ended: Callable[[], bool],
+        ranks: Ranks = SINGLE_PROCESS,
+        prefetch: int = 0,
+        pin_memory: bool = False,
+        wait_log_s: float = 10.0,
+        flowing: Callable[[], bool] | None = None,
+    ) -> None:
         self.buffer, self.batch_size, self.steps_per_epoch = buffer, batch_size, steps_per_epoch
         self.watermark, self.stream_ended, self.wait_log_s = watermark, stream_ended, wait_log_s
         self.flowing = flowing or (lambda: True)
@@ -394,18 +418,27 @@ class BufferStream(IterableDataset):
                     where = "" if not self.ranks.distributed else f" to rank(s) {empty}"
                     raise RuntimeError(
                         f"the simulations ended before sending any training sample{where}; read the "
-                        "worker logs in the run directory (launcher.log_dir) for the cause")
-                log.warning("the stream ended with %d samples, below the watermark %d; training on them",
-                            len(self.buffer), self.watermark)
+                        "worker logs in the run directory (launcher.log_dir) for the cause"
+                    )
+                log.warning(
+                    "the stream ended with %d samples, below the watermark %d; training on them",
+                    len(self.buffer),
+                    self.watermark,
+                )
                 self.buffer.close()  # draws no longer wait for samples that will not come
                 break
             if time.monotonic() - last > self.wait_log_s and status[:, 0].all():
-                log.info("resumed study: waiting for its simulations to stream again (buffer %d samples)",
-                         len(self.buffer))
+                log.info(
+                    "resumed study: waiting for its simulations to stream again (buffer %d samples)", len(self.buffer)
+                )
                 last = time.monotonic()
             elif time.monotonic() - last > self.wait_log_s:
-                log.info("waiting for the buffer watermark: %d / %d samples (per rank: %s)", len(self.buffer),
-                         self.watermark, status[:, 2].astype(int).tolist())
+                log.info(
+                    "waiting for the buffer watermark: %d / %d samples (per rank: %s)",
+                    len(self.buffer),
+                    self.watermark,
+                    status[:, 2].astype(int).tolist(),
+                )
                 last = time.monotonic()
         self._warm = True
 
@@ -456,8 +489,11 @@ class BufferStream(IterableDataset):
                 # A batch drawn here goes back to no one: the epoch and training stop on every
                 # rank now, and a consuming draw has already removed it from this buffer.
                 if batch is not None:
-                    log.info("rank %d drops its last batch of %d samples: another rank's stream is used up",
-                             self.ranks.rank, len(batch["t"]))
+                    log.info(
+                        "rank %d drops its last batch of %d samples: another rank's stream is used up",
+                        self.ranks.rank,
+                        len(batch["t"]),
+                    )
                 return None
             if status[:, 2].any():
                 self.buffer.close()  # the stream ended: a consuming draw returns what is left
@@ -517,11 +553,25 @@ class StreamingDataModule(L.LightningDataModule):
         Page-locked batches, for asynchronous copies; default when training on a GPU.
     """
 
-    def __init__(self, simulation: Simulation, sampler, launcher, buffer: Callable, receiver: Callable,
-                 validation_sampler: Callable, batch_size: int = 128, steps_per_epoch: int = 500,
-                 watermark: int = 1000, n_validation: int = 16, validation_timeout_s: float = 600.0,
-                 seed: int = 0, routing: RoutingRule | None = None, advertise_host: str | None = None,
-                 prefetch: int | None = None, pin_memory: bool | None = None) -> None:
+    def __init__(
+        self,
+        simulation: Simulation,
+        sampler,
+        launcher,
+        buffer: Callable,
+        receiver: Callable,
+        validation_sampler: Callable,
+        batch_size: int = 128,
+        steps_per_epoch: int = 500,
+        watermark: int = 1000,
+        n_validation: int = 16,
+        validation_timeout_s: float = 600.0,
+        seed: int = 0,
+        routing: RoutingRule | None = None,
+        advertise_host: str | None = None,
+        prefetch: int | None = None,
+        pin_memory: bool | None = None,
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
@@ -554,9 +604,9 @@ class StreamingDataModule(L.LightningDataModule):
         #: Every (simulation, step) the training sink took: a pair arriving again (a simulation
         #: rerun after a resume or a retry) is dropped, so none enters the buffer twice.
         self.delivered = DeliveredSteps()
-        self._restored = False          # load_state_dict was applied (before setup)
+        self._restored = False  # load_state_dict was applied (before setup)
         self._heldout_restored = False  # the held-out set came from a checkpoint
-        self._stream_restored = False   # this rank's buffer came from a checkpoint
+        self._stream_restored = False  # this rank's buffer came from a checkpoint
 
     # -- the stream -------------------------------------------------------------------------
     def _train_sink(self, sample: Sample) -> None:
@@ -589,43 +639,56 @@ class StreamingDataModule(L.LightningDataModule):
         self.ranks = Ranks.of(self.trainer)
         world, rank = self.ranks.world_size, self.ranks.rank
         if self.batch_size % world:
-            raise ValueError(f"data.batch_size={self.batch_size} is the global batch: it must be a multiple of "
-                             f"the {world} trainer ranks")
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is the global batch: it must be a multiple of "
+                f"the {world} trainer ranks"
+            )
         token = self.ranks.broadcast(wire.new_key() if rank == 0 else None)
         # The simulation's step count and time grid (when it has one): the receiver refuses
         # steps and times outside them.
-        self.receiver = self._receiver_factory(fields=self.simulation.fields, token=token,
-                                               n_steps=self.simulation.n_steps,
-                                               times=getattr(self.simulation, "times", None))
+        self.receiver = self._receiver_factory(
+            fields=self.simulation.fields,
+            token=token,
+            n_steps=self.simulation.n_steps,
+            times=getattr(self.simulation, "times", None),
+        )
         self.receiver.start()
         control = None
         if world > 1 and rank > 0:
-            self.registrar = Registrar(self.receiver, {"train": self.train_sink}, token,
-                                       control_address(self.receiver._bind_address))
+            self.registrar = Registrar(
+                self.receiver, {"train": self.train_sink}, token, control_address(self.receiver._bind_address)
+            )
             control = advertised(self.registrar.address, self.advertise_host)
-        endpoints = [Endpoint(r, data, ctl) for r, (data, ctl) in enumerate(self.ranks.gather_objects(
-            (advertised(self.receiver.address, self.advertise_host), control)))]
+        endpoints = [
+            Endpoint(r, data, ctl)
+            for r, (data, ctl) in enumerate(
+                self.ranks.gather_objects((advertised(self.receiver.address, self.advertise_host), control))
+            )
+        ]
         val = self._start_ensemble(endpoints, token) if rank == 0 else None
         # The held-out set, once per rank: every rank scores its share of it (val_dataloader).
         self._val = self.ranks.broadcast(val)
         if len(self._val["t"]) < world:  # every rank must validate, or one waits in the gather alone
-            raise ValueError(f"the held-out set has {len(self._val['t'])} samples for {world} trainer ranks; "
-                             "raise data.n_validation")
+            raise ValueError(
+                f"the held-out set has {len(self._val['t'])} samples for {world} trainer ranks; raise data.n_validation"
+            )
         if rank > 0:
             self.validation = None  # rank 0's store is the only one filled
 
     def _start_ensemble(self, endpoints: list[Endpoint], token: bytes) -> dict[str, torch.Tensor]:
         """Rank 0: start the launcher, simulate the held-out set, then release the training budget."""
-        self.router = RankRouter(self.receiver, {"train": self.train_sink, "validation": self.validation.add},
-                                 endpoints, token, self.routing)
+        self.router = RankRouter(
+            self.receiver, {"train": self.train_sink, "validation": self.validation.add}, endpoints, token, self.routing
+        )
         # Training simulations start once the held-out set is in. One receiver thread feeds
         # both sinks, and a full buffer that waits for draws (FIFO, Melissa's reservoir) blocks
         # it: held-out samples queued behind would never arrive, and training, whose draws
         # would free space, only starts after them.
         if self._heldout_restored:  # a resumed study: the held-out set came with the checkpoint
             self.launcher.start(self.router, self.sampler, token, seed=self.seed)
-            log.info("held-out set restored from the checkpoint (%d samples); not simulated again",
-                     len(self.validation))
+            log.info(
+                "held-out set restored from the checkpoint (%d samples); not simulated again", len(self.validation)
+            )
             return self.validation.tensors()
         budget = self.launcher.budget
         self.launcher.set_budget(0)
@@ -642,7 +705,8 @@ class StreamingDataModule(L.LightningDataModule):
                     raise TimeoutError(
                         f"held-out simulations not finished after {self.validation_timeout_s} s "
                         f"({self.launcher.counts('validation')}); raise data.validation_timeout_s "
-                        "or use a smaller problem")
+                        "or use a smaller problem"
+                    )
                 time.sleep(0.1)
         finally:
             self.launcher.set_budget(budget)
@@ -653,9 +717,14 @@ class StreamingDataModule(L.LightningDataModule):
         for i in failed:
             self.validation.drop(i)
         if failed:
-            log.warning("%d of %d held-out simulations failed all their attempts (%s); they are left out of the "
-                        "held-out set, which validates on the %d others", len(failed), len(val_ids),
-                        ", ".join(str(i) for i in failed), len(val_ids) - len(failed))
+            log.warning(
+                "%d of %d held-out simulations failed all their attempts (%s); they are left out of the "
+                "held-out set, which validates on the %d others",
+                len(failed),
+                len(val_ids),
+                ", ".join(str(i) for i in failed),
+                len(val_ids) - len(failed),
+            )
         return self.validation.tensors()
 
     def _settled(self, ids: list[int]) -> bool:
@@ -682,10 +751,17 @@ class StreamingDataModule(L.LightningDataModule):
             on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
             prefetch = (1 if on_gpu else 0) if self.prefetch is None else int(self.prefetch)
             pin_memory = on_gpu if self.pin_memory is None else bool(self.pin_memory)
-            self._stream = BufferStream(self.buffer, self.batch_size // world, self.steps_per_epoch,
-                                        min(math.ceil(self.watermark / world), self.buffer.capacity),
-                                        self.stream_ended, self.ranks, prefetch, pin_memory,
-                                        flowing=self._flowing)
+            self._stream = BufferStream(
+                self.buffer,
+                self.batch_size // world,
+                self.steps_per_epoch,
+                min(math.ceil(self.watermark / world), self.buffer.capacity),
+                self.stream_ended,
+                self.ranks,
+                prefetch,
+                pin_memory,
+                flowing=self._flowing,
+            )
         # num_workers=0: a worker process would get a copy of the buffer, not the live one.
         return DataLoader(self._stream, batch_size=None, num_workers=0)
 
@@ -694,8 +770,11 @@ class StreamingDataModule(L.LightningDataModule):
         data = self.validation_tensors()
         n, world, rank = len(data["t"]), self.ranks.world_size, self.ranks.rank
         rows = slice(rank * n // world, (rank + 1) * n // world)
-        return DataLoader(StackDataset(**{k: data[k][rows] for k in ("params", "t", "fields")}),
-                          batch_size=rows_per_chunk(data["fields"].shape[1]), shuffle=False)
+        return DataLoader(
+            StackDataset(**{k: data[k][rows] for k in ("params", "t", "fields")}),
+            batch_size=rows_per_chunk(data["fields"].shape[1]),
+            shuffle=False,
+        )
 
     def validation_tensors(self) -> dict[str, torch.Tensor]:
         """The whole held-out set (see :meth:`ValidationStore.tensors`), on every rank."""
@@ -709,9 +788,12 @@ class StreamingDataModule(L.LightningDataModule):
         train = self.launcher.counts("train")
         stats = self.receiver.stats() if self.receiver is not None else None
         return {
-            "running": train["running"], "done": train["done"], "failed": train["failed"],
+            "running": train["running"],
+            "done": train["done"],
+            "failed": train["failed"],
             "started": sum(train[s] for s in ("running", "done", "failed", "cancelled")),
-            "received": stats.accepted if stats else 0, "rejected": stats.n_rejected if stats else 0,
+            "received": stats.accepted if stats else 0,
+            "rejected": stats.n_rejected if stats else 0,
             "buffer": len(self.buffer),
         }
 
@@ -735,8 +817,11 @@ class StreamingDataModule(L.LightningDataModule):
     def state_dict(self) -> dict:
         """Rank 0's study state, saved by Lightning in every checkpoint: sampler, launcher
         (ledger) and routing. The per-rank stream state is :meth:`stream_state_dict`."""
-        return {"sampler": self.sampler.state_dict(), "launcher": self.launcher.state_dict(),
-                "routing": self.routing.state_dict()}
+        return {
+            "sampler": self.sampler.state_dict(),
+            "launcher": self.launcher.state_dict(),
+            "routing": self.routing.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`; must come before :meth:`setup`, which starts the simulations.
@@ -748,8 +833,10 @@ class StreamingDataModule(L.LightningDataModule):
         if self._val is not None:
             if self._restored:
                 return
-            raise RuntimeError("the data module's state (sampler, launcher ledger) must be restored before "
-                               "setup starts the simulations; resume a study with `gensim-train resume=<run dir>`")
+            raise RuntimeError(
+                "the data module's state (sampler, launcher ledger) must be restored before "
+                "setup starts the simulations; resume a study with `gensim-train resume=<run dir>`"
+            )
         self.sampler.load_state_dict(state["sampler"])
         self.launcher.load_state_dict(state["launcher"])
         if "routing" in state:
@@ -769,8 +856,12 @@ class StreamingDataModule(L.LightningDataModule):
         """
         total, count = self.stream_mean.totals()
         buffer = self.buffer.state_dict() if with_buffer else None
-        return {"stream_mean_sum": total, "stream_mean_count": count, "buffer": buffer,
-                "delivered": self.delivered.state_dict()}
+        return {
+            "stream_mean_sum": total,
+            "stream_mean_count": count,
+            "buffer": buffer,
+            "delivered": self.delivered.state_dict(),
+        }
 
     def load_stream_state_dict(self, state: dict, other_delivered: Sequence[dict] = ()) -> None:
         """Restore :meth:`stream_state_dict` before :meth:`setup`.

@@ -109,13 +109,17 @@ class Launcher:
         if on_failure not in ON_FAILURE:
             raise ValueError(f"launcher.on_failure must be one of {ON_FAILURE}, got {on_failure!r}")
         if simulation_timeout_s is not None and not simulation_timeout_s > 0:
-            raise ValueError(f"launcher.simulation_timeout_s must be positive seconds, or null for no "
-                             f"timeout, got {simulation_timeout_s}")
+            raise ValueError(
+                f"launcher.simulation_timeout_s must be positive seconds, or null for no "
+                f"timeout, got {simulation_timeout_s}"
+            )
         if max_consecutive_failures < 0:
             raise ValueError(f"launcher.max_consecutive_failures must be >= 0, got {max_consecutive_failures}")
         if not isinstance(executor, Executor):
-            raise TypeError(f"launcher.executor must be a gensim.launch.executors.Executor, got "
-                            f"{type(executor).__name__}; set launcher.executor._target_ in the config")
+            raise TypeError(
+                f"launcher.executor must be a gensim.launch.executors.Executor, got "
+                f"{type(executor).__name__}; set launcher.executor._target_ in the config"
+            )
         self.simulation_config = dict(simulation)
         self.executor = executor
         self.n_parallel = int(n_parallel)
@@ -189,8 +193,13 @@ class Launcher:
             for r in self.ledger.records.values():
                 if r.state == "pending" and not r.attempts:
                     r.seed = self._seed_of(r.index)
-        self.executor.start(self.simulation_config, bytes(token), self.n_parallel, self.log_dir,
-                            simulation_timeout_s=self.simulation_timeout_s)
+        self.executor.start(
+            self.simulation_config,
+            bytes(token),
+            self.n_parallel,
+            self.log_dir,
+            simulation_timeout_s=self.simulation_timeout_s,
+        )
         self._executor_started = True
         self._thread = threading.Thread(target=self._loop, daemon=True, name="gensim-launcher")
         self._thread.start()
@@ -297,9 +306,11 @@ class Launcher:
                     continue
                 if r.rejected:
                     n = sum(r.rejected.values())
-                    r.error = (f"all {n} message(s) it sent were rejected by the trainer "
-                               f"({', '.join(f'{k}: {v}' for k, v in sorted(r.rejected.items()))}); first: "
-                               f"{details.get(r.sim_id, '?')}")
+                    r.error = (
+                        f"all {n} message(s) it sent were rejected by the trainer "
+                        f"({', '.join(f'{k}: {v}' for k, v in sorted(r.rejected.items()))}); first: "
+                        f"{details.get(r.sim_id, '?')}"
+                    )
                 elif r.sim_id in finished:
                     r.error = "it sent END but no time step reached the trainer"
                 else:
@@ -348,8 +359,13 @@ class Launcher:
 
     def _new_record(self, params: np.ndarray, purpose: str) -> SimulationRecord:
         index = len(self.ledger.records)
-        record = SimulationRecord(sim_id=self._new_id(), params=[float(v) for v in params],
-                                  seed=self._seed_of(index), purpose=purpose, index=index)
+        record = SimulationRecord(
+            sim_id=self._new_id(),
+            params=[float(v) for v in params],
+            seed=self._seed_of(index),
+            purpose=purpose,
+            index=index,
+        )
         self.ledger.add(record)
         return record
 
@@ -391,9 +407,11 @@ class Launcher:
             self._failures_in_a_row += 1
             if self._failures_in_a_row > self.max_consecutive_failures:
                 where = self.log_dir or "the worker logs (set launcher.log_dir)"
-                self.error = (f"simulations failed {self._failures_in_a_row} times in a row (last: "
-                              f"{outcome.error}); read {where} for the cause, or raise "
-                              "launcher.max_consecutive_failures if faults are expected this often")
+                self.error = (
+                    f"simulations failed {self._failures_in_a_row} times in a row (last: "
+                    f"{outcome.error}); read {where} for the cause, or raise "
+                    "launcher.max_consecutive_failures if faults are expected this often"
+                )
                 log.error(self.error)
         else:
             self._failures_in_a_row = 0
@@ -414,8 +432,13 @@ class Launcher:
         elif len(r.attempts) <= self.max_retries and self.error is None:
             r.state = "pending"
             self._queue.appendleft(r.sim_id)  # before new simulations: its steps are partly in
-            log.warning("simulation %d failed (attempt %d of %d): %s; retrying it with the same parameters "
-                        "and seed", r.sim_id, len(r.attempts), self.max_retries + 1, outcome.error)
+            log.warning(
+                "simulation %d failed (attempt %d of %d): %s; retrying it with the same parameters and seed",
+                r.sim_id,
+                len(r.attempts),
+                self.max_retries + 1,
+                outcome.error,
+            )
         else:
             r.state = "failed"
             self._give_up(r)
@@ -427,8 +450,12 @@ class Launcher:
             new = self._draw()
             r.replaced_by = new.sim_id
             self._queue.appendleft(new.sim_id)
-            log.warning("training simulation %d failed %d attempt(s); replaced by a new draw, simulation %d",
-                        r.sim_id, n, new.sim_id)
+            log.warning(
+                "training simulation %d failed %d attempt(s); replaced by a new draw, simulation %d",
+                r.sim_id,
+                n,
+                new.sim_id,
+            )
         else:
             log.warning("%s simulation %d failed %d attempt(s); given up", r.purpose, r.sim_id, n)
 

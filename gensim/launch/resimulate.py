@@ -27,10 +27,18 @@ log = logging.getLogger("gensim.launch")
 Steps = list[tuple[int, float, dict[str, np.ndarray]]]
 
 
-def run_in_parallel(simulation: Mapping[str, Any], fields: Sequence[FieldSpec], n_steps: int,
-                    params: np.ndarray, seeds: Sequence[int | None], executor: Executor, n_parallel: int,
-                    address: str = "tcp://127.0.0.1:*", timeout_s: float | None = 600.0,
-                    log_dir: Path | None = None) -> list[Steps]:
+def run_in_parallel(
+    simulation: Mapping[str, Any],
+    fields: Sequence[FieldSpec],
+    n_steps: int,
+    params: np.ndarray,
+    seeds: Sequence[int | None],
+    executor: Executor,
+    n_parallel: int,
+    address: str = "tcp://127.0.0.1:*",
+    timeout_s: float | None = 600.0,
+    log_dir: Path | None = None,
+) -> list[Steps]:
     """Run every parameter vector once, ``n_parallel`` at a time, and return their steps.
 
     Parameters
@@ -92,18 +100,25 @@ def run_in_parallel(simulation: Mapping[str, Any], fields: Sequence[FieldSpec], 
                         continue  # a worker lost between tasks: the executor restarts it
                     running -= 1
                     if outcome.state != "done":
-                        raise RuntimeError(f"re-simulation {outcome.sim_id} (params {params[outcome.sim_id].tolist()}) "
-                                           f"failed: {outcome.error}")
+                        raise RuntimeError(
+                            f"re-simulation {outcome.sim_id} (params {params[outcome.sim_id].tolist()}) "
+                            f"failed: {outcome.error}"
+                        )
             if not rx.wait_finished(range(len(params)), timeout=30.0):
                 raise RuntimeError("re-simulations finished but not every END reached the receiver within 30 s")
         finally:
             executor.shutdown()
-    log.info("re-simulated %d simulations, %d at a time, in %.1f s", len(params), n_parallel,
-             time.perf_counter() - start)
+    log.info(
+        "re-simulated %d simulations, %d at a time, in %.1f s", len(params), n_parallel, time.perf_counter() - start
+    )
     out = []
     for i, samples in enumerate(got):
         if len(samples) != n_steps:
             raise RuntimeError(f"re-simulation {i} sent {len(samples)} of its {n_steps} steps")
-        out.append([(s.step, s.t, {k: np.array(v) for k, v in s.fields.items()})
-                    for s in sorted(samples, key=lambda s: s.step)])
+        out.append(
+            [
+                (s.step, s.t, {k: np.array(v) for k, v in s.fields.items()})
+                for s in sorted(samples, key=lambda s: s.step)
+            ]
+        )
     return out

@@ -104,8 +104,9 @@ def _run_one(simulation, task: dict, token: str, progress: _Progress, send_meshe
     os.environ[ENV_ADDRESS], os.environ[ENV_SIM_ID] = str(task["address"]), str(int(task["sim_id"]))
     params = np.asarray(task["params"], dtype=float)
     if getattr(simulation, "streams_itself", False):
-        simulation.stream(params, task.get("seed"), int(task["sim_id"]), task["address"], token,
-                          heartbeat=progress.beat)
+        simulation.stream(
+            params, task.get("seed"), int(task["sim_id"]), task["address"], token, heartbeat=progress.beat
+        )
         return progress.steps
     with Client(task["address"], token, int(task["sim_id"]), fields=simulation.fields) as client:
         for spec in simulation.fields if send_meshes else ():
@@ -118,8 +119,14 @@ def _run_one(simulation, task: dict, token: str, progress: _Progress, send_meshe
     return progress.steps
 
 
-def serve(tasks: IO[str], status: IO[str], simulation, token: str, progress_s: float = PROGRESS_S,
-          parent_pid: int | None = None) -> None:
+def serve(
+    tasks: IO[str],
+    status: IO[str],
+    simulation,
+    token: str,
+    progress_s: float = PROGRESS_S,
+    parent_pid: int | None = None,
+) -> None:
     """Run every task read from ``tasks`` and report its progress and outcome on ``status``.
 
     Parameters
@@ -154,19 +161,34 @@ def serve(tasks: IO[str], status: IO[str], simulation, token: str, progress_s: f
             meshes_sent = True
         except Exception as exc:  # a failing simulation must not take the worker down
             traceback.print_exc(file=sys.stderr)
-            report = {"sim_id": task["sim_id"], "event": "failed", "error": f"{type(exc).__name__}: {exc}",
-                      "steps": progress.steps, "seconds": round(time.perf_counter() - start, 4)}
+            report = {
+                "sim_id": task["sim_id"],
+                "event": "failed",
+                "error": f"{type(exc).__name__}: {exc}",
+                "steps": progress.steps,
+                "seconds": round(time.perf_counter() - start, 4),
+            }
             if getattr(exc, "exit_code", None) is not None:  # an external command's own exit code
                 report["exit_code"] = int(exc.exit_code)
         else:
-            report = {"sim_id": task["sim_id"], "event": "done", "steps": steps,
-                      "seconds": round(time.perf_counter() - start, 4)}
+            report = {
+                "sim_id": task["sim_id"],
+                "event": "done",
+                "steps": steps,
+                "seconds": round(time.perf_counter() - start, 4),
+            }
         _report(status, report)
 
 
-def run_tasks(simulation: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], token: str,
-              poll_s: float = 0.2, simulation_timeout_s: float | None = None,
-              heartbeat: str | None = None, heartbeat_stale_s: float = 60.0) -> list[dict[str, Any]]:
+def run_tasks(
+    simulation: Mapping[str, Any],
+    tasks: Sequence[Mapping[str, Any]],
+    token: str,
+    poll_s: float = 0.2,
+    simulation_timeout_s: float | None = None,
+    heartbeat: str | None = None,
+    heartbeat_stale_s: float = 60.0,
+) -> list[dict[str, Any]]:
     """Run a group of tasks through one worker subprocess and return their outcomes.
 
     The body of a SLURM job: submitit pickles this function with its arguments (the token
@@ -214,16 +236,19 @@ def run_tasks(simulation: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]],
 
     watch = orphans.HeartbeatWatch(Path(heartbeat), heartbeat_stale_s) if heartbeat else None
     executor = LocalExecutor()
-    executor.start(simulation, bytes.fromhex(token), n_parallel=1, log_dir=None,
-                   simulation_timeout_s=simulation_timeout_s)
+    executor.start(
+        simulation, bytes.fromhex(token), n_parallel=1, log_dir=None, simulation_timeout_s=simulation_timeout_s
+    )
     outcomes = []
     try:
         pending = [Task(**t) for t in tasks]
         running: int | None = None
         while pending or running is not None:
             if watch is not None and watch.stale():
-                raise RuntimeError(f"the trainer's heartbeat {heartbeat} has not changed for "
-                                   f"{heartbeat_stale_s} s: the trainer is gone, this job stops")
+                raise RuntimeError(
+                    f"the trainer's heartbeat {heartbeat} has not changed for "
+                    f"{heartbeat_stale_s} s: the trainer is gone, this job stops"
+                )
             if running is None:  # one simulation at a time: the job's CPUs are the solver's
                 task = pending.pop(0)
                 executor.submit(task)
@@ -248,16 +273,24 @@ def main(argv: list[str] | None = None) -> int:
     orphans.die_with_parent(parent_pid)
     token = os.environ.get(TOKEN_ENV)
     if not token:
-        parser.error(f"the study token must be in the environment variable {TOKEN_ENV} (hex); "
-                     "it is never accepted on the command line, where other users can read it")
+        parser.error(
+            f"the study token must be in the environment variable {TOKEN_ENV} (hex); "
+            "it is never accepted on the command line, where other users can read it"
+        )
 
     # Keep the real stdout for the protocol and send everything else printed to stderr.
     status = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     try:
         simulation = _build_simulation(args.simulation)
-        serve(sys.stdin, status, simulation, token,
-              progress_s=float(os.environ.get(PROGRESS_ENV, PROGRESS_S)), parent_pid=parent_pid)
+        serve(
+            sys.stdin,
+            status,
+            simulation,
+            token,
+            progress_s=float(os.environ.get(PROGRESS_ENV, PROGRESS_S)),
+            parent_pid=parent_pid,
+        )
     except KeyboardInterrupt:
         return 130
     return 0

@@ -9,5 +9,13 @@ from gensim.models.generative import DistributionCheck
 from gensim.models.neural_field import NeuralFieldSurrogate
 from gensim.models.reduced_basis import ReducedBasisSurrogate
 
-__all__ = ["Autoencoder", "ConditionalGAN", "ConditionalVAE", "DeterministicSurrogate", "DistributionCheck",
-           "FlowMatchingSurrogate", "NeuralFieldSurrogate", "ReducedBasisSurrogate"]
+__all__ = [
+    "Autoencoder",
+    "ConditionalGAN",
+    "ConditionalVAE",
+    "DeterministicSurrogate",
+    "DistributionCheck",
+    "FlowMatchingSurrogate",
+    "NeuralFieldSurrogate",
+    "ReducedBasisSurrogate",
+]

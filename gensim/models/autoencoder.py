@@ -99,5 +99,8 @@ class Autoencoder(FieldSurrogate):
         fields = validation["fields"]
         recon = torch.cat([self.reconstruct(chunk.to(self.device)).to(fields.device) for chunk in fields.split(1024)])
         summary = summarize_errors(relative_l2(recon, fields, self.fields))
-        return {"recon_rel_l2_mean": summary["mean"], "recon_rel_l2_p99": summary["p99"],
-                "latent_dim": float(self.hparams.latent_dim)}
+        return {
+            "recon_rel_l2_mean": summary["mean"],
+            "recon_rel_l2_p99": summary["p99"],
+            "latent_dim": float(self.hparams.latent_dim),
+        }

@@ -9,11 +9,11 @@ from typing import Any
 import lightning as L
 import torch
 
+from gensim.data.ranks import gather_rows
+from gensim.data.streaming import rows_per_chunk
 from gensim.metrics import relative_l2, summarize_errors
 from gensim.models.components import RunningNormalizer
 from gensim.models.training_probe import TrainingProbe
-from gensim.data.ranks import gather_rows
-from gensim.data.streaming import rows_per_chunk
 from gensim.simulations.base import FieldSpec
 
 
@@ -75,16 +75,23 @@ class FieldSurrogate(L.LightningModule):
         ``n_cond = n_params + len(time_features)`` values.
     """
 
-    def __init__(self, fields: Sequence[FieldSpec | dict], n_params: int, normalizer_warmup_batches: int,
-                 time_features: Sequence[str] = ("t",)) -> None:
+    def __init__(
+        self,
+        fields: Sequence[FieldSpec | dict],
+        n_params: int,
+        normalizer_warmup_batches: int,
+        time_features: Sequence[str] = ("t",),
+    ) -> None:
         super().__init__()
         self.fields = as_field_specs(fields)
         self.n_params = int(n_params)
         self.n_out = sum(f.size for f in self.fields)
         self.time_features = tuple(str(name) for name in time_features)
         if not self.time_features or not set(self.time_features) <= set(TIME_FEATURES):
-            raise ValueError(f"time_features must be a non-empty list of {list(TIME_FEATURES)}, got "
-                             f"{list(self.time_features)}; e.g. model.time_features=[t,log_t]")
+            raise ValueError(
+                f"time_features must be a non-empty list of {list(TIME_FEATURES)}, got "
+                f"{list(self.time_features)}; e.g. model.time_features=[t,log_t]"
+            )
         self.n_cond = self.n_params + len(self.time_features)
         self.in_norm = RunningNormalizer(self.n_cond, normalizer_warmup_batches, rel_floor=0.0)
         self.out_norm = RunningNormalizer(self.n_out, normalizer_warmup_batches)
@@ -117,9 +124,11 @@ class FieldSurrogate(L.LightningModule):
         """Normalized condition (B, n_cond) of a training batch; feeds ``in_norm`` while it learns."""
         if "log_t" in self.time_features and not self.in_norm.frozen and bool((batch["t"] <= 0).any()):
             # Checked while the normalizers learn only: a test on every batch would wait for the device.
-            raise ValueError("time_features has log_t but a training batch has t <= 0 "
-                             f"(min {float(batch['t'].min())}); "
-                             "use time_features=[t] for a simulation whose time starts at 0")
+            raise ValueError(
+                "time_features has log_t but a training batch has t <= 0 "
+                f"(min {float(batch['t'].min())}); "
+                "use time_features=[t] for a simulation whose time starts at 0"
+            )
         x = self.inputs(batch)
         self.in_norm.update(x)
         return self.in_norm.normalize(x)
@@ -169,8 +178,10 @@ class FieldSurrogate(L.LightningModule):
         """
         if not isinstance(batch, dict):
             return super().transfer_batch_to_device(batch, device, dataloader_idx)
-        return {key: value.to(device, non_blocking=value.is_pinned()) if key in self.device_keys else value
-                for key, value in batch.items()}
+        return {
+            key: value.to(device, non_blocking=value.is_pinned()) if key in self.device_keys else value
+            for key, value in batch.items()
+        }
 
     # -- validation: the point prediction ------------------------------------------------------
     #: Logged names are ``f"{validation_prefix}_mean"`` and ``f"{validation_prefix}_p99"``.
@@ -198,8 +209,11 @@ class FieldSurrogate(L.LightningModule):
         reach this hook: Lightning skips the validation loop of a rank whose loader has no
         batch, so give such a rank an empty batch rather than no batch.
         """
-        local = (torch.cat(self._val_errors) if self._val_errors
-                 else torch.zeros(0, len(self.fields), dtype=torch.float64, device=self.device))
+        local = (
+            torch.cat(self._val_errors)
+            if self._val_errors
+            else torch.zeros(0, len(self.fields), dtype=torch.float64, device=self.device)
+        )
         self._val_errors.clear()
         errors = gather_rows(local)
         if errors.shape[0] == 0:
@@ -229,8 +243,12 @@ class FieldSurrogate(L.LightningModule):
         if not rows:
             return torch.zeros(0, len(self.fields), dtype=torch.float64, device=self.device)
         chunk = rows_per_chunk(self.n_out)
-        return torch.cat([self.validation_errors({k: v.to(self.device) for k, v in zip(rows, part)})
-                          for part in zip(*(v.split(chunk) for v in rows.values()))])
+        return torch.cat(
+            [
+                self.validation_errors({k: v.to(self.device) for k, v in zip(rows, part)})
+                for part in zip(*(v.split(chunk) for v in rows.values()))
+            ]
+        )
 
     def training_metrics(self) -> dict[str, float]:
         """Mean and p99 of the training errors over every rank's probe, and the probe's rows.
@@ -244,8 +262,11 @@ class FieldSurrogate(L.LightningModule):
         if errors.shape[0] == 0:
             return {}
         summary = summarize_errors(errors)
-        return {f"{self.training_prefix}_mean": summary["mean"], f"{self.training_prefix}_p99": summary["p99"],
-                "train_probe_rows": int(errors.shape[0])}
+        return {
+            f"{self.training_prefix}_mean": summary["mean"],
+            f"{self.training_prefix}_p99": summary["p99"],
+            "train_probe_rows": int(errors.shape[0]),
+        }
 
     # -- optimization ---------------------------------------------------------------------------
     def total_steps(self) -> int | None:

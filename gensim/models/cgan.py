@@ -107,18 +107,20 @@ class ConditionalGAN(GenerativeSurrogate):
         check: DistributionCheck | None = None,
         time_features: Sequence[str] = ("t",),
     ) -> None:
-        super().__init__(fields, n_params, normalizer_warmup_batches, latent_dim, n_mean_samples, check,
-                         time_features)
+        super().__init__(fields, n_params, normalizer_warmup_batches, latent_dim, n_mean_samples, check, time_features)
         if n_critic < 1 or min(gp_weight, drift_weight, energy_score_weight) < 0 or not 0 <= ema_decay < 1:
-            raise ValueError(f"expected n_critic >= 1, gp_weight, drift_weight and energy_score_weight >= 0, and "
-                             f"0 <= ema_decay < 1, got {n_critic}, {gp_weight}, {drift_weight}, "
-                             f"{energy_score_weight} and {ema_decay}")
+            raise ValueError(
+                f"expected n_critic >= 1, gp_weight, drift_weight and energy_score_weight >= 0, and "
+                f"0 <= ema_decay < 1, got {n_critic}, {gp_weight}, {drift_weight}, "
+                f"{energy_score_weight} and {ema_decay}"
+            )
         self.save_hyperparameters(ignore=["net", "critic_net", "fields", "check"])
         self.record_fields()
         self.automatic_optimization = False
         self.generator = Decoder(self.n_cond, self.latent_dim, self.n_out, net)
-        self.critic = Critic(self.n_out, self.n_cond, critic_net, spectral_norm=spectral_norm,
-                             projection_features=projection_features)
+        self.critic = Critic(
+            self.n_out, self.n_cond, critic_net, spectral_norm=spectral_norm, projection_features=projection_features
+        )
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if ema_decay > 0 else None
 
     def generate(self, cond: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -137,11 +139,12 @@ class ConditionalGAN(GenerativeSurrogate):
         """``(||grad_x f(x_hat, c)|| - 1)^2`` (B,) on random points between real and fake (B, D)."""
         eps = torch.rand(real.shape[0], 1, device=real.device, dtype=real.dtype)
         x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-        grad, = torch.autograd.grad(self.critic(x_hat, cond).sum(), x_hat, create_graph=True)
+        (grad,) = torch.autograd.grad(self.critic(x_hat, cond).sum(), x_hat, create_graph=True)
         return (grad.norm(dim=1) - 1.0) ** 2
 
-    def critic_loss(self, cond: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
-                    batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def critic_loss(
+        self, cond: torch.Tensor, y: torch.Tensor, z: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The critic's loss (see the class notes) on a normalized batch, and what to log.
 
         Every expectation is over the batch's conditions, so each per-sample term is averaged
@@ -159,12 +162,12 @@ class ConditionalGAN(GenerativeSurrogate):
         real_score, fake_score = self.critic(y, cond), self.critic(fake, cond)
         gp = self.batch_mean(self.gradient_penalty(y, fake, cond), batch)
         gap = self.batch_mean(real_score - fake_score, batch)
-        loss = (-gap + self.hparams.gp_weight * gp
-                + self.hparams.drift_weight * self.batch_mean(real_score**2, batch))
+        loss = -gap + self.hparams.gp_weight * gp + self.hparams.drift_weight * self.batch_mean(real_score**2, batch)
         return loss, {"critic_loss": loss.detach(), "wasserstein": gap.detach(), "gradient_penalty": gp.detach()}
 
-    def generator_loss(self, cond: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
-                       batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def generator_loss(
+        self, cond: torch.Tensor, y: torch.Tensor, z: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The generator's loss (see the class notes) on a normalized batch, and what to log.
 
         Parameters are those of :meth:`critic_loss`; importance weights apply the same way.
@@ -174,8 +177,9 @@ class ConditionalGAN(GenerativeSurrogate):
         logs = {}
         if self.hparams.energy_score_weight > 0:
             other = self.generator(cond, torch.randn_like(z))
-            score = self.batch_mean(0.5 * ((fake - y).norm(dim=1) + (other - y).norm(dim=1))
-                                    - 0.5 * (fake - other).norm(dim=1), batch)
+            score = self.batch_mean(
+                0.5 * ((fake - y).norm(dim=1) + (other - y).norm(dim=1)) - 0.5 * (fake - other).norm(dim=1), batch
+            )
             loss = loss + self.hparams.energy_score_weight * score
             logs["generator_energy_score"] = score.detach()
         return loss, {"generator_loss": loss.detach(), **logs}
@@ -186,8 +190,10 @@ class ConditionalGAN(GenerativeSurrogate):
         z = torch.randn(y.shape[0], self.latent_dim, device=y.device, dtype=y.dtype)
         n_critic = self.hparams.n_critic
         critic_turn = self.global_step % (n_critic + 1) < n_critic
-        self._follow_schedule(opt_c if critic_turn else opt_g,
-                              (self.hparams.critic_lr or self.hparams.lr) if critic_turn else self.hparams.lr)
+        self._follow_schedule(
+            opt_c if critic_turn else opt_g,
+            (self.hparams.critic_lr or self.hparams.lr) if critic_turn else self.hparams.lr,
+        )
         if critic_turn:
             loss, logs = self.critic_loss(cond, y, z, batch)
             opt_c.zero_grad(set_to_none=True)

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from gensim.models.components import Decoder, Encoder, GaussianPrior
@@ -124,19 +123,22 @@ class ConditionalVAE(GenerativeSurrogate):
         check: DistributionCheck | None = None,
         time_features: Sequence[str] = ("t",),
     ) -> None:
-        super().__init__(fields, n_params, normalizer_warmup_batches, latent_dim, n_mean_samples, check,
-                         time_features)
-        if not (noise_std > 0 and min_noise_std > 0 and kl_weight >= 0 and kl_warmup_steps >= 0
-                and energy_score_weight >= 0):
-            raise ValueError(f"expected noise_std > 0, min_noise_std > 0, kl_weight >= 0, kl_warmup_steps >= 0 "
-                             f"and energy_score_weight >= 0, got {noise_std}, {min_noise_std}, {kl_weight}, "
-                             f"{kl_warmup_steps} and {energy_score_weight}")
+        super().__init__(fields, n_params, normalizer_warmup_batches, latent_dim, n_mean_samples, check, time_features)
+        if not (
+            noise_std > 0 and min_noise_std > 0 and kl_weight >= 0 and kl_warmup_steps >= 0 and energy_score_weight >= 0
+        ):
+            raise ValueError(
+                f"expected noise_std > 0, min_noise_std > 0, kl_weight >= 0, kl_warmup_steps >= 0 "
+                f"and energy_score_weight >= 0, got {noise_std}, {min_noise_std}, {kl_weight}, "
+                f"{kl_warmup_steps} and {energy_score_weight}"
+            )
         self.save_hyperparameters(ignore=["net", "encoder_net", "prior_net", "fields", "check"])
         self.record_fields()
         self.encoder = Encoder(self.n_out, self.n_cond, self.latent_dim, encoder_net, variational=True)
         self.decoder = Decoder(self.n_cond, self.latent_dim, self.n_out, net)
-        self.prior = None if prior_net is None else GaussianPrior(self.n_cond, self.latent_dim, prior_net,
-                                                                  full_covariance)
+        self.prior = (
+            None if prior_net is None else GaussianPrior(self.n_cond, self.latent_dim, prior_net, full_covariance)
+        )
         self.log_noise_std = nn.Parameter(torch.tensor(math.log(noise_std)), requires_grad=bool(learn_noise))
 
     def noise_std(self) -> torch.Tensor:
@@ -176,16 +178,18 @@ class ConditionalVAE(GenerativeSurrogate):
         nll = sq_err / (2 * s**2) + self.n_out * torch.log(s)
         posterior = MultivariateNormal(mean, scale_tril=torch.diag_embed((0.5 * log_var).exp()), validate_args=False)
         p_mean, p_tril = self.prior_params(cond)
-        kl = self.batch_mean(kl_divergence(posterior, MultivariateNormal(p_mean, scale_tril=p_tril,
-                                                                         validate_args=False)), batch)
+        kl = self.batch_mean(
+            kl_divergence(posterior, MultivariateNormal(p_mean, scale_tril=p_tril, validate_args=False)), batch
+        )
         beta = self.kl_beta(self.global_step)
         loss = (nll + beta * kl) / self.n_out
         if self.hparams.energy_score_weight > 0:
             # Two decodings of prior samples at the real field's condition (see the class notes).
             first = self.generate(cond, torch.randn_like(mean))
             second = self.generate(cond, torch.randn_like(mean))
-            score = self.batch_mean(0.5 * ((first - y).norm(dim=1) + (second - y).norm(dim=1))
-                                    - 0.5 * (first - second).norm(dim=1), batch)
+            score = self.batch_mean(
+                0.5 * ((first - y).norm(dim=1) + (second - y).norm(dim=1)) - 0.5 * (first - second).norm(dim=1), batch
+            )
             loss = loss + self.hparams.energy_score_weight * score / (s.detach() * math.sqrt(self.n_out))
             self.log("train_prior_energy_score", score.detach())
         self.log("train_loss", loss, prog_bar=True)

@@ -147,17 +147,20 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         time_features: Sequence[str] = ("t",),
     ) -> None:
         if solver not in SOLVERS:
-            raise ValueError(f"solver: expected one of {sorted(SOLVERS)} (fixed-step torchdiffeq methods), "
-                             f"got {solver!r}")
+            raise ValueError(
+                f"solver: expected one of {sorted(SOLVERS)} (fixed-step torchdiffeq methods), got {solver!r}"
+            )
         if sampling_steps < 1 or time_frequencies < 1:
-            raise ValueError(f"expected sampling_steps >= 1 and time_frequencies >= 1, got {sampling_steps} "
-                             f"and {time_frequencies}")
+            raise ValueError(
+                f"expected sampling_steps >= 1 and time_frequencies >= 1, got {sampling_steps} and {time_frequencies}"
+            )
         if space not in SPACES:
             raise ValueError(f"space: expected one of {list(SPACES)}, got {space!r}")
         refits = sorted({int(s) for s in basis_refits})
         if space == "reduced" and (not refits or refits[0] != 0):
-            raise ValueError(f"basis_refits must include step 0 (the basis is needed from the first step), "
-                             f"got {list(basis_refits)}")
+            raise ValueError(
+                f"basis_refits must include step 0 (the basis is needed from the first step), got {list(basis_refits)}"
+            )
         # The latent of a flow is its starting point: one value per field value or per mode.
         n_out = sum(f.size for f in as_field_specs(fields))
         latent = n_out if space == "field" else int(n_modes)
@@ -195,8 +198,13 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         """Normalized fields (B, D): the ODE solution at ``s = 1`` from ``z`` (B, latent_dim) at
         ``s = 0``, decoded by the basis in reduced space."""
         steps = int(self.hparams.sampling_steps)
-        x = self._solver.sample(x_init=z, step_size=1.0 / steps, method=self.hparams.solver,
-                                time_grid=torch.tensor([0.0, 1.0], dtype=z.dtype), cond=cond)
+        x = self._solver.sample(
+            x_init=z,
+            step_size=1.0 / steps,
+            method=self.hparams.solver,
+            time_grid=torch.tensor([0.0, 1.0], dtype=z.dtype),
+            cond=cond,
+        )
         return x if self.basis is None else self.basis.decode(x)
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gensim.metrics import diversity_ratio, distribution_metrics, simulator_samples, summarize_distribution
-from gensim.models.base import FieldSurrogate
 from gensim.data.ranks import computed_on_rank_zero
+from gensim.metrics import distribution_metrics, diversity_ratio, simulator_samples, summarize_distribution
+from gensim.models.base import FieldSurrogate
 
 log = logging.getLogger("gensim.models")
 
@@ -124,9 +124,14 @@ def simulate_reference(simulation, params: torch.Tensor, check: DistributionChec
                 mean, std = exact(p, float(times[s]))
                 rows["mean"].append(torch.from_numpy(np.asarray(mean, np.float64).reshape(-1)))
                 rows["std"].append(torch.from_numpy(np.asarray(std, np.float64).reshape(-1)))
-    return Reference(torch.stack(rows["params"]), torch.stack(rows["t"]), torch.stack(rows["samples"]),
-                     torch.stack(rows["floor"]), torch.stack(rows["mean"]) if rows["mean"] else None,
-                     torch.stack(rows["std"]) if rows["std"] else None)
+    return Reference(
+        torch.stack(rows["params"]),
+        torch.stack(rows["t"]),
+        torch.stack(rows["samples"]),
+        torch.stack(rows["floor"]),
+        torch.stack(rows["mean"]) if rows["mean"] else None,
+        torch.stack(rows["std"]) if rows["std"] else None,
+    )
 
 
 class GenerativeSurrogate(FieldSurrogate):
@@ -149,13 +154,19 @@ class GenerativeSurrogate(FieldSurrogate):
         Held-out distribution check settings (defaults when None).
     """
 
-    def __init__(self, fields, n_params: int, normalizer_warmup_batches: int, latent_dim: int,
-                 n_mean_samples: int, check: DistributionCheck | None,
-                 time_features: Sequence[str] = ("t",)) -> None:
+    def __init__(
+        self,
+        fields,
+        n_params: int,
+        normalizer_warmup_batches: int,
+        latent_dim: int,
+        n_mean_samples: int,
+        check: DistributionCheck | None,
+        time_features: Sequence[str] = ("t",),
+    ) -> None:
         super().__init__(fields, n_params, normalizer_warmup_batches, time_features)
         if latent_dim < 1 or n_mean_samples < 1:
-            raise ValueError(f"expected latent_dim >= 1 and n_mean_samples >= 1, got {latent_dim} and "
-                             f"{n_mean_samples}")
+            raise ValueError(f"expected latent_dim >= 1 and n_mean_samples >= 1, got {latent_dim} and {n_mean_samples}")
         self.latent_dim, self.n_mean_samples = int(latent_dim), int(n_mean_samples)
         self.check = check if check is not None else DistributionCheck()
         self._reference: Reference | None = None
@@ -170,8 +181,9 @@ class GenerativeSurrogate(FieldSurrogate):
         """Observation noise added to generated (normalized) fields; none by default."""
         return y
 
-    def sample(self, params: torch.Tensor, t: torch.Tensor, n: int,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, params: torch.Tensor, t: torch.Tensor, n: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Draw fields from the model's conditional law p(fields | params, t).
 
         Parameters
@@ -212,8 +224,9 @@ class GenerativeSurrogate(FieldSurrogate):
         gen = torch.Generator(device=cond.device).manual_seed(0)
         total = torch.zeros(cond.shape[0], self.n_out, dtype=cond.dtype, device=cond.device)
         for _ in range(self.n_mean_samples):  # a loop, not one big batch: memory stays (B, D)
-            total += self.generate(cond, torch.randn(cond.shape[0], self.latent_dim, generator=gen,
-                                                     device=cond.device, dtype=cond.dtype))
+            total += self.generate(
+                cond, torch.randn(cond.shape[0], self.latent_dim, generator=gen, device=cond.device, dtype=cond.dtype)
+            )
         return self.out_norm.denormalize(total / self.n_mean_samples)
 
     # -- checks ---------------------------------------------------------------------------------
@@ -254,8 +267,11 @@ class GenerativeSurrogate(FieldSurrogate):
                 # In the held-out design's order (rows are stored in it), not the ids' order:
                 # ids are random, and each vector's reference seeds follow its position.
                 first = torch.stack([torch.nonzero(ids == i)[0, 0] for i in torch.unique(ids)]).sort().values
-                log.info("simulating %d x %d reference realizations for the distribution check",
-                         len(first), 2 * self.check.n_samples)
+                log.info(
+                    "simulating %d x %d reference realizations for the distribution check",
+                    len(first),
+                    2 * self.check.n_samples,
+                )
                 self._reference = simulate_reference(simulation, validation["params"][first], self.check)
                 if self._reference is None:
                     log.info("the simulation is deterministic: no distribution metrics")
@@ -268,15 +284,25 @@ class GenerativeSurrogate(FieldSurrogate):
         gen = torch.Generator().manual_seed(2)
         rows = []
         for c in range(ref.params.shape[0]):
-            samples = self.sample(ref.params[c:c + 1].to(self.device), ref.t[c:c + 1].to(self.device),
-                                  ref.samples.shape[1], gen)[0].cpu()
-            rows.append(distribution_metrics(
-                samples, ref.samples[c], ref.floor_samples[c], self.fields,
-                exact_mean=None if ref.exact_mean is None else ref.exact_mean[c],
-                exact_std=None if ref.exact_std is None else ref.exact_std[c],
-                n_components=self.check.n_components, seed=c))
-        return summarize_distribution(rows) | {"distribution_conditions": float(ref.params.shape[0]),
-                                               "distribution_samples": float(ref.samples.shape[1])}
+            samples = self.sample(
+                ref.params[c : c + 1].to(self.device), ref.t[c : c + 1].to(self.device), ref.samples.shape[1], gen
+            )[0].cpu()
+            rows.append(
+                distribution_metrics(
+                    samples,
+                    ref.samples[c],
+                    ref.floor_samples[c],
+                    self.fields,
+                    exact_mean=None if ref.exact_mean is None else ref.exact_mean[c],
+                    exact_std=None if ref.exact_std is None else ref.exact_std[c],
+                    n_components=self.check.n_components,
+                    seed=c,
+                )
+            )
+        return summarize_distribution(rows) | {
+            "distribution_conditions": float(ref.params.shape[0]),
+            "distribution_samples": float(ref.samples.shape[1]),
+        }
 
     def heldout_metrics(self, validation: dict[str, torch.Tensor], datamodule) -> dict[str, float]:
         """Diversity and (on a stochastic simulation) distribution metrics for ``metrics.json``.
@@ -316,6 +342,7 @@ class GenerativeSurrogate(FieldSurrogate):
             ref = self.reference(dm.simulation, validation)
             if ref is not None:
                 full = self.distribution_report(ref)
-                report |= {k: full[k] for k in ("energy_distance_ratio", "std_rel_error", "spectrum_error")
-                           if k in full}
+                report |= {
+                    k: full[k] for k in ("energy_distance_ratio", "std_rel_error", "spectrum_error") if k in full
+                }
         return report

@@ -43,8 +43,10 @@ def field_coordinates(fields: Sequence[FieldSpec]) -> torch.Tensor:
     first = fields[0]
     for f in fields[1:]:
         if (f.mesh, f.shape) != (first.mesh, first.shape):
-            raise ValueError(f"a neural field needs every field on one geometry; {f.name!r} ({f.shape}, {f.mesh}) "
-                             f"differs from {first.name!r} ({first.shape}, {first.mesh})")
+            raise ValueError(
+                f"a neural field needs every field on one geometry; {f.name!r} ({f.shape}, {f.mesh}) "
+                f"differs from {first.name!r} ({first.shape}, {first.mesh})"
+            )
     if first.mesh is not None:
         return torch.tensor(first.mesh.nodes, dtype=torch.float32)  # a copy: the mesh's arrays are read-only
     axes = [(torch.arange(n, dtype=torch.float32) + 0.5) / n for n in first.shape]

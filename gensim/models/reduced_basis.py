@@ -96,8 +96,10 @@ class ReducedBasisSurrogate(FieldSurrogate):
         """The network's last ``nn.Linear``, which must give the n_modes coefficients."""
         linears = [m for m in self.coefficients.modules() if isinstance(m, nn.Linear)]
         if not linears or linears[-1].out_features != self.basis.n_modes:
-            raise ValueError("the reduced-basis surrogate's net must end with an nn.Linear of n_modes outputs "
-                             "(its weights are mapped onto each new basis); use gensim.models.components.MLP")
+            raise ValueError(
+                "the reduced-basis surrogate's net must end with an nn.Linear of n_modes outputs "
+                "(its weights are mapped onto each new basis); use gensim.models.components.MLP"
+            )
         return linears[-1]
 
     def forward(self, params: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -120,8 +122,11 @@ class ReducedBasisSurrogate(FieldSurrogate):
 
     def refits_now(self, step: int) -> bool:
         """True at the steps where the basis is refitted (every rank agrees: the global step)."""
-        return step == 0 or step % self.hparams.refresh_every == 0 or (
-            step < self.hparams.refresh_every and step in self.early_refits)
+        return (
+            step == 0
+            or step % self.hparams.refresh_every == 0
+            or (step < self.hparams.refresh_every and step in self.early_refits)
+        )
 
     @torch.no_grad()
     def refit_basis(self) -> None:

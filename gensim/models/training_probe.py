@@ -120,11 +120,11 @@ class TrainingProbe:
         # The capacity smallest of the sample and the candidates: which candidates enter, and
         # (once full) which slots they take, those of the largest hashes in the sample.
         merged = np.concatenate([self.hashes, h[candidates]])
-        kept = np.argsort(merged, kind="stable")[:self.capacity]
+        kept = np.argsort(merged, kind="stable")[: self.capacity]
         entering = candidates[np.sort(kept[kept >= n]) - n]
         free = np.arange(n, min(n + entering.size, self.capacity))
         evicted = np.setdiff1d(np.arange(n), kept[kept < n])
-        slots = np.concatenate([free, evicted])[:entering.size]
+        slots = np.concatenate([free, evicted])[: entering.size]
         index = torch.from_numpy(entering)
         for k in self.keys:
             taken = batch[k][index.to(batch[k].device)].detach().cpu()
@@ -134,5 +134,5 @@ class TrainingProbe:
         hashes = np.concatenate([self.hashes, np.zeros(free.size, np.uint64)])
         hashes[slots] = h[entering]
         self.hashes = hashes
-        self.rows = {k: v[:len(hashes)] for k, v in self._storage.items()}
+        self.rows = {k: v[: len(hashes)] for k, v in self._storage.items()}
         return int(entering.size)

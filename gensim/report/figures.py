@@ -50,8 +50,13 @@ def plot_error_vs_simulations(rows: Sequence[Row], path: Path, title: str) -> No
             ax.plot(b, y, style, color=_color(method, i), label=f"{method} ({label})")
     first = next(iter(methods.values()))
     b = sorted(first)
-    ax.plot(b, [np.mean([r.metrics["trivial_rel_l2_mean"] for r in first[k]]) for k in b], "--", color="0.5",
-            label="trivial: training mean field")
+    ax.plot(
+        b,
+        [np.mean([r.metrics["trivial_rel_l2_mean"] for r in first[k]]) for k in b],
+        "--",
+        color="0.5",
+        label="trivial: training mean field",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(b)
@@ -68,7 +73,7 @@ def plot_error_vs_simulations(rows: Sequence[Row], path: Path, title: str) -> No
 
 def _field_view(flat: np.ndarray, spec: FieldSpec) -> np.ndarray:
     """The first field of a flattened sample, in its own shape (2-D fields as images)."""
-    return flat[:spec.size].reshape(spec.shape)
+    return flat[: spec.size].reshape(spec.shape)
 
 
 def _is_map(spec: FieldSpec) -> bool:
@@ -98,8 +103,15 @@ def _draw_map(ax, values: np.ndarray, spec: FieldSpec, **style):
     return im
 
 
-def plot_heldout_cases(truth: np.ndarray, preds: Mapping[str, np.ndarray], spec: FieldSpec, time: float,
-                       path_fields: Path, path_errors: Path, title: str) -> None:
+def plot_heldout_cases(
+    truth: np.ndarray,
+    preds: Mapping[str, np.ndarray],
+    spec: FieldSpec,
+    time: float,
+    path_fields: Path,
+    path_errors: Path,
+    title: str,
+) -> None:
     """Truth and predictions of held-out cases, and the prediction errors, at one time step.
 
     Parameters
@@ -114,8 +126,13 @@ def plot_heldout_cases(truth: np.ndarray, preds: Mapping[str, np.ndarray], spec:
     two_d = _is_map(spec)
     unit = f"{spec.name} (problem units)"
     if two_d:
-        fig, axes = plt.subplots(1 + len(methods), n_cases, figsize=(2.6 * n_cases + 1, 2.3 * (1 + len(methods))),
-                                 squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(
+            1 + len(methods),
+            n_cases,
+            figsize=(2.6 * n_cases + 1, 2.3 * (1 + len(methods))),
+            squeeze=False,
+            layout="constrained",
+        )
         for c in range(n_cases):
             views = [_field_view(truth[c], spec)] + [_field_view(preds[m][c], spec) for m in methods]
             lo, hi = min(v.min() for v in views), max(v.max() for v in views)
@@ -139,8 +156,13 @@ def plot_heldout_cases(truth: np.ndarray, preds: Mapping[str, np.ndarray], spec:
     fig.savefig(path_fields, dpi=100)
     plt.close(fig)
 
-    fig, axes = plt.subplots(len(methods) if two_d else 1, n_cases, squeeze=False, layout="constrained",
-                             figsize=(2.9 * n_cases + 0.5, 2.4 * len(methods)) if two_d else (3.6 * n_cases, 3.4))
+    fig, axes = plt.subplots(
+        len(methods) if two_d else 1,
+        n_cases,
+        squeeze=False,
+        layout="constrained",
+        figsize=(2.9 * n_cases + 0.5, 2.4 * len(methods)) if two_d else (3.6 * n_cases, 3.4),
+    )
     for c in range(n_cases):
         t_view = _field_view(truth[c], spec)
         for r, m in enumerate(methods):
@@ -187,8 +209,14 @@ def plot_training_curves(logs: Mapping[tuple[str, int], Path], path: Path, title
         color = plt.cm.viridis(budgets.index(budget) / max(len(budgets) - 1, 1) * 0.85)
         for ax, key in ((ax_val, "val_rel_l2_mean"), (ax_loss, "train_loss")):
             if key in curves:
-                ax.plot(*curves[key], style, color=color, label=f"{method}, {budget} sims",
-                        marker="o" if key == "val_rel_l2_mean" else None, ms=3)
+                ax.plot(
+                    *curves[key],
+                    style,
+                    color=color,
+                    label=f"{method}, {budget} sims",
+                    marker="o" if key == "val_rel_l2_mean" else None,
+                    ms=3,
+                )
         # The training error beside the held-out one: curves that meet show under-training.
         if "train_rel_l2_mean" in curves:
             ax_val.plot(*curves["train_rel_l2_mean"], style, color=color, marker="x", ms=3, lw=0.8, alpha=0.6)
@@ -215,7 +243,7 @@ def _style(name: str, i: int) -> dict:
 
 def _views(flat: np.ndarray, spec: FieldSpec) -> np.ndarray:
     """The first field of flattened samples (n, D), shape (n, *spec.shape)."""
-    return flat[:, :spec.size].reshape(-1, *spec.shape)
+    return flat[:, : spec.size].reshape(-1, *spec.shape)
 
 
 def plot_moments(samples: Mapping[str, np.ndarray], spec: FieldSpec, t: float, path: Path, title: str) -> None:
@@ -232,8 +260,9 @@ def plot_moments(samples: Mapping[str, np.ndarray], spec: FieldSpec, t: float, p
     n = next(iter(samples.values())).shape[0]
     unit = f"{spec.name} (problem units)"
     if len(spec.shape) == 2:
-        fig, axes = plt.subplots(len(moments), 2, figsize=(6.4, 2.5 * len(moments)), squeeze=False,
-                                 layout="constrained")
+        fig, axes = plt.subplots(
+            len(moments), 2, figsize=(6.4, 2.5 * len(moments)), squeeze=False, layout="constrained"
+        )
         for col, label in enumerate(("mean", "std")):
             values = [m[col] for m in moments.values()]
             lo, hi = min(v.min() for v in values), max(v.max() for v in values)
@@ -283,9 +312,9 @@ def plot_spectra(samples: Mapping[str, np.ndarray], spec: FieldSpec, t: float, p
     plt.close(fig)
 
 
-
-def plot_rank_histograms(samples: Mapping[str, np.ndarray], spec: FieldSpec, t: float, path: Path, title: str,
-                         n_bins: int = 16) -> None:
+def plot_rank_histograms(
+    samples: Mapping[str, np.ndarray], spec: FieldSpec, t: float, path: Path, title: str, n_bins: int = 16
+) -> None:
     """Rank histograms of simulator realizations among each source's samples, pixel by pixel.
 
     The simulator's realizations are split in two halves: the second half is observed, and
@@ -302,11 +331,11 @@ def plot_rank_histograms(samples: Mapping[str, np.ndarray], spec: FieldSpec, t: 
     """
     reference = samples[SIMULATOR]
     half = len(reference) // 2
-    observed = reference[half:, :spec.size]
+    observed = reference[half:, : spec.size]
     n_bins = min(n_bins, half + 1)  # no more bins than possible ranks
     fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
     for i, (name, s) in enumerate(samples.items()):
-        heights = rank_histogram(s[:half, :spec.size], observed, n_bins=n_bins)
+        heights = rank_histogram(s[:half, : spec.size], observed, n_bins=n_bins)
         ax.step(np.arange(n_bins + 1), np.r_[heights, heights[-1]], where="post", label=name, **_style(name, i))
     ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
     ax.set_xlabel(f"rank of a realization among {half} samples ({n_bins} bins, low to high)")

@@ -11,8 +11,14 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gensim.compare import StudyResult, markdown_table
-from gensim.report.figures import (plot_error_vs_simulations, plot_heldout_cases, plot_moments,
-                                   plot_rank_histograms, plot_spectra, plot_training_curves)
+from gensim.report.figures import (
+    plot_error_vs_simulations,
+    plot_heldout_cases,
+    plot_moments,
+    plot_rank_histograms,
+    plot_spectra,
+    plot_training_curves,
+)
 from gensim.report.scoring import law_samples, load_surrogate
 from gensim.report.studies import OFFLINE_NEURAL, ONLINE, Row, StudyData, flatten_overrides, online_variants
 from gensim.simulations.base import FieldSpec
@@ -22,8 +28,15 @@ def _md_config(node) -> str:
     return ", ".join(f"{k}={v}" for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_")
 
 
-def write_report(cfg: DictConfig, rows: list[Row], studies: dict[int, StudyData], figure: dict, command: str,
-                 wall_s: float, computed: int) -> Path:
+def write_report(
+    cfg: DictConfig,
+    rows: list[Row],
+    studies: dict[int, StudyData],
+    figure: dict,
+    command: str,
+    wall_s: float,
+    computed: int,
+) -> Path:
     """Write report.md, the figures, metrics.json and config.yaml into ``cfg.out_dir``."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -40,22 +53,50 @@ def write_report(cfg: DictConfig, rows: list[Row], studies: dict[int, StudyData]
     for r in rows:
         if r.budget == largest and r.seed == rows[0].seed:
             preds[r.method] = np.load(r.cases)["pred"]
-    plot_heldout_cases(heldout.fields[cases, step], preds, spec, float(heldout.times[step]),
-                       out / "heldout_fields.png", out / "heldout_errors.png", f"{title}, {largest} simulations")
-    logs = {(r.method, r.budget): r.run_dir / "logs" / "metrics.csv" for r in rows
-            if r.method in (ONLINE, OFFLINE_NEURAL) and r.seed == rows[0].seed}
+    plot_heldout_cases(
+        heldout.fields[cases, step],
+        preds,
+        spec,
+        float(heldout.times[step]),
+        out / "heldout_fields.png",
+        out / "heldout_errors.png",
+        f"{title}, {largest} simulations",
+    )
+    logs = {
+        (r.method, r.budget): r.run_dir / "logs" / "metrics.csv"
+        for r in rows
+        if r.method in (ONLINE, OFFLINE_NEURAL) and r.seed == rows[0].seed
+    }
     plot_training_curves(logs, out / "training_curves.png", title)
 
-    results = [StudyResult(f"{r.method}, {r.budget} sims", r.seed, r.run_dir, r.metrics
-                           | {"predict_ms_per_field": 1e3 * r.metrics["predict_s_per_field"]}) for r in rows]
-    table = markdown_table(results, {"val_rel_l2_mean": "held-out rel. L2 mean", "val_rel_l2_p99": "p99",
-                                     "trivial_rel_l2_mean": "trivial mean", "fit_s": "fit / train time (s)",
-                                     "predict_ms_per_field": "inference (ms / field, best of 3)"},
-                           fmt=".3g", relative_to=out if Path(cfg.runs_dir).is_relative_to(out) else None)
+    results = [
+        StudyResult(
+            f"{r.method}, {r.budget} sims",
+            r.seed,
+            r.run_dir,
+            r.metrics | {"predict_ms_per_field": 1e3 * r.metrics["predict_s_per_field"]},
+        )
+        for r in rows
+    ]
+    table = markdown_table(
+        results,
+        {
+            "val_rel_l2_mean": "held-out rel. L2 mean",
+            "val_rel_l2_p99": "p99",
+            "trivial_rel_l2_mean": "trivial mean",
+            "fit_s": "fit / train time (s)",
+            "predict_ms_per_field": "inference (ms / field, best of 3)",
+        },
+        fmt=".3g",
+        relative_to=out if Path(cfg.runs_dir).is_relative_to(out) else None,
+    )
     done = [r for r in data.records if r["purpose"] == "train" and r["state"] == "done"]
     sim_ms = 1e3 * sum(r["seconds"] for r in done) / max(sum(r["steps"] for r in done), 1)
-    drift = max(abs(r.metrics["val_rel_l2_mean_recomputed"] - r.metrics["val_rel_l2_mean"]) for r in rows
-                if "val_rel_l2_mean_recomputed" in r.metrics)
+    drift = max(
+        abs(r.metrics["val_rel_l2_mean_recomputed"] - r.metrics["val_rel_l2_mean"])
+        for r in rows
+        if "val_rel_l2_mean_recomputed" in r.metrics
+    )
     kriging_notes = []
     for r in rows:
         if "n_samples_fit_" in r.metrics:
@@ -63,12 +104,16 @@ def write_report(cfg: DictConfig, rows: list[Row], studies: dict[int, StudyData]
             sub = f"**subsampled**: {fit} of {seen} rows" if r.metrics.get("subsampled_") else f"all {seen} rows"
             if r.metrics.get("n_samples_hyper_", fit) < fit:
                 sub += f" (hyperparameters on a random {r.metrics['n_samples_hyper_']})"
-            kriging_notes.append(f"{r.method} at {r.budget} simulations: Gaussian processes fitted on {sub}, "
-                                 f"{r.metrics['n_components_']} POD modes ({r.metrics['layout']})")
+            kriging_notes.append(
+                f"{r.method} at {r.budget} simulations: Gaussian processes fitted on {sub}, "
+                f"{r.metrics['n_components_']} POD modes ({r.metrics['layout']})"
+            )
         if "degrees_" in r.metrics:
-            kriging_notes.append(f"{r.method} at {r.budget} simulations: {r.metrics['n_components_']} POD modes, "
-                                 f"degrees chosen by cross-validation {sorted(set(r.metrics['degrees_']))} "
-                                 f"({r.metrics['layout']})")
+            kriging_notes.append(
+                f"{r.method} at {r.budget} simulations: {r.metrics['n_components_']} POD modes, "
+                f"degrees chosen by cross-validation {sorted(set(r.metrics['degrees_']))} "
+                f"({r.metrics['layout']})"
+            )
     best = []
     for budget in sorted(studies):
         at = [r for r in rows if r.budget == budget]
@@ -80,8 +125,11 @@ def write_report(cfg: DictConfig, rows: list[Row], studies: dict[int, StudyData]
     batch = int(study_cfg.data.batch_size)
     # schedule.steps_per_simulation, when set, replaces trainer.max_steps (gensim.train.scheduled_max_steps).
     per_simulation = OmegaConf.select(study_cfg, "schedule.steps_per_simulation")
-    steps = (f"{int(study_cfg.trainer.max_steps)} optimizer steps" if per_simulation is None
-             else f"{int(per_simulation)} optimizer steps per training simulation")
+    steps = (
+        f"{int(study_cfg.trainer.max_steps)} optimizer steps"
+        if per_simulation is None
+        else f"{int(per_simulation)} optimizer steps per training simulation"
+    )
     buffer = study_cfg.buffer.get("policy", study_cfg.buffer).get("_target_")
     total_s = sum(r.metrics.get("compute_s", 0.0) for r in rows)
     lines = [
@@ -119,15 +167,21 @@ def write_report(cfg: DictConfig, rows: list[Row], studies: dict[int, StudyData]
     ]
     for dirname, (method, extra) in online_variants(cfg).items():
         if dirname != "online":
-            lines.append(f"- **{method}**: the same on-line study with `{' '.join(extra)}`, a generative surrogate; "
-                         "its row scores its mean prediction, and the section *Generative surrogates* its law.")
+            lines.append(
+                f"- **{method}**: the same on-line study with `{' '.join(extra)}`, a generative surrogate; "
+                "its row scores its mean prediction, and the section *Generative surrogates* its law."
+            )
     if cfg.offline_neural:
-        lines.append(f"- **{OFFLINE_NEURAL}**: the same model and trainer, the same steps ({steps}) and batch size, "
-                     "on shuffled passes over the stored simulations (re-simulated from the study's "
-                     "`simulations.json`); its time is the training only.")
+        lines.append(
+            f"- **{OFFLINE_NEURAL}**: the same model and trainer, the same steps ({steps}) and batch size, "
+            "on shuffled passes over the stored simulations (re-simulated from the study's "
+            "`simulations.json`); its time is the training only."
+        )
     for name, spec_b in cfg.baselines.items():
-        lines.append(f"- **{name}**: `{spec_b.estimator._target_}` ({_md_config(spec_b.estimator)}), "
-                     f"layout `{spec_b.layout._target_.rsplit('.', 1)[-1]}`; its time is the fit only.")
+        lines.append(
+            f"- **{name}**: `{spec_b.estimator._target_}` ({_md_config(spec_b.estimator)}), "
+            f"layout `{spec_b.layout._target_.rsplit('.', 1)[-1]}`; its time is the fit only."
+        )
     lines += [f"- {n}" for n in kriging_notes]
     lines += [
         f"- One simulation step costs {sim_ms:.3g} ms (mean over the {largest}-simulation study's workers), to "
@@ -162,12 +216,30 @@ def write_report(cfg: DictConfig, rows: list[Row], studies: dict[int, StudyData]
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))
-    (out / "metrics.json").write_text(json.dumps({
-        "command": command, "wall_s": wall_s, "studies_computed": computed, "load_average_15min": load,
-        "regenerate_s": total_s,
-        "simulation_s_per_field": sim_ms / 1e3, "heldout_recomputation_max_abs_diff": drift,
-        "rows": [{"method": r.method, "budget": r.budget, "seed": r.seed, "run_dir": str(r.run_dir),
-                  "metrics": r.metrics} for r in rows]}, indent=1))
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                "wall_s": wall_s,
+                "studies_computed": computed,
+                "load_average_15min": load,
+                "regenerate_s": total_s,
+                "simulation_s_per_field": sim_ms / 1e3,
+                "heldout_recomputation_max_abs_diff": drift,
+                "rows": [
+                    {
+                        "method": r.method,
+                        "budget": r.budget,
+                        "seed": r.seed,
+                        "run_dir": str(r.run_dir),
+                        "metrics": r.metrics,
+                    }
+                    for r in rows
+                ],
+            },
+            indent=1,
+        )
+    )
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return out / "report.md"
 
@@ -190,8 +262,9 @@ GENERATIVE_COLUMNS = {
 }
 
 
-def generative_section(cfg: DictConfig, rows: Sequence[Row], figure: dict, spec: FieldSpec, out: Path,
-                       title: str) -> list[str]:
+def generative_section(
+    cfg: DictConfig, rows: Sequence[Row], figure: dict, spec: FieldSpec, out: Path, title: str
+) -> list[str]:
     """The report's lines on the generative surrogates (their law), and its figures; none without them.
 
     Parameters
@@ -202,18 +275,25 @@ def generative_section(cfg: DictConfig, rows: Sequence[Row], figure: dict, spec:
         The field shown.
     """
     if not figure["generative"]:
-        return ["Generative surrogates (mean and std maps, spectra) are not part of this report: none is "
-                "configured (`generative` in `conf/report.yaml`).", ""]
+        return [
+            "Generative surrogates (mean and std maps, spectra) are not part of this report: none is "
+            "configured (`generative` in `conf/report.yaml`).",
+            "",
+        ]
     generative = [r for r in rows if r.method in figure["generative"]]
-    table = markdown_table([StudyResult(f"{r.method}, {r.budget} sims", r.seed, r.run_dir, r.metrics)
-                            for r in generative], GENERATIVE_COLUMNS, fmt=".3g",
-                           relative_to=out if Path(cfg.runs_dir).is_relative_to(out) else None)
+    table = markdown_table(
+        [StudyResult(f"{r.method}, {r.budget} sims", r.seed, r.run_dir, r.metrics) for r in generative],
+        GENERATIVE_COLUMNS,
+        fmt=".3g",
+        relative_to=out if Path(cfg.runs_dir).is_relative_to(out) else None,
+    )
     data = next(iter(figure["generative"].values()))
     heldout = data.heldout
     case, step = int(figure["cases"][0]), int(figure["step"])
     models = {method: load_surrogate(d) for method, d in figure["generative"].items()}
-    samples, t = law_samples(data.simulation, models, heldout.params[case], step, int(cfg.generative_samples),
-                             seed=int(cfg.generative_seed))
+    samples, t = law_samples(
+        data.simulation, models, heldout.params[case], step, int(cfg.generative_samples), seed=int(cfg.generative_seed)
+    )
     budget = max(cfg.budgets)
     plot_moments(samples, spec, t, out / "generative_moments.png", f"{title}, {budget} simulations, held-out case 1")
     plot_rank_histograms(samples, spec, t, out / "generative_ranks.png", f"{title}, held-out case 1")
@@ -248,7 +328,10 @@ def generative_section(cfg: DictConfig, rows: Sequence[Row], figure: dict, spec:
     ]
     if len(spec.shape) == 2:
         plot_spectra(samples, spec, t, out / "generative_spectra.png", f"{title}, held-out case 1")
-        lines += ["Radially averaged power spectrum of the fluctuations (samples minus their mean), same samples:",
-                  "", "![generative spectra](generative_spectra.png)", ""]
+        lines += [
+            "Radially averaged power spectrum of the fluctuations (samples minus their mean), same samples:",
+            "",
+            "![generative spectra](generative_spectra.png)",
+            "",
+        ]
     return lines
-

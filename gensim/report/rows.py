@@ -37,15 +37,22 @@ def build_rows(cfg: DictConfig) -> tuple[list[Row], dict[int, StudyData], dict]:
         ``cases`` and ``step`` of the maps; ``generative``: method -> the study at the largest budget.
     """
     runs = Path(cfg.runs_dir)
-    common = [f"simulation={cfg.problem}", f"buffer={cfg.buffer}",
-              *flatten_overrides(OmegaConf.to_container(cfg.train, resolve=True))]
+    common = [
+        f"simulation={cfg.problem}",
+        f"buffer={cfg.buffer}",
+        *flatten_overrides(OmegaConf.to_container(cfg.train, resolve=True)),
+    ]
     rows: list[Row] = []
     studies: dict[int, StudyData] = {}
     figure: dict = {"generative": {}}
     for dirname, (method, extra) in online_variants(cfg).items():
-        online = run_comparison(runs / dirname,
-                                {f"n{b}": [f"launcher.max_simulations={b}", *extra] for b in cfg.budgets},
-                                seeds=list(cfg.seeds), common=common, timeout_s=cfg.study_timeout_s)
+        online = run_comparison(
+            runs / dirname,
+            {f"n{b}": [f"launcher.max_simulations={b}", *extra] for b in cfg.budgets},
+            seeds=list(cfg.seeds),
+            common=common,
+            timeout_s=cfg.study_timeout_s,
+        )
         for res in online:
             budget, seed = int(res.variant[1:]), res.seed
             rows_of_study, data = _online_rows(cfg, runs, dirname, method, res, figure)
@@ -58,8 +65,9 @@ def build_rows(cfg: DictConfig) -> tuple[list[Row], dict[int, StudyData], dict]:
     return rows, studies, figure
 
 
-def _online_rows(cfg: DictConfig, runs: Path, dirname: str, method: str, res: StudyResult,
-                 figure: dict) -> tuple[list[Row], StudyData]:
+def _online_rows(
+    cfg: DictConfig, runs: Path, dirname: str, method: str, res: StudyResult, figure: dict
+) -> tuple[list[Row], StudyData]:
     """The row of one on-line study and, for the deterministic variant, the baselines on its simulations."""
     budget, seed = int(res.variant[1:]), res.seed
     data = StudyData(res.run_dir, cfg.resimulate_parallel)
@@ -67,11 +75,22 @@ def _online_rows(cfg: DictConfig, runs: Path, dirname: str, method: str, res: St
     figure |= {"cases": cases, "step": step}
     where = f"n{budget}/seed{seed}"
     check = cached_study(runs / f"{dirname}_eval" / where, _timed(lambda d: evaluate_online(data, d, cases, step)))
-    rows = [Row(method, budget, seed, res.run_dir,
-                res.metrics | check | {"fit_s": res.metrics["wall_s"], "compute_s": res.metrics["wall_s"]
-                                       + check.get("compute_s", 0.0),
-                                       "n_train_simulations": res.metrics["simulations_finished"]},
-                runs / f"{dirname}_eval" / where / "cases.npz")]
+    rows = [
+        Row(
+            method,
+            budget,
+            seed,
+            res.run_dir,
+            res.metrics
+            | check
+            | {
+                "fit_s": res.metrics["wall_s"],
+                "compute_s": res.metrics["wall_s"] + check.get("compute_s", 0.0),
+                "n_train_simulations": res.metrics["simulations_finished"],
+            },
+            runs / f"{dirname}_eval" / where / "cases.npz",
+        )
+    ]
     if dirname == "online":
         for name, spec in cfg.baselines.items():
             run_dir = runs / name / where
@@ -79,12 +98,23 @@ def _online_rows(cfg: DictConfig, runs: Path, dirname: str, method: str, res: St
             def compute(d: Path, spec=spec) -> dict:
                 return fit_baseline(instantiate(spec.estimator), instantiate(spec.layout), data, d, cases, step)
 
-            rows.append(Row(name, budget, seed, run_dir, cached_study(run_dir, _timed(compute)),
-                            run_dir / "cases.npz"))
+            rows.append(Row(name, budget, seed, run_dir, cached_study(run_dir, _timed(compute)), run_dir / "cases.npz"))
         if cfg.offline_neural:
             run_dir = runs / "offline_neural" / where
-            metrics = cached_study(run_dir, _timed(lambda d: fit_baseline(
-                offline_neural(data, seed, d), SnapshotLayout(log_time=False), data, d, cases, step, eval_set=True)))
+            metrics = cached_study(
+                run_dir,
+                _timed(
+                    lambda d: fit_baseline(
+                        offline_neural(data, seed, d),
+                        SnapshotLayout(log_time=False),
+                        data,
+                        d,
+                        cases,
+                        step,
+                        eval_set=True,
+                    )
+                ),
+            )
             rows.append(Row(OFFLINE_NEURAL, budget, seed, run_dir, metrics, run_dir / "cases.npz"))
     return rows, data
 
@@ -94,6 +124,9 @@ def count_missing(cfg: DictConfig) -> int:
     runs = Path(cfg.runs_dir)
     methods = [*cfg.baselines, *(["offline_neural"] if cfg.offline_neural else [])]
     methods += [m for dirname in online_variants(cfg) for m in (dirname, f"{dirname}_eval")]
-    return sum(not (runs / m / f"n{b}" / f"seed{s}" / "metrics.json").exists()
-               for m in methods for b in cfg.budgets for s in cfg.seeds)
-
+    return sum(
+        not (runs / m / f"n{b}" / f"seed{s}" / "metrics.json").exists()
+        for m in methods
+        for b in cfg.budgets
+        for s in cfg.seeds
+    )

@@ -35,8 +35,12 @@ def score(pred: np.ndarray, sims: SimulationSet, fields: Sequence[FieldSpec], tr
     true = torch.from_numpy(sims.fields.reshape(-1, sims.fields.shape[-1]))
     ours = summarize_errors(relative_l2(torch.from_numpy(pred.reshape(true.shape)), true, fields))
     trivial = summarize_errors(relative_l2(torch.from_numpy(train_mean).expand_as(true), true, fields))
-    return {"val_rel_l2_mean": ours["mean"], "val_rel_l2_p99": ours["p99"],
-            "trivial_rel_l2_mean": trivial["mean"], "trivial_rel_l2_p99": trivial["p99"]}
+    return {
+        "val_rel_l2_mean": ours["mean"],
+        "val_rel_l2_p99": ours["p99"],
+        "trivial_rel_l2_mean": trivial["mean"],
+        "trivial_rel_l2_p99": trivial["p99"],
+    }
 
 
 def _jsonable(value):
@@ -61,12 +65,21 @@ def best_time(predict: Callable[[], np.ndarray], repeats: int = 3) -> tuple[np.n
 
 
 #: Fitted attributes of the baselines worth recording in their metrics.json.
-_ESTIMATOR_INFO = ("n_components_", "n_samples_seen_", "n_samples_fit_", "n_samples_hyper_", "subsampled_",
-                   "restarted_modes_", "collapsed_modes_", "degrees_")
+_ESTIMATOR_INFO = (
+    "n_components_",
+    "n_samples_seen_",
+    "n_samples_fit_",
+    "n_samples_hyper_",
+    "subsampled_",
+    "restarted_modes_",
+    "collapsed_modes_",
+    "degrees_",
+)
 
 
-def fit_baseline(estimator, layout, data: StudyData, run_dir: Path, cases: np.ndarray, step: int,
-                 eval_set: bool = False) -> dict:
+def fit_baseline(
+    estimator, layout, data: StudyData, run_dir: Path, cases: np.ndarray, step: int, eval_set: bool = False
+) -> dict:
     """Fit a baseline on a study's training simulations and score it on its held-out ones.
 
     Writes ``cases.npz`` (the predictions of the figure cases at ``step``) to ``run_dir``.
@@ -84,13 +97,23 @@ def fit_baseline(estimator, layout, data: StudyData, run_dir: Path, cases: np.nd
     estimator.fit(X, Y, **kwargs)
     fit_s = time.perf_counter() - start
     pred, predict_s = best_time(lambda: layout.predict(estimator, heldout))
-    np.savez_compressed(run_dir / "cases.npz", sim_ids=heldout.sim_ids[cases], step=step,
-                        pred=pred[cases, step].astype(np.float32))
+    np.savez_compressed(
+        run_dir / "cases.npz", sim_ids=heldout.sim_ids[cases], step=step, pred=pred[cases, step].astype(np.float32)
+    )
     fields = data.simulation.fields
     metrics = score(pred, heldout, fields, train.fields.reshape(-1, train.fields.shape[-1]).mean(0, dtype=np.float64))
     info = {k: _jsonable(getattr(estimator, k)) for k in _ESTIMATOR_INFO if hasattr(estimator, k)}
-    return metrics | info | {"fit_s": fit_s, "predict_s_per_field": predict_s / heldout.fields[:, :, 0].size,
-                             "n_train_simulations": len(train), "n_train_rows": len(X), "layout": repr(layout)}
+    return (
+        metrics
+        | info
+        | {
+            "fit_s": fit_s,
+            "predict_s_per_field": predict_s / heldout.fields[:, :, 0].size,
+            "n_train_simulations": len(train),
+            "n_train_rows": len(X),
+            "layout": repr(layout),
+        }
+    )
 
 
 def load_surrogate(data: StudyData) -> torch.nn.Module:
@@ -119,24 +142,33 @@ def evaluate_online(data: StudyData, run_dir: Path, cases: np.ndarray, step: int
 
     pred, predict_s = best_time(predict)
     pred = pred.reshape(heldout.fields.shape)
-    np.savez_compressed(run_dir / "cases.npz", sim_ids=heldout.sim_ids[cases], step=step,
-                        pred=pred[cases, step].astype(np.float32))
-    errors = summarize_errors(relative_l2(torch.from_numpy(pred.reshape(fields.shape)), torch.from_numpy(fields),
-                                          data.simulation.fields))
+    np.savez_compressed(
+        run_dir / "cases.npz", sim_ids=heldout.sim_ids[cases], step=step, pred=pred[cases, step].astype(np.float32)
+    )
+    errors = summarize_errors(
+        relative_l2(torch.from_numpy(pred.reshape(fields.shape)), torch.from_numpy(fields), data.simulation.fields)
+    )
     return {"predict_s_per_field": predict_s / len(params), "val_rel_l2_mean_recomputed": errors["mean"]}
 
 
 def offline_neural(data: StudyData, seed: int, run_dir: Path) -> OfflineSurrogate:
     """The study's own model and trainer, same steps and batch size, trained by epochs off-line."""
     cfg = data.config
-    return OfflineSurrogate(model=instantiate(cfg.model), trainer=instantiate(cfg.trainer),
-                            fields=data.simulation.fields, max_steps=int(cfg.trainer.max_steps),
-                            batch_size=int(cfg.data.batch_size), val_every_n_steps=int(cfg.data.steps_per_epoch),
-                            seed=seed, log_dir=str(run_dir))
+    return OfflineSurrogate(
+        model=instantiate(cfg.model),
+        trainer=instantiate(cfg.trainer),
+        fields=data.simulation.fields,
+        max_steps=int(cfg.trainer.max_steps),
+        batch_size=int(cfg.data.batch_size),
+        val_every_n_steps=int(cfg.data.steps_per_epoch),
+        seed=seed,
+        log_dir=str(run_dir),
+    )
 
 
-def law_samples(simulation: Simulation, models: Mapping[str, torch.nn.Module], params: np.ndarray, step: int,
-                n: int, seed: int) -> tuple[dict[str, np.ndarray], float]:
+def law_samples(
+    simulation: Simulation, models: Mapping[str, torch.nn.Module], params: np.ndarray, step: int, n: int, seed: int
+) -> tuple[dict[str, np.ndarray], float]:
     """Simulator realizations and model samples at one parameter vector and time step.
 
     Parameters
@@ -168,4 +200,3 @@ def law_samples(simulation: Simulation, models: Mapping[str, torch.nn.Module], p
             drawn = model.sample(p, t, n, generator=torch.Generator().manual_seed(seed))
         samples[name] = drawn[0].numpy()
     return samples, float(times[0])
-

@@ -87,9 +87,11 @@ def load_study(run_dir: str | Path) -> StudyData:
     """
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").is_file():
-        raise FileNotFoundError(f"{run_dir / 'metrics.json'} does not exist: {run_dir} is not the run directory of a "
-                                "finished gensim-train study; pass the directory a study wrote (outputs/<study>/<time>) "
-                                "or let the study finish")
+        raise FileNotFoundError(
+            f"{run_dir / 'metrics.json'} does not exist: {run_dir} is not the run directory of a "
+            "finished gensim-train study; pass the directory a study wrote (outputs/<study>/<time>) "
+            "or let the study finish"
+        )
     return StudyData(run_dir)
 
 
@@ -122,4 +124,3 @@ def online_variants(cfg: DictConfig) -> dict[str, tuple[str, list[str]]]:
         extra = list(cfg.generative_overrides.get(name) or [])
         variants[f"online_{name}"] = (f"{ONLINE} {name}", [f"model={name}", *extra])
     return variants
-

@@ -9,5 +9,16 @@ from gensim.simulations.plate_heat import PlateHeat
 from gensim.simulations.plume2d import Plume2D
 from gensim.simulations.stochastic_heat import StochasticHeat
 
-__all__ = ["Burgers2D", "DecayingWave", "ExternalSimulation", "FieldMesh", "FieldSpec", "Heat2D", "PlateHeat",
-           "Plume2D", "Sample", "Simulation", "StochasticHeat"]
+__all__ = [
+    "Burgers2D",
+    "DecayingWave",
+    "ExternalSimulation",
+    "FieldMesh",
+    "FieldSpec",
+    "Heat2D",
+    "PlateHeat",
+    "Plume2D",
+    "Sample",
+    "Simulation",
+    "StochasticHeat",
+]

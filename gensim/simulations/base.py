@@ -42,11 +42,13 @@ class FieldMesh:
     def __init__(self, nodes: np.ndarray, cells: np.ndarray | None = None) -> None:
         nodes = np.asarray(nodes, dtype=np.float64)
         if nodes.ndim != 2 or nodes.shape[0] < 1 or nodes.shape[1] not in MESH_DIMS:
-            raise ValueError(f"mesh nodes: expected an (N, d) array of coordinates with d in {MESH_DIMS}, "
-                             f"got shape {nodes.shape}")
+            raise ValueError(
+                f"mesh nodes: expected an (N, d) array of coordinates with d in {MESH_DIMS}, got shape {nodes.shape}"
+            )
         if not np.isfinite(nodes).all():
-            raise ValueError(f"mesh nodes: {int((~np.isfinite(nodes)).sum())} NaN/Inf coordinate(s); "
-                             "expected finite coordinates")
+            raise ValueError(
+                f"mesh nodes: {int((~np.isfinite(nodes)).sum())} NaN/Inf coordinate(s); expected finite coordinates"
+            )
         if cells is not None:
             raw = np.asarray(cells)
             if raw.ndim != 2 or raw.shape[1] != 3 or raw.shape[0] < 1:
@@ -55,8 +57,9 @@ class FieldMesh:
                 raise ValueError("mesh cells: expected integer node indices, got non-integer values")
             cells = raw.astype(np.int64)
             if cells.min() < 0 or cells.max() >= len(nodes):
-                raise ValueError(f"mesh cells: node indices must be in [0, {len(nodes)}), got "
-                                 f"[{cells.min()}, {cells.max()}]")
+                raise ValueError(
+                    f"mesh cells: node indices must be in [0, {len(nodes)}), got [{cells.min()}, {cells.max()}]"
+                )
             if ((cells[:, 0] == cells[:, 1]) | (cells[:, 1] == cells[:, 2]) | (cells[:, 0] == cells[:, 2])).any():
                 raise ValueError("mesh cells: a triangle repeats a node; expected three distinct nodes per cell")
             cells.setflags(write=False)
@@ -115,23 +118,19 @@ class FieldSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         if not self.name or len(self.name.encode()) > 31:
-            raise ValueError(
-                f"field name must be 1 to 31 UTF-8 bytes, got {self.name!r}; use a shorter name"
-            )
+            raise ValueError(f"field name must be 1 to 31 UTF-8 bytes, got {self.name!r}; use a shorter name")
         if not 1 <= len(self.shape) <= 4 or any(s <= 0 for s in self.shape):
-            raise ValueError(
-                f"field {self.name!r}: expected 1 to 4 positive dimensions, got shape {self.shape}"
-            )
+            raise ValueError(f"field {self.name!r}: expected 1 to 4 positive dimensions, got shape {self.shape}")
         if self.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(
-                f"field {self.name!r}: dtype must be one of {SUPPORTED_DTYPES}, got {self.dtype!r}"
-            )
+            raise ValueError(f"field {self.name!r}: dtype must be one of {SUPPORTED_DTYPES}, got {self.dtype!r}")
         if self.mesh is not None:
             if not isinstance(self.mesh, FieldMesh):
                 raise ValueError(f"field {self.name!r}: mesh must be a FieldMesh, got {type(self.mesh).__name__}")
             if self.shape != (self.mesh.n_nodes,):
-                raise ValueError(f"field {self.name!r}: a field on a mesh of {self.mesh.n_nodes} nodes has shape "
-                                 f"({self.mesh.n_nodes},), got {self.shape}")
+                raise ValueError(
+                    f"field {self.name!r}: a field on a mesh of {self.mesh.n_nodes} nodes has shape "
+                    f"({self.mesh.n_nodes},), got {self.shape}"
+                )
 
     @property
     def size(self) -> int:

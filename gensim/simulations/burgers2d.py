@@ -64,8 +64,14 @@ def wave_vectors(max_wavenumber: float) -> np.ndarray:
     if not (math.isfinite(max_wavenumber) and max_wavenumber >= 1):
         raise ValueError(f"max_wavenumber: expected a finite number >= 1, got {max_wavenumber}")
     top = math.floor(max_wavenumber)
-    k = np.array([(kx, ky) for kx in range(0, top + 1) for ky in range(-top, top + 1)
-                  if (kx > 0 or ky > 0) and kx * kx + ky * ky <= max_wavenumber**2])
+    k = np.array(
+        [
+            (kx, ky)
+            for kx in range(0, top + 1)
+            for ky in range(-top, top + 1)
+            if (kx > 0 or ky > 0) and kx * kx + ky * ky <= max_wavenumber**2
+        ]
+    )
     order = np.lexsort((k[:, 1], k[:, 0], (k**2).sum(axis=1)))
     return k[order]
 
@@ -152,11 +158,12 @@ def etdrk4_burgers(
     return _etdrk4_steps(u0, d, viscosity, dt, n_steps, every)
 
 
-def _etdrk4_steps(u0: np.ndarray, d: np.ndarray, viscosity: float, dt: float, n_steps: int,
-                  every: int) -> Iterator[np.ndarray]:
+def _etdrk4_steps(
+    u0: np.ndarray, d: np.ndarray, viscosity: float, dt: float, n_steps: int, every: int
+) -> Iterator[np.ndarray]:
     # A separate generator so that etdrk4_burgers validates when called, not when iterated.
     n = u0.shape[0]
-    ky = np.fft.fftfreq(n, d=1.0 / n)[:, None]   # rows: y
+    ky = np.fft.fftfreq(n, d=1.0 / n)[:, None]  # rows: y
     kx = np.fft.rfftfreq(n, d=1.0 / n)[None, :]  # columns: x (the halved rfft axis)
     keep = (np.abs(kx) < n / 3) & (np.abs(ky) < n / 3)  # 2/3 rule; also drops the Nyquist modes
     E, E2, Q, f1, f2, f3 = etdrk4_coefficients(-viscosity * dt * (2 * np.pi) ** 2 * (kx**2 + ky**2))
@@ -269,7 +276,8 @@ class Burgers2D(Simulation):
             raise ValueError(
                 f"grid: {self.grid} cells keep only |k| < {self.grid / 3:.1f} under the 2/3 rule, but the "
                 f"initial field has |k_x| or |k_y| up to {np.abs(self.wave_vectors).max()}; use grid > "
-                f"{3 * np.abs(self.wave_vectors).max()} or a smaller max_wavenumber")
+                f"{3 * np.abs(self.wave_vectors).max()} or a smaller max_wavenumber"
+            )
         nu = _bounds("log10_viscosity_bounds", log10_viscosity_bounds)
         angle = _bounds("angle_bounds", angle_bounds)
         names = []
@@ -277,8 +285,11 @@ class Burgers2D(Simulation):
             tag = f"{kx}_{ky}" if ky >= 0 else f"{kx}_m{-ky}"
             names += [f"c_{tag}", f"s_{tag}"]
         n_coef = len(names)
-        self.space = ParameterSpace(tuple(names) + ("log10_nu", "angle"),
-                                    [-bound] * n_coef + [nu[0], angle[0]], [bound] * n_coef + [nu[1], angle[1]])
+        self.space = ParameterSpace(
+            tuple(names) + ("log10_nu", "angle"),
+            [-bound] * n_coef + [nu[0], angle[0]],
+            [bound] * n_coef + [nu[1], angle[1]],
+        )
         self.fields = (FieldSpec("u", (self.grid, self.grid), "float32"),)
 
     @property
@@ -301,8 +312,14 @@ class Burgers2D(Simulation):
         coefficients = np.asarray(coefficients, dtype=np.float64).reshape(-1, 2)
         x = cell_centres(self.grid)
         # phase[m, i, j] = 2 pi (k_x x_j + k_y y_i)
-        phase = 2 * np.pi * (self.wave_vectors[:, 0, None, None] * x[None, None, :]
-                             + self.wave_vectors[:, 1, None, None] * x[None, :, None])
+        phase = (
+            2
+            * np.pi
+            * (
+                self.wave_vectors[:, 0, None, None] * x[None, None, :]
+                + self.wave_vectors[:, 1, None, None] * x[None, :, None]
+            )
+        )
         total = np.einsum("m,mij->ij", coefficients[:, 0], np.cos(phase))
         total += np.einsum("m,mij->ij", coefficients[:, 1], np.sin(phase))
         return self.amplitude / math.sqrt(len(self.wave_vectors)) * total
@@ -333,12 +350,20 @@ class Burgers2D(Simulation):
         """
         *coefficients, log10_nu, angle = self.point(params)
         direction = (math.cos(math.radians(angle)), math.sin(math.radians(angle)))
-        steps = etdrk4_burgers(self.initial_field(coefficients), direction, 10.0**log10_nu,
-                               self.dt / self.substeps, self.n_steps * self.substeps, every=self.substeps)
+        steps = etdrk4_burgers(
+            self.initial_field(coefficients),
+            direction,
+            10.0**log10_nu,
+            self.dt / self.substeps,
+            self.n_steps * self.substeps,
+            every=self.substeps,
+        )
         for step, u in enumerate(steps):
             yield step, (step + 1) * self.dt, {"u": u.astype(np.float32)}
 
     def __repr__(self) -> str:
-        return (f"Burgers2D(grid={self.grid}, n_steps={self.n_steps}, t_final={self.t_final:g}, "
-                f"substeps={self.substeps}, wave_vectors={len(self.wave_vectors)}, "
-                f"amplitude={self.amplitude:g}, space={self.space})")
+        return (
+            f"Burgers2D(grid={self.grid}, n_steps={self.n_steps}, t_final={self.t_final:g}, "
+            f"substeps={self.substeps}, wave_vectors={len(self.wave_vectors)}, "
+            f"amplitude={self.amplitude:g}, space={self.space})"
+        )

@@ -118,11 +118,15 @@ class ExternalSimulation(Simulation):
     ) -> None:
         self.command = shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
         if not self.command:
-            raise ValueError("simulation.command is empty; give the solver's command line, e.g. "
-                             "simulation.command='{python} my_solver.py'")
+            raise ValueError(
+                "simulation.command is empty; give the solver's command line, e.g. "
+                "simulation.command='{python} my_solver.py'"
+            )
         if not parameters:
-            raise ValueError("simulation.parameters is empty; give each parameter's bounds, e.g. "
-                             "simulation.parameters='{a: [1.0, 2.0]}'")
+            raise ValueError(
+                "simulation.parameters is empty; give each parameter's bounds, e.g. "
+                "simulation.parameters='{a: [1.0, 2.0]}'"
+            )
         names = [str(n) for n in parameters]
         bounds = [tuple(float(v) for v in parameters[n]) for n in parameters]
         if any(len(b) != 2 for b in bounds):
@@ -130,12 +134,14 @@ class ExternalSimulation(Simulation):
         unknown = sorted(set(log_parameters) - set(names))
         if unknown:
             raise ValueError(f"simulation.log_parameters names {unknown}, which are not parameters {names}")
-        self.space = ParameterSpace(names, [b[0] for b in bounds], [b[1] for b in bounds],
-                                    log=[n in set(log_parameters) for n in names])
+        self.space = ParameterSpace(
+            names, [b[0] for b in bounds], [b[1] for b in bounds], log=[n in set(log_parameters) for n in names]
+        )
         if not fields:
             raise ValueError("simulation.fields is empty; declare each field as {name, shape, dtype}")
-        self.fields = tuple(FieldSpec(str(f["name"]), tuple(f["shape"]), str(f.get("dtype", "float32")))
-                            for f in fields)
+        self.fields = tuple(
+            FieldSpec(str(f["name"]), tuple(f["shape"]), str(f.get("dtype", "float32"))) for f in fields
+        )
         if int(n_steps) < 1:
             raise ValueError(f"simulation.n_steps must be >= 1, got {n_steps}")
         self.n_steps = int(n_steps)
@@ -156,27 +162,47 @@ class ExternalSimulation(Simulation):
             self._command(np.mean([self.space.lower, self.space.upper], axis=0), 0, 0, "file")
         except (KeyError, IndexError, ValueError) as err:
             known = ["python", "params_file", "seed", "sim_id", "n_steps", *self.space.names]
-            raise ValueError(f"simulation.command {' '.join(self.command)!r}: bad placeholder {err}; "
-                             f"known ones are {', '.join('{' + k + '}' for k in known)} "
-                             "(write a literal brace twice: {{)") from None
+            raise ValueError(
+                f"simulation.command {' '.join(self.command)!r}: bad placeholder {err}; "
+                f"known ones are {', '.join('{' + k + '}' for k in known)} "
+                "(write a literal brace twice: {{)"
+            ) from None
 
     def _command(self, params: np.ndarray, seed: int, sim_id: int, params_file: str) -> list[str]:
         values = {name: repr(float(v)) for name, v in zip(self.space.names, params)}
-        return [part.format(python=sys.executable, params_file=params_file, seed=seed, sim_id=sim_id,
-                            n_steps=self.n_steps, **values) for part in self.command]
+        return [
+            part.format(
+                python=sys.executable, params_file=params_file, seed=seed, sim_id=sim_id, n_steps=self.n_steps, **values
+            )
+            for part in self.command
+        ]
 
-    def environment(self, params: np.ndarray, seed: int, sim_id: int, address: str, token: str,
-                    params_file: str) -> dict[str, str]:
+    def environment(
+        self, params: np.ndarray, seed: int, sim_id: int, address: str, token: str, params_file: str
+    ) -> dict[str, str]:
         """The process's environment: this one's, ``env``, and the run's ``GENSIM_*`` variables."""
         from gensim.client import ENV_ADDRESS, ENV_SIM_ID, ENV_TOKEN
 
-        run = {ENV_ADDRESS: address, ENV_TOKEN: token, ENV_SIM_ID: str(sim_id), "GENSIM_SEED": str(seed),
-               "GENSIM_N_STEPS": str(self.n_steps), "GENSIM_PARAMS_FILE": params_file}
+        run = {
+            ENV_ADDRESS: address,
+            ENV_TOKEN: token,
+            ENV_SIM_ID: str(sim_id),
+            "GENSIM_SEED": str(seed),
+            "GENSIM_N_STEPS": str(self.n_steps),
+            "GENSIM_PARAMS_FILE": params_file,
+        }
         run |= {f"GENSIM_PARAM_{name}": repr(float(v)) for name, v in zip(self.space.names, params)}
         return {**os.environ, **self.env, **run}
 
-    def stream(self, params: np.ndarray, seed: int | None, sim_id: int, address: str, token: str,
-               heartbeat: Callable[[], None] = lambda: None) -> float:
+    def stream(
+        self,
+        params: np.ndarray,
+        seed: int | None,
+        sim_id: int,
+        address: str,
+        token: str,
+        heartbeat: Callable[[], None] = lambda: None,
+    ) -> float:
         """Run the command once; it streams its steps to ``address`` itself.
 
         Parameters
@@ -210,10 +236,17 @@ class ExternalSimulation(Simulation):
         folder = tempfile.mkdtemp(prefix="gensim-run-")  # mode 0700: the parameters stay private
         try:
             params_file = str(Path(folder) / "params.json")
-            Path(params_file).write_text(json.dumps({
-                "sim_id": int(sim_id), "seed": seed, "n_steps": self.n_steps,
-                "params": {n: float(v) for n, v in zip(self.space.names, params)},
-                "fields": [{"name": f.name, "shape": list(f.shape), "dtype": f.dtype} for f in self.fields]}))
+            Path(params_file).write_text(
+                json.dumps(
+                    {
+                        "sim_id": int(sim_id),
+                        "seed": seed,
+                        "n_steps": self.n_steps,
+                        "params": {n: float(v) for n, v in zip(self.space.names, params)},
+                        "fields": [{"name": f.name, "shape": list(f.shape), "dtype": f.dtype} for f in self.fields],
+                    }
+                )
+            )
             cmd = self._command(params, seed, int(sim_id), params_file)
             env = self.environment(params, seed, int(sim_id), address, token, params_file)
             return self._execute(cmd, env, heartbeat)
@@ -227,12 +260,21 @@ class ExternalSimulation(Simulation):
         try:
             # In the worker's process group, which the executor kills on a hang or at shutdown,
             # and killed by the kernel if the worker dies (a trainer killed with SIGKILL).
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, cwd=self.cwd, env=env,
-                                    preexec_fn=die_with_parent_preexec())
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                env=env,
+                preexec_fn=die_with_parent_preexec(),
+            )
         except OSError as err:
-            raise ExternalRunError(f"cannot start {cmd[0]!r} ({err.strerror}); check simulation.command "
-                                   f"and simulation.cwd ({self.cwd or os.getcwd()})", None) from None
+            raise ExternalRunError(
+                f"cannot start {cmd[0]!r} ({err.strerror}); check simulation.command "
+                f"and simulation.cwd ({self.cwd or os.getcwd()})",
+                None,
+            ) from None
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         reader = threading.Thread(target=_tee, args=(proc.stdout, tail), daemon=True, name="gensim-external-output")
         reader.start()
@@ -265,8 +307,9 @@ class ExternalSimulation(Simulation):
             why = f"was killed by {signal_name(code)}"
         else:
             why = f"exited with code {code}"
-        raise ExternalRunError(f"command `{shlex.join(cmd)}` {why}; last output:\n{last}",
-                               None if code is None or code < 0 else code)
+        raise ExternalRunError(
+            f"command `{shlex.join(cmd)}` {why}; last output:\n{last}", None if code is None or code < 0 else code
+        )
 
     def run(self, params: np.ndarray, seed: int | None = None) -> Iterator[tuple[int, float, Mapping[str, np.ndarray]]]:
         """Run the command in this process's reach and yield what it streams (off-line use).
@@ -318,13 +361,17 @@ class ExternalSimulation(Simulation):
             stats = rx.stats()
         if stats.rejected:
             detail = stats.rejection_details.get(0, "")
-            raise ExternalRunError(f"command {' '.join(self.command)!r}: messages rejected {stats.rejected}: "
-                                   f"{detail}", 0)
+            raise ExternalRunError(
+                f"command {' '.join(self.command)!r}: messages rejected {stats.rejected}: {detail}", 0
+            )
         if not finished:
-            raise ExternalRunError(f"command {' '.join(self.command)!r} exited with code 0 but no END "
-                                   "reached the receiver: call client.end() after the last step, and check "
-                                   "each field's dtype and shape against simulation.fields (ZeroMQ drops a "
-                                   "frame over the receiver's size limit unseen)", 0)
+            raise ExternalRunError(
+                f"command {' '.join(self.command)!r} exited with code 0 but no END "
+                "reached the receiver: call client.end() after the last step, and check "
+                "each field's dtype and shape against simulation.fields (ZeroMQ drops a "
+                "frame over the receiver's size limit unseen)",
+                0,
+            )
 
 
 def _tee(stream, tail: deque) -> None:

@@ -97,16 +97,12 @@ def implicit_euler_heat(
     """
     u0 = np.asarray(u0, dtype=np.float64)
     if u0.ndim != 2 or u0.shape[0] != u0.shape[1] or u0.shape[0] == 0:
-        raise ValueError(
-            f"u0: expected a square 2-D array (n, n) of interior temperatures, got shape {u0.shape}"
-        )
+        raise ValueError(f"u0: expected a square 2-D array (n, n) of interior temperatures, got shape {u0.shape}")
     if not np.all(np.isfinite(u0)):
         raise ValueError("u0: expected finite temperatures, got nan or inf; check the initial field")
     walls = np.asarray(walls, dtype=np.float64)
     if walls.shape != (4,) or not np.all(np.isfinite(walls)):
-        raise ValueError(
-            f"walls: expected 4 finite temperatures (left, right, bottom, top), got {walls.tolist()}"
-        )
+        raise ValueError(f"walls: expected 4 finite temperatures (left, right, bottom, top), got {walls.tolist()}")
     diffusivity = _positive_finite("diffusivity", diffusivity)
     dt = _positive_finite("dt", dt)
     n_steps = _positive_int("n_steps", n_steps)
@@ -114,9 +110,7 @@ def implicit_euler_heat(
     return _dst_steps(u0, walls, diffusivity, dt, n_steps)
 
 
-def _dst_steps(
-    u0: np.ndarray, walls: np.ndarray, diffusivity: float, dt: float, n_steps: int
-) -> Iterator[np.ndarray]:
+def _dst_steps(u0: np.ndarray, walls: np.ndarray, diffusivity: float, dt: float, n_steps: int) -> Iterator[np.ndarray]:
     # A separate generator so that implicit_euler_heat validates when called, not when iterated.
     n = u0.shape[0]
     h = 1.0 / (n + 1)
@@ -215,9 +209,7 @@ class Heat2D(Simulation):
         """Times of the emitted steps, ``(step + 1) * dt``: ndarray, shape (n_steps,)."""
         return np.arange(1, self.n_steps + 1) * self.dt
 
-    def run(
-        self, params: np.ndarray, seed: int | None = None
-    ) -> Iterator[tuple[int, float, Mapping[str, np.ndarray]]]:
+    def run(self, params: np.ndarray, seed: int | None = None) -> Iterator[tuple[int, float, Mapping[str, np.ndarray]]]:
         """Simulate one parameter vector and yield the temperature after every step.
 
         Parameters
@@ -250,10 +242,7 @@ class Heat2D(Simulation):
             yield step, (step + 1) * self.dt, {"temperature": u.astype(np.float32)}
 
     def __repr__(self) -> str:
-        return (
-            f"Heat2D(grid={self.grid}, n_steps={self.n_steps}, t_final={self.t_final:g}, "
-            f"space={self.space})"
-        )
+        return f"Heat2D(grid={self.grid}, n_steps={self.n_steps}, t_final={self.t_final:g}, space={self.space})"
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -286,7 +275,5 @@ def _bounds(name: str, value: Sequence[float]) -> tuple[float, float]:
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected a pair (lower, upper) of numbers, got {value!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(
-            f"{name}: expected finite bounds with lower < upper, got ({lo}, {hi}); swap or fix them"
-        )
+        raise ValueError(f"{name}: expected finite bounds with lower < upper, got ({lo}, {hi}); swap or fix them")
     return lo, hi

@@ -64,8 +64,12 @@ def _edge_points(start: np.ndarray, stop: np.ndarray, h: float) -> np.ndarray:
     return start + np.linspace(0.0, 1.0, n + 1)[:, None] * (stop - start)
 
 
-def plate_with_holes(h: float, width: float = 2.0, height: float = 1.0,
-                     holes: Sequence[Sequence[float]] = ((0.5, 0.5, 0.2), (1.5, 0.5, 0.2))) -> PlateMesh:
+def plate_with_holes(
+    h: float,
+    width: float = 2.0,
+    height: float = 1.0,
+    holes: Sequence[Sequence[float]] = ((0.5, 0.5, 0.2), (1.5, 0.5, 0.2)),
+) -> PlateMesh:
     """Mesh the plate ``[0, width] x [0, height]`` less the discs ``holes`` with node spacing ``h``.
 
     Parameters
@@ -89,22 +93,29 @@ def plate_with_holes(h: float, width: float = 2.0, height: float = 1.0,
         closer than ``h`` to an edge or another hole.
     """
     if not (h > 0 and width > 0 and height > 0) or not all(map(math.isfinite, (h, width, height))):
-        raise ValueError(f"expected a positive finite spacing and plate size, got h={h}, width={width}, "
-                         f"height={height}")
+        raise ValueError(
+            f"expected a positive finite spacing and plate size, got h={h}, width={width}, height={height}"
+        )
     holes = [tuple(float(v) for v in hole) for hole in holes]
     for i, (x, y, r) in enumerate(holes):
         if 2 * math.pi * r < 8 * h:
             raise ValueError(f"hole {i} (radius {r}) gets fewer than 8 nodes at spacing h={h}; lower h")
         if min(x - r, width - x - r, y - r, height - y - r) < h:
-            raise ValueError(f"hole {i} at ({x}, {y}) with radius {r} is closer than h={h} to an edge of the "
-                             f"{width} x {height} plate")
+            raise ValueError(
+                f"hole {i} at ({x}, {y}) with radius {r} is closer than h={h} to an edge of the "
+                f"{width} x {height} plate"
+            )
         for j, (x2, y2, r2) in enumerate(holes[:i]):
             if math.hypot(x - x2, y - y2) - r - r2 < h:
                 raise ValueError(f"holes {j} and {i} are closer than h={h} to each other")
 
     corners = np.array([[0.0, 0.0], [width, 0.0], [width, height], [0.0, height]])
-    edges = {"bottom": (corners[0], corners[1]), "right": (corners[1], corners[2]),
-             "top": (corners[3], corners[2]), "left": (corners[0], corners[3])}
+    edges = {
+        "bottom": (corners[0], corners[1]),
+        "right": (corners[1], corners[2]),
+        "top": (corners[3], corners[2]),
+        "left": (corners[0], corners[3]),
+    }
     edge_points = {name: _edge_points(a, b, h) for name, (a, b) in edges.items()}
     hole_points = []
     for x, y, r in holes:
@@ -120,8 +131,12 @@ def plate_with_holes(h: float, width: float = 2.0, height: float = 1.0,
         xs = np.arange((k % 2) * h / 2 + h / 4, width, h)
         rows.append(np.c_[xs, np.full(len(xs), y)])
     lattice = np.concatenate(rows)
-    keep = ((lattice[:, 0] > h / 2) & (lattice[:, 0] < width - h / 2)
-            & (lattice[:, 1] > h / 2) & (lattice[:, 1] < height - h / 2))
+    keep = (
+        (lattice[:, 0] > h / 2)
+        & (lattice[:, 0] < width - h / 2)
+        & (lattice[:, 1] > h / 2)
+        & (lattice[:, 1] < height - h / 2)
+    )
     for x, y, r in holes:
         keep &= np.hypot(lattice[:, 0] - x, lattice[:, 1] - y) > r + h / 2
     points = np.concatenate([*edge_points.values(), *hole_points, lattice[keep]])

@@ -74,9 +74,17 @@ def p1_matrices(mesh: PlateMesh, kappa: Callable[[np.ndarray, np.ndarray], np.nd
     return asm(mass, basis).tocsr(), asm(stiffness, basis).tocsr(), basis
 
 
-def theta_scheme_heat(mass, stiffness, u0: np.ndarray, fixed: np.ndarray,
-                      fixed_values: Callable[[float], np.ndarray], load: Callable[[float], np.ndarray],
-                      dt: float, n_steps: int, theta: float = 1.0) -> Iterator[np.ndarray]:
+def theta_scheme_heat(
+    mass,
+    stiffness,
+    u0: np.ndarray,
+    fixed: np.ndarray,
+    fixed_values: Callable[[float], np.ndarray],
+    load: Callable[[float], np.ndarray],
+    dt: float,
+    n_steps: int,
+    theta: float = 1.0,
+) -> Iterator[np.ndarray]:
     """Advance ``M du/dt + K u = F(t)`` by the theta scheme, with Dirichlet values on ``fixed`` nodes.
 
     Parameters
@@ -159,10 +167,17 @@ class PlateHeat(Simulation):
         :class:`~gensim.simulations.base.FieldMesh`.
     """
 
-    def __init__(self, h: float = 0.05, n_steps: int = 50, t_final: float = 0.5, substeps: int = 2,
-                 theta: float = 1.0, temperature_bounds: Sequence[float] = (0.0, 100.0),
-                 log10_kappa_ratio_bounds: Sequence[float] = (-1.0, 1.0),
-                 source_bounds: Sequence[float] = (0.0, 200.0)) -> None:
+    def __init__(
+        self,
+        h: float = 0.05,
+        n_steps: int = 50,
+        t_final: float = 0.5,
+        substeps: int = 2,
+        theta: float = 1.0,
+        temperature_bounds: Sequence[float] = (0.0, 100.0),
+        log10_kappa_ratio_bounds: Sequence[float] = (-1.0, 1.0),
+        source_bounds: Sequence[float] = (0.0, 200.0),
+    ) -> None:
         self.h = _positive_finite("h", h)
         self.n_steps = _positive_int("n_steps", n_steps)
         self.t_final = _positive_finite("t_final", t_final)
@@ -171,13 +186,19 @@ class PlateHeat(Simulation):
         if not 0.5 <= self.theta <= 1.0:
             raise ValueError(f"theta: expected a value in [0.5, 1], got {theta}")
         bounds = [_bounds("temperature_bounds", temperature_bounds)] * 3 + [
-            _bounds("log10_kappa_ratio_bounds", log10_kappa_ratio_bounds), _bounds("source_bounds", source_bounds)]
-        self.space = ParameterSpace(("T_left", "T_right", "T_holes", "log10_kappa_ratio", "source"),
-                                    [lo for lo, _ in bounds], [hi for _, hi in bounds])
+            _bounds("log10_kappa_ratio_bounds", log10_kappa_ratio_bounds),
+            _bounds("source_bounds", source_bounds),
+        ]
+        self.space = ParameterSpace(
+            ("T_left", "T_right", "T_holes", "log10_kappa_ratio", "source"),
+            [lo for lo, _ in bounds],
+            [hi for _, hi in bounds],
+        )
         self.mesh = plate_with_holes(self.h)
         # The field carries its geometry: models get the node coordinates at construction.
-        self.fields = (FieldSpec("temperature", (len(self.mesh.nodes),), "float32",
-                                 FieldMesh(self.mesh.nodes, self.mesh.cells)),)
+        self.fields = (
+            FieldSpec("temperature", (len(self.mesh.nodes),), "float32", FieldMesh(self.mesh.nodes, self.mesh.cells)),
+        )
         self.dt = self.t_final / (self.n_steps * self.substeps)
         self.times = self.dt * self.substeps * np.arange(1, self.n_steps + 1)
         b = self.mesh.boundary
@@ -191,8 +212,17 @@ class PlateHeat(Simulation):
         unit_load = mass @ np.ones(mass.shape[0])  # P1 load of a uniform unit source: M 1
         values = np.concatenate([np.full(len(side), v) for side, v in zip(self._sides, (t_left, t_right, t_holes))])
         u0 = np.full(mass.shape[0], (t_left + t_right + t_holes) / 3)
-        steps = theta_scheme_heat(mass, stiffness, u0, self._fixed, lambda t: values, lambda t: source * unit_load,
-                                  self.dt, self.n_steps * self.substeps, self.theta)
+        steps = theta_scheme_heat(
+            mass,
+            stiffness,
+            u0,
+            self._fixed,
+            lambda t: values,
+            lambda t: source * unit_load,
+            self.dt,
+            self.n_steps * self.substeps,
+            self.theta,
+        )
         for k, u in enumerate(steps, start=1):
             if k % self.substeps == 0:
                 step = k // self.substeps - 1

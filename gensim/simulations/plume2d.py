@@ -117,7 +117,7 @@ def spectral_advection_diffusion(
 def _spectral_steps(c0: np.ndarray, u: np.ndarray, diffusivity: float, times: np.ndarray) -> Iterator[np.ndarray]:
     # A separate generator so that the validation above runs at the call, not at the first step.
     n = c0.shape[0]
-    ky = 2 * np.pi * np.fft.fftfreq(n, d=1.0 / n)[:, None]   # rows: y
+    ky = 2 * np.pi * np.fft.fftfreq(n, d=1.0 / n)[:, None]  # rows: y
     kx = 2 * np.pi * np.fft.rfftfreq(n, d=1.0 / n)[None, :]  # columns: x (the halved rfft axis)
     decay = diffusivity * (kx**2 + ky**2)
     # No advection phase on the Nyquist modes of an even grid, where i k is not a real derivative.
@@ -251,5 +251,7 @@ class Plume2D(Simulation):
             yield step, (step + 1) * self.dt, {"concentration": c.astype(np.float32)}
 
     def __repr__(self) -> str:
-        return (f"Plume2D(grid={self.grid}, n_steps={self.n_steps}, t_final={self.t_final:g}, "
-                f"release={self.release}, space={self.space})")
+        return (
+            f"Plume2D(grid={self.grid}, n_steps={self.n_steps}, t_final={self.t_final:g}, "
+            f"release={self.release}, space={self.space})"
+        )

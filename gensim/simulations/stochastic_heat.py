@@ -108,15 +108,20 @@ class StochasticHeat(Simulation):
         self.t_final = _positive_finite("t_final", t_final)
         self.dt = self.t_final / self.n_steps
         bounds = [_bounds("log10_diffusivity_bounds", log10_diffusivity_bounds)]
-        for name, value in (("damping_bounds", damping_bounds), ("noise_bounds", noise_bounds),
-                            ("correlation_length_bounds", correlation_length_bounds)):
+        for name, value in (
+            ("damping_bounds", damping_bounds),
+            ("noise_bounds", noise_bounds),
+            ("correlation_length_bounds", correlation_length_bounds),
+        ):
             lo, hi = _bounds(name, value)
             if lo <= 0:
-                raise ValueError(f"{name}: expected a positive lower bound, got {lo}; rates, "
-                                 "amplitudes and lengths are positive")
+                raise ValueError(
+                    f"{name}: expected a positive lower bound, got {lo}; rates, amplitudes and lengths are positive"
+                )
             bounds.append((lo, hi))
-        self.space = ParameterSpace(("log10_D", "damping", "noise", "corr_length"),
-                                    [b[0] for b in bounds], [b[1] for b in bounds])
+        self.space = ParameterSpace(
+            ("log10_D", "damping", "noise", "corr_length"), [b[0] for b in bounds], [b[1] for b in bounds]
+        )
         self.fields = (FieldSpec("u", (self.grid, self.grid), "float32"),)
 
         n, h = self.grid, 1.0 / self.grid
@@ -202,8 +207,7 @@ class StochasticHeat(Simulation):
         return np.abs(mean_c) ** 2 + var
 
     # -- the simulation -----------------------------------------------------------------------
-    def run(self, params: np.ndarray, seed: int | None = None
-            ) -> Iterator[tuple[int, float, Mapping[str, np.ndarray]]]:
+    def run(self, params: np.ndarray, seed: int | None = None) -> Iterator[tuple[int, float, Mapping[str, np.ndarray]]]:
         """Simulate one realization and yield the field after every step.
 
         Parameters
@@ -230,8 +234,9 @@ class StochasticHeat(Simulation):
         params = self.point(params)
         return self._steps(params, np.random.default_rng(seed))
 
-    def _steps(self, params: np.ndarray, rng: np.random.Generator
-               ) -> Iterator[tuple[int, float, Mapping[str, np.ndarray]]]:
+    def _steps(
+        self, params: np.ndarray, rng: np.random.Generator
+    ) -> Iterator[tuple[int, float, Mapping[str, np.ndarray]]]:
         # A separate generator so that run() validates when called, not when iterated.
         a, q = self._rates(params)
         decay = np.exp(-a * self.dt)
@@ -245,6 +250,4 @@ class StochasticHeat(Simulation):
             yield step, (step + 1) * self.dt, {"u": u.astype(np.float32)}
 
     def __repr__(self) -> str:
-        return (f"StochasticHeat(grid={self.grid}, n_steps={self.n_steps}, t_final={self.t_final:g}, "
-                f"space={self.space})")
-
+        return f"StochasticHeat(grid={self.grid}, n_steps={self.n_steps}, t_final={self.t_final:g}, space={self.space})"

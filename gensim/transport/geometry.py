@@ -74,8 +74,7 @@ def mesh_message_bytes(spec: FieldSpec) -> int:
     return wire.header_size(len(parts)) + wire.TAG_BYTES + sum(a.size * 8 for _, a in parts)
 
 
-def check_mesh_message(descriptors: tuple[wire.FieldDescriptor, ...], frames: list,
-                       specs: dict[str, FieldSpec]) -> str:
+def check_mesh_message(descriptors: tuple[wire.FieldDescriptor, ...], frames: list, specs: dict[str, FieldSpec]) -> str:
     """Check an authentic MESH message against the declared meshes; return the field's name.
 
     Parameters
@@ -115,8 +114,10 @@ def check_mesh_message(descriptors: tuple[wire.FieldDescriptor, ...], frames: li
         if desc.dtype != "float64" or len(desc.shape) != 2:
             raise fail(f"MESH descriptor {desc.name!r}: expected a 2-D float64 array, got {desc.dtype} {desc.shape}")
         if len(frame) != int(np.prod(desc.shape)) * 8:
-            raise fail(f"MESH descriptor {desc.name!r}: expected {int(np.prod(desc.shape)) * 8} bytes for shape "
-                       f"{desc.shape}, got a frame of {len(frame)} bytes")
+            raise fail(
+                f"MESH descriptor {desc.name!r}: expected {int(np.prod(desc.shape)) * 8} bytes for shape "
+                f"{desc.shape}, got a frame of {len(frame)} bytes"
+            )
         arrays.append(np.frombuffer(frame, dtype="<f8").reshape(desc.shape))
     try:
         received = FieldMesh(*arrays)
@@ -126,12 +127,18 @@ def check_mesh_message(descriptors: tuple[wire.FieldDescriptor, ...], frames: li
         return coords.name
     what = f"{received.n_nodes} nodes in {received.dim}-D"
     if (received.n_nodes, received.dim) != (declared.n_nodes, declared.dim):
-        raise fail(f"field {coords.name!r}: the simulation's mesh has {what}, the declared one "
-                   f"{declared.n_nodes} nodes in {declared.dim}-D (another mesh resolution?)")
+        raise fail(
+            f"field {coords.name!r}: the simulation's mesh has {what}, the declared one "
+            f"{declared.n_nodes} nodes in {declared.dim}-D (another mesh resolution?)"
+        )
     if not np.array_equal(received.nodes, declared.nodes):
         moved = int((np.abs(received.nodes - declared.nodes).max(axis=1) > 0).sum())
-        raise fail(f"field {coords.name!r}: {moved} of {received.n_nodes} node coordinates differ from the declared "
-                   "mesh's (another mesh, or the nodes in another order: values would be matched to the wrong nodes)")
-    raise fail(f"field {coords.name!r}: same nodes as the declared mesh but other cells "
-               f"({'none' if received.cells is None else len(received.cells)} against "
-               f"{'none' if declared.cells is None else len(declared.cells)})")
+        raise fail(
+            f"field {coords.name!r}: {moved} of {received.n_nodes} node coordinates differ from the declared "
+            "mesh's (another mesh, or the nodes in another order: values would be matched to the wrong nodes)"
+        )
+    raise fail(
+        f"field {coords.name!r}: same nodes as the declared mesh but other cells "
+        f"({'none' if received.cells is None else len(received.cells)} against "
+        f"{'none' if declared.cells is None else len(declared.cells)})"
+    )

@@ -29,8 +29,8 @@ import hmac
 import logging
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -188,8 +188,7 @@ class ReceiverStats:
 class _Rejected(Exception):
     """Internal: a validation failure with the sim id when known."""
 
-    def __init__(self, reason: str, message: str, sim_id: int | None = None,
-                 claimed: int | None = None) -> None:
+    def __init__(self, reason: str, message: str, sim_id: int | None = None, claimed: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -322,9 +321,13 @@ class Receiver:
         # Per field in declaration order: name, numpy dtype, shape, frame bytes, and the scratch
         # array of the finiteness check (see _all_finite; only the receive thread uses it).
         self._layout = tuple(
-            (f.name, self._np_dtypes[f.name], f.shape, f.size * self._np_dtypes[f.name].itemsize,
-             np.zeros(f.size, self._np_dtypes[f.name]) if f.size <= FINITE_DOT_MAX
-             else np.empty(f.size, dtype=bool))
+            (
+                f.name,
+                self._np_dtypes[f.name],
+                f.shape,
+                f.size * self._np_dtypes[f.name].itemsize,
+                np.zeros(f.size, self._np_dtypes[f.name]) if f.size <= FINITE_DOT_MAX else np.empty(f.size, dtype=bool),
+            )
             for f in self.fields
         )
         #: The study key (32 bytes). Never logged: messages name the public :attr:`study` id.
@@ -349,8 +352,10 @@ class Receiver:
         # (a MESH message has at most two data frames: coordinates and cells).
         meshed = [f for f in self.fields if f.mesh is not None]
         self.max_frames = max(len(self.fields), 2 if meshed else 0) + 2
-        self.expected_message_bytes = wire.header_size(len(self.fields)) + wire.TAG_BYTES + sum(
-            f.size * self._np_dtypes[f.name].itemsize for f in self.fields
+        self.expected_message_bytes = (
+            wire.header_size(len(self.fields))
+            + wire.TAG_BYTES
+            + sum(f.size * self._np_dtypes[f.name].itemsize for f in self.fields)
         )
         #: Valid MESH messages received per field name (:mod:`gensim.transport.geometry`).
         self.meshes_verified: dict[str, int] = {f.name: 0 for f in meshed}
@@ -363,8 +368,9 @@ class Receiver:
             raise ValueError(f"rcvhwm must be >= 1, got {rcvhwm}")
         self.rcvhwm = int(rcvhwm)
         if int(tag_threads) != tag_threads or tag_threads < 1:
-            raise ValueError(f"tag_threads must be an integer >= 1 (1: tags on the receive thread only), "
-                             f"got {tag_threads!r}")
+            raise ValueError(
+                f"tag_threads must be an integer >= 1 (1: tags on the receive thread only), got {tag_threads!r}"
+            )
         self.tag_threads = int(tag_threads)
         #: Largest single frame ZeroMQ lets through (``ZMQ_MAXMSGSIZE``): the message limit.
         self.hard_frame_bytes = self.max_message_bytes
@@ -433,9 +439,7 @@ class Receiver:
         self._zap_thread.start()
         if self.tag_threads > 1:
             self._tag_pool = ThreadPoolExecutor(self.tag_threads - 1, thread_name_prefix="gensim-receiver-tag")
-        self._thread = threading.Thread(
-            target=self._run, name="gensim-receiver", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="gensim-receiver", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout=30.0):
             self.stop()
@@ -643,8 +647,11 @@ class Receiver:
                 "this study; a simulation must connect with gensim.client.Client, or set "
                 "ZMQ_PLAIN_USERNAME and ZMQ_PLAIN_PASSWORD as docs/wire-format.md says "
                 "(refusal #%d; further ones are logged every %dth)",
-                what["endpoint"].decode("utf-8", "replace"), _HANDSHAKE_EVENTS.get(what["event"], what["event"]),
-                what["value"], n, LOG_EVERY,
+                what["endpoint"].decode("utf-8", "replace"),
+                _HANDSHAKE_EVENTS.get(what["event"], what["event"]),
+                what["value"],
+                n,
+                LOG_EVERY,
             )
 
     def _run(self) -> None:
@@ -711,9 +718,7 @@ class Receiver:
                 continue
             self._handle(batch)
 
-    def _recv_message(
-        self, sock: zmq.Socket, flags: int
-    ) -> tuple[list[zmq.Frame] | _Oversize, int]:
+    def _recv_message(self, sock: zmq.Socket, flags: int) -> tuple[list[zmq.Frame] | _Oversize, int]:
         """The frames of one message and their total size; ``zmq.Again`` if none is queued
         (``flags=zmq.NOBLOCK``).
 
@@ -793,8 +798,8 @@ class Receiver:
             return [None] * n
         k = min(self.tag_threads, n)
         cuts = [n * i // k for i in range(k + 1)]
-        shares = [pool.submit(self._tags_of, batch[cuts[i]:cuts[i + 1]]) for i in range(1, k)]
-        tags = self._tags_of(batch[:cuts[1]])
+        shares = [pool.submit(self._tags_of, batch[cuts[i] : cuts[i + 1]]) for i in range(1, k)]
+        tags = self._tags_of(batch[: cuts[1]])
         for share in shares:
             tags += share.result()
         return tags
@@ -814,8 +819,10 @@ class Receiver:
             pass
         else:
             claimed = header.sim_id
-            said = (f"; its header claims simulation {claimed} and fields {_describe(header.fields)}, "
-                    f"expected {_describe(self.fields)}")
+            said = (
+                f"; its header claims simulation {claimed} and fields {_describe(header.fields)}, "
+                f"expected {_describe(self.fields)}"
+            )
         if message.too_large:
             return _Rejected(
                 "too_large",
@@ -871,8 +878,9 @@ class Receiver:
                     group = []
                 except Exception as err:
                     # add_many takes all or none: find the faulty samples one by one.
-                    logger.debug("gensim receiver: add_many raised %s: %s; retrying one by one",
-                                 type(err).__name__, err)
+                    logger.debug(
+                        "gensim receiver: add_many raised %s: %s; retrying one by one", type(err).__name__, err
+                    )
             for sim, sample, nbytes in group:
                 try:
                     sink(sample)
@@ -983,9 +991,7 @@ class Receiver:
         if sim is None:
             raise _Rejected("unknown_sim", "simulation id not registered with the receiver", sim_id)
         if self.n_steps is not None and step >= self.n_steps:
-            raise _Rejected(
-                "step_range", f"step {step} outside [0, {self.n_steps}) (n_steps {self.n_steps})", sim_id
-            )
+            raise _Rejected("step_range", f"step {step} outside [0, {self.n_steps}) (n_steps {self.n_steps})", sim_id)
         time_range = self.time_range
         # One comparison in the common case: NaN and +-Inf fail it too, then get their own reason.
         if time_range is None or not time_range[0] <= time <= time_range[1]:
@@ -1078,7 +1084,11 @@ class Receiver:
         return [by_name[name] for name in names], frames[1:-1]
 
     def _reject(
-        self, reason: str, message: str, sim_id: int | None, exc_info: bool = False,
+        self,
+        reason: str,
+        message: str,
+        sim_id: int | None,
+        exc_info: bool = False,
         claimed: int | None = None,
     ) -> None:
         """Count, attribute and log one rejection.
@@ -1091,8 +1101,12 @@ class Receiver:
         with self._lock:
             n = self._rejected.get(reason, 0) + 1
             self._rejected[reason] = n
-            if who_id is not None and (who_id in self._sims or who_id in self._steps
-                                       or who_id in self._finished or who_id in self._dropped_counts):
+            if who_id is not None and (
+                who_id in self._sims
+                or who_id in self._steps
+                or who_id in self._finished
+                or who_id in self._dropped_counts
+            ):
                 per = self._rejected_per_sim.setdefault(who_id, {})
                 per[reason] = per.get(reason, 0) + 1
                 self._rejection_details.setdefault(who_id, f"[{reason}] {message}")

@@ -118,7 +118,7 @@ def advertised(address: str, host: str | None = None) -> str:
     """
     for wildcard in ("tcp://0.0.0.0:", "tcp://[::]:"):
         if address.startswith(wildcard):
-            return f"tcp://{host or socket.getfqdn()}:{address[len(wildcard):]}"
+            return f"tcp://{host or socket.getfqdn()}:{address[len(wildcard) :]}"
     return address
 
 
@@ -179,8 +179,15 @@ class RankRouter:
         Longest wait for a rank to acknowledge a registration.
     """
 
-    def __init__(self, receiver: Receiver, sinks: Mapping[str, Sink], endpoints: Sequence[Endpoint],
-                 token: bytes, rule: RoutingRule | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        receiver: Receiver,
+        sinks: Mapping[str, Sink],
+        endpoints: Sequence[Endpoint],
+        token: bytes,
+        rule: RoutingRule | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
         missing = set(PURPOSES) - set(sinks)
         if missing:
             raise ValueError(f"the router needs a sink for each purpose {PURPOSES}; missing {sorted(missing)}")
@@ -214,16 +221,17 @@ class RankRouter:
         return endpoint.data
 
     def _register_remote(self, endpoint: Endpoint, record: _Record) -> None:
-        request = {"sim_id": int(record.sim_id), "params": [float(v) for v in record.params],
-                   "purpose": record.purpose}
+        request = {"sim_id": int(record.sim_id), "params": [float(v) for v in record.params], "purpose": record.purpose}
         sock = self._socket(endpoint)
         sock.send_string(sign_request(self.token, request))
         if not sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
             # A REQ socket that missed its reply cannot send again: drop it, a new one is made.
             self._sockets.pop(endpoint.rank).close(linger=0)
-            raise RuntimeError(f"rank {endpoint.rank} did not acknowledge the registration of simulation "
-                               f"{record.sim_id} within {self.timeout_s} s ({endpoint.control}); is that "
-                               "trainer process alive?")
+            raise RuntimeError(
+                f"rank {endpoint.rank} did not acknowledge the registration of simulation "
+                f"{record.sim_id} within {self.timeout_s} s ({endpoint.control}); is that "
+                "trainer process alive?"
+            )
         reply = json.loads(sock.recv_string())
         if reply.get("ok") is not True:
             raise RuntimeError(f"rank {endpoint.rank} refused simulation {record.sim_id}: {reply.get('error')}")
@@ -269,8 +277,9 @@ class Registrar:
         Endpoint to bind, normally the receiver's interface with an ephemeral port.
     """
 
-    def __init__(self, receiver: Receiver, sinks: Mapping[str, Sink], token: bytes,
-                 address: str = "tcp://127.0.0.1:*") -> None:
+    def __init__(
+        self, receiver: Receiver, sinks: Mapping[str, Sink], token: bytes, address: str = "tcp://127.0.0.1:*"
+    ) -> None:
         self.receiver, self.sinks, self.token = receiver, dict(sinks), bytes(token)
         self._context = zmq.Context()
         self._sock = self._context.socket(zmq.REP)
@@ -303,8 +312,7 @@ class Registrar:
         purpose = request.get("purpose")
         if purpose not in self.sinks:
             raise ValueError(f"purpose {purpose!r} is not served by this rank (it serves {sorted(self.sinks)})")
-        self.receiver.register(int(request["sim_id"]), np.asarray(request["params"], dtype=float),
-                               self.sinks[purpose])
+        self.receiver.register(int(request["sim_id"]), np.asarray(request["params"], dtype=float), self.sinks[purpose])
 
     def stop(self) -> None:
         """Stop the thread and close the socket. Idempotent."""
@@ -313,4 +321,3 @@ class Registrar:
             self._thread.join(timeout=5.0)
         if not self._context.closed:
             self._context.term()
-

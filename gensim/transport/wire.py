@@ -213,9 +213,7 @@ def numpy_dtype(dtype: str) -> np.dtype:
     try:
         return _NUMPY_DTYPES[dtype]
     except KeyError:
-        raise ValueError(
-            f"dtype must be one of {tuple(DTYPE_CODES)}, got {dtype!r}"
-        ) from None
+        raise ValueError(f"dtype must be one of {tuple(DTYPE_CODES)}, got {dtype!r}") from None
 
 
 def parse_key(key: bytes | str) -> bytes:
@@ -377,35 +375,22 @@ def encode_descriptors(fields: Sequence[_FieldLike]) -> bytes:
     for f in fields:
         name = f.name.encode("utf-8")
         if not 1 <= len(name) <= MAX_NAME_BYTES or b"\0" in name:
-            raise ValueError(
-                f"field name must be 1 to {MAX_NAME_BYTES} UTF-8 bytes without NUL, got {f.name!r}"
-            )
+            raise ValueError(f"field name must be 1 to {MAX_NAME_BYTES} UTF-8 bytes without NUL, got {f.name!r}")
         shape = tuple(int(s) for s in f.shape)
         if not 1 <= len(shape) <= MAX_NDIM or any(not 0 < s < 2**32 for s in shape):
-            raise ValueError(
-                f"field {f.name!r}: expected 1 to {MAX_NDIM} dimensions in 1..2**32-1, "
-                f"got shape {shape}"
-            )
+            raise ValueError(f"field {f.name!r}: expected 1 to {MAX_NDIM} dimensions in 1..2**32-1, got shape {shape}")
         dtype = np.dtype(f.dtype).name
         if dtype not in DTYPE_CODES:
-            raise ValueError(
-                f"field {f.name!r}: dtype must be one of {tuple(DTYPE_CODES)}, got {f.dtype!r}"
-            )
+            raise ValueError(f"field {f.name!r}: dtype must be one of {tuple(DTYPE_CODES)}, got {f.dtype!r}")
         padded = shape + (0,) * (MAX_NDIM - len(shape))
-        out.append(
-            _DESCRIPTOR.pack(name, DTYPE_CODES[dtype], len(shape), b"\0\0", *padded, b"\0" * 12)
-        )
+        out.append(_DESCRIPTOR.pack(name, DTYPE_CODES[dtype], len(shape), b"\0\0", *padded, b"\0" * 12))
     return b"".join(out)
 
 
-def encode_preamble(
-    study: bytes, sim_id: int, step: int, time: float, n_fields: int, kind: int = KIND_DATA
-) -> bytes:
+def encode_preamble(study: bytes, sim_id: int, step: int, time: float, n_fields: int, kind: int = KIND_DATA) -> bytes:
     """Encode the 48-byte preamble; ``study`` is the 16-byte study id (:func:`study_id`)."""
     if len(study) != STUDY_ID_BYTES:
-        raise ValueError(
-            f"study id must be {STUDY_ID_BYTES} bytes (wire.study_id(key)), got {len(study)}"
-        )
+        raise ValueError(f"study id must be {STUDY_ID_BYTES} bytes (wire.study_id(key)), got {len(study)}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind}")
     if not 0 <= step < 2**32:
@@ -450,9 +435,7 @@ def encode_header(
     """
     if kind == KIND_END and len(fields):
         raise ValueError("an END message carries no fields")
-    return encode_preamble(bytes(study), sim_id, step, time, len(fields), kind) + (
-        encode_descriptors(fields)
-    )
+    return encode_preamble(bytes(study), sim_id, step, time, len(fields), kind) + (encode_descriptors(fields))
 
 
 def match_data_header(buf: bytes, descriptors: bytes) -> tuple[bytes, int, int, float] | None:
@@ -529,8 +512,9 @@ def decode_header(buf: bytes | bytearray | memoryview) -> Header:
             f"header is {n} bytes, expected {expected} for {n_fields} field(s)",
         )
     if kind not in KINDS:
-        raise WireError("malformed", f"kind {kind}, expected {KIND_DATA} (DATA), {KIND_END} (END) or "
-                                     f"{KIND_MESH} (MESH)")
+        raise WireError(
+            "malformed", f"kind {kind}, expected {KIND_DATA} (DATA), {KIND_END} (END) or {KIND_MESH} (MESH)"
+        )
     if kind == KIND_END and n_fields:
         raise WireError("malformed", f"an END message must have 0 fields, got {n_fields}")
     fields = []
@@ -554,9 +538,7 @@ def decode_header(buf: bytes | bytearray | memoryview) -> Header:
                 "(check the C struct layout: no padding, little-endian)",
             )
         if code not in CODE_DTYPES:
-            raise WireError(
-                "dtype", f"field {name!r}: dtype code {code}, expected one of {CODE_DTYPES}"
-            )
+            raise WireError("dtype", f"field {name!r}: dtype code {code}, expected one of {CODE_DTYPES}")
         if not 1 <= ndim <= MAX_NDIM:
             raise WireError("malformed", f"field {name!r}: ndim {ndim}, expected 1 to {MAX_NDIM}")
         dims = (d0, d1, d2, d3)
@@ -564,8 +546,7 @@ def decode_header(buf: bytes | bytearray | memoryview) -> Header:
         if any(s == 0 for s in shape) or any(unused):
             raise WireError(
                 "malformed",
-                f"field {name!r}: shape {dims} with ndim {ndim}; expected {ndim} positive "
-                "dimensions followed by zeros",
+                f"field {name!r}: shape {dims} with ndim {ndim}; expected {ndim} positive dimensions followed by zeros",
             )
         fields.append(FieldDescriptor(name, CODE_DTYPES[code], tuple(shape)))
     return Header(

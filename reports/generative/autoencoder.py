@@ -36,8 +36,14 @@ PROBLEMS = {
     "heat2d": ["simulation=heat2d", "launcher.max_simulations=160"],
     "stochastic": ["simulation=stochastic_heat", "launcher.max_simulations=1000"],
 }
-COMMON = ["model=autoencoder", "simulation.grid=32", "trainer.max_steps=4000", "data.steps_per_epoch=1000",
-          "data.batch_size=128", "data.n_validation=16"]
+COMMON = [
+    "model=autoencoder",
+    "simulation.grid=32",
+    "trainer.max_steps=4000",
+    "data.steps_per_epoch=1000",
+    "data.batch_size=128",
+    "data.n_validation=16",
+]
 
 
 def resimulate(simulation, records: list[dict]) -> np.ndarray:
@@ -45,8 +51,7 @@ def resimulate(simulation, records: list[dict]) -> np.ndarray:
     rows = []
     for r in records:
         for _, _, fields in simulation.run(np.asarray(r["params"]), seed=r["seed"]):
-            rows.append(np.concatenate([np.asarray(fields[f.name], np.float32).reshape(-1)
-                                        for f in simulation.fields]))
+            rows.append(np.concatenate([np.asarray(fields[f.name], np.float32).reshape(-1) for f in simulation.fields]))
     return np.stack(rows)
 
 
@@ -67,8 +72,13 @@ def pca_baseline(run_dir: Path, n_modes: int) -> dict:
     y = torch.from_numpy(held_out).double()
     recon = (y - mean) @ basis.T @ basis + mean
     summary = summarize_errors(relative_l2(recon, y, simulation.fields))
-    out = {"pca_rel_l2_mean": summary["mean"], "pca_rel_l2_p99": summary["p99"], "pca_modes": n_modes,
-           "pca_train_fields": int(train.shape[0]), "pca_heldout_fields": int(held_out.shape[0])}
+    out = {
+        "pca_rel_l2_mean": summary["mean"],
+        "pca_rel_l2_p99": summary["p99"],
+        "pca_modes": n_modes,
+        "pca_train_fields": int(train.shape[0]),
+        "pca_heldout_fields": int(held_out.shape[0]),
+    }
     out_path.write_text(json.dumps(out, indent=2) + "\n")
     return out
 
@@ -80,28 +90,42 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per study on a shared 2-core machine
 
-    lines = ["| problem | latent / modes | autoencoder rel L2 mean | PCA rel L2 mean | AE / PCA "
-             "| autoencoder rel L2 p99 | PCA rel L2 p99 | run (metrics.json, pca.json) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| problem | latent / modes | autoencoder rel L2 mean | PCA rel L2 mean | AE / PCA "
+        "| autoencoder rel L2 p99 | PCA rel L2 p99 | run (metrics.json, pca.json) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for problem in args.problems:
         variants = {f"latent{k}": [f"model.latent_dim={k}"] for k in LATENTS}
         if args.report_only:
-            results = [StudyResult(v, 0, RUNS / problem / v / "seed0",
-                                   json.loads((RUNS / problem / v / "seed0" / "metrics.json").read_text()))
-                       for v in variants if (RUNS / problem / v / "seed0" / "metrics.json").exists()]
+            results = [
+                StudyResult(
+                    v,
+                    0,
+                    RUNS / problem / v / "seed0",
+                    json.loads((RUNS / problem / v / "seed0" / "metrics.json").read_text()),
+                )
+                for v in variants
+                if (RUNS / problem / v / "seed0" / "metrics.json").exists()
+            ]
         else:
-            results = run_comparison(RUNS / problem, variants, seeds=(0,), common=[*COMMON, *PROBLEMS[problem]],
-                                     timeout_s=7200)
+            results = run_comparison(
+                RUNS / problem, variants, seeds=(0,), common=[*COMMON, *PROBLEMS[problem]], timeout_s=7200
+            )
         for r in results:
             k = int(r.variant.removeprefix("latent"))
             pca = pca_baseline(Path(r.run_dir), k)
             ae = r.metrics
-            lines.append(f"| {problem} | {k} | {ae['recon_rel_l2_mean']:.4g} | {pca['pca_rel_l2_mean']:.4g} "
-                         f"| {ae['recon_rel_l2_mean'] / pca['pca_rel_l2_mean']:.2f} | {ae['recon_rel_l2_p99']:.4g} "
-                         f"| {pca['pca_rel_l2_p99']:.4g} | {Path(r.run_dir).relative_to(HERE)} |")
-    text = ("# Autoencoder (trained on-line) vs PCA: held-out reconstruction relative L2\n\n"
-            f"Common overrides: `{' '.join(COMMON)}`; heat2d: `{' '.join(PROBLEMS['heat2d'])}`; "
-            f"stochastic: `{' '.join(PROBLEMS['stochastic'])}`.\n\n" + "\n".join(lines) + "\n")
+            lines.append(
+                f"| {problem} | {k} | {ae['recon_rel_l2_mean']:.4g} | {pca['pca_rel_l2_mean']:.4g} "
+                f"| {ae['recon_rel_l2_mean'] / pca['pca_rel_l2_mean']:.2f} | {ae['recon_rel_l2_p99']:.4g} "
+                f"| {pca['pca_rel_l2_p99']:.4g} | {Path(r.run_dir).relative_to(HERE)} |"
+            )
+    text = (
+        "# Autoencoder (trained on-line) vs PCA: held-out reconstruction relative L2\n\n"
+        f"Common overrides: `{' '.join(COMMON)}`; heat2d: `{' '.join(PROBLEMS['heat2d'])}`; "
+        f"stochastic: `{' '.join(PROBLEMS['stochastic'])}`.\n\n" + "\n".join(lines) + "\n"
+    )
     (HERE / "autoencoder.md").write_text(text)
     print(text)
 

@@ -49,8 +49,10 @@ def diagnose(run_dir: Path) -> dict:
     params = torch.tensor([r["params"] for r in records], dtype=torch.float64)
     ref = simulate_reference(sim, params, model.check)
     gen = torch.Generator().manual_seed(2)
-    sums = dict.fromkeys(("ed", "ed_mean_fixed", "ed_moments_fixed", "ed_floor", "bias2", "bias2_floor",
-                          "bias2_low", "bias2_low_floor"), 0.0)
+    sums = dict.fromkeys(
+        ("ed", "ed_mean_fixed", "ed_moments_fixed", "ed_floor", "bias2", "bias2_floor", "bias2_low", "bias2_low_floor"),
+        0.0,
+    )
     n = int(round(ref.samples.shape[-1] ** 0.5))
     k = torch.fft.fftfreq(n, 1 / n)
     low = (k[None, :] ** 2 + k[:, None] ** 2).sqrt() < 2.5
@@ -61,7 +63,7 @@ def diagnose(run_dir: Path) -> dict:
     n_cond = ref.params.shape[0]
     with torch.no_grad():
         for c in range(n_cond):
-            x = model.sample(ref.params[c:c + 1], ref.t[c:c + 1], ref.samples.shape[1], gen)[0].double()
+            x = model.sample(ref.params[c : c + 1], ref.t[c : c + 1], ref.samples.shape[1], gen)[0].double()
             r, r2 = ref.samples[c].double(), ref.floor_samples[c].double()
             mu, sd = ref.exact_mean[c], ref.exact_std[c]
             mean, comps = pca_basis(r, model.check.n_components)
@@ -80,10 +82,16 @@ def diagnose(run_dir: Path) -> dict:
             sums["bias2_low"] += low_part(d)
             sums["bias2_low_floor"] += low_part(d_floor)
     m = {k: v / n_cond for k, v in sums.items()}
-    out = {"ed_ratio": m["ed"] / m["ed_floor"], "ed_ratio_mean_fixed": m["ed_mean_fixed"] / m["ed_floor"],
-           "ed_ratio_moments_fixed": m["ed_moments_fixed"] / m["ed_floor"], "bias2": m["bias2"],
-           "bias2_floor": m["bias2_floor"], "bias2_low_modes": m["bias2_low"],
-           "bias2_low_modes_floor": m["bias2_low_floor"], "conditions": n_cond}
+    out = {
+        "ed_ratio": m["ed"] / m["ed_floor"],
+        "ed_ratio_mean_fixed": m["ed_mean_fixed"] / m["ed_floor"],
+        "ed_ratio_moments_fixed": m["ed_moments_fixed"] / m["ed_floor"],
+        "bias2": m["bias2"],
+        "bias2_floor": m["bias2_floor"],
+        "bias2_low_modes": m["bias2_low"],
+        "bias2_low_modes_floor": m["bias2_low_floor"],
+        "conditions": n_cond,
+    }
     out_path.write_text(json.dumps(out, indent=2) + "\n")
     return out
 
@@ -94,20 +102,27 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
-    lines = ["| variant | energy dist. / floor | mean fixed | mean and std fixed | mean bias^2 / var "
-             "| (floor) | of which wavenumber < 2.5 | (floor) | run (diagnosis.json) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | energy dist. / floor | mean fixed | mean and std fixed | mean bias^2 / var "
+        "| (floor) | of which wavenumber < 2.5 | (floor) | run (diagnosis.json) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for variant in args.variants:
         run_dir = RUNS / variant / "seed0"
         d = diagnose(run_dir)
-        lines.append(f"| {variant} | {d['ed_ratio']:.3f} | {d['ed_ratio_mean_fixed']:.3f} "
-                     f"| {d['ed_ratio_moments_fixed']:.3f} | {d['bias2']:.4f} | {d['bias2_floor']:.4f} "
-                     f"| {d['bias2_low_modes']:.4f} | {d['bias2_low_modes_floor']:.4f} "
-                     f"| {run_dir.relative_to(HERE)} |")
-    text = ("# Where the excess energy distance comes from (stochastic heat field)\n\n"
-            "Produced by `python reports/generative/diagnose.py " + " ".join(args.variants) + "` from each "
-            "study's final checkpoint and its distribution check (see the script's docstring).\n\n"
-            + "\n".join(lines) + "\n")
+        lines.append(
+            f"| {variant} | {d['ed_ratio']:.3f} | {d['ed_ratio_mean_fixed']:.3f} "
+            f"| {d['ed_ratio_moments_fixed']:.3f} | {d['bias2']:.4f} | {d['bias2_floor']:.4f} "
+            f"| {d['bias2_low_modes']:.4f} | {d['bias2_low_modes_floor']:.4f} "
+            f"| {run_dir.relative_to(HERE)} |"
+        )
+    text = (
+        "# Where the excess energy distance comes from (stochastic heat field)\n\n"
+        "Produced by `python reports/generative/diagnose.py " + " ".join(args.variants) + "` from each "
+        "study's final checkpoint and its distribution check (see the script's docstring).\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
     (HERE / "diagnosis.md").write_text(text)
     print(text)
 

@@ -46,52 +46,63 @@ COMMON = ["simulation.grid=32", "data.steps_per_epoch=1000", "data.batch_size=12
 COMPARISONS = {
     "stochastic": {
         "common": [*COMMON, "simulation=stochastic_heat", "launcher.max_simulations=1000"],
-        "variants": {"cvae": ["model=cvae", "model.energy_score_weight=0", "trainer.max_steps=6000"],
-                     # The cVAE with the energy-score term on prior samples (see ConditionalVAE).
-                     "cvae_es": ["model=cvae", "model.energy_score_weight=1.0", "trainer.max_steps=6000"],
-                     "cvae_es02": ["model=cvae", "model.energy_score_weight=0.2", "trainer.max_steps=6000"],
-                     # energy_score_weight pinned to the value the study ran with (the default then).
-                     "cgan": ["model=cgan", "model.energy_score_weight=1.0", "trainer.max_steps=12000"],
-                     # The cGAN's excess energy distance is mostly a biased conditional mean: give
-                     # the energy score (a proper scoring rule, efficient for the mean) more weight.
-                     "cgan_es4": ["model=cgan", "model.energy_score_weight=4.0", "trainer.max_steps=12000"],
-                     # Half the steps: the stream ends after ~1 000 steps, and the held-out energy
-                     # distance of both 12 000-step runs bottomed out at 5 000-7 000 steps, then rose
-                     # while they kept fitting the same replayed samples (chosen on the held-out
-                     # curve, so a model selection on the reported design: see README).
-                     "cgan_es4_6k": ["model=cgan", "model.energy_score_weight=4.0", "trainer.max_steps=6000"],
-                     # Ablation: a pure WGAN-GP (no energy-score term, no weight average).
-                     "cgan_pure": ["model=cgan", "model.energy_score_weight=0", "model.ema_decay=0",
-                                   "trainer.max_steps=12000"]},
+        "variants": {
+            "cvae": ["model=cvae", "model.energy_score_weight=0", "trainer.max_steps=6000"],
+            # The cVAE with the energy-score term on prior samples (see ConditionalVAE).
+            "cvae_es": ["model=cvae", "model.energy_score_weight=1.0", "trainer.max_steps=6000"],
+            "cvae_es02": ["model=cvae", "model.energy_score_weight=0.2", "trainer.max_steps=6000"],
+            # energy_score_weight pinned to the value the study ran with (the default then).
+            "cgan": ["model=cgan", "model.energy_score_weight=1.0", "trainer.max_steps=12000"],
+            # The cGAN's excess energy distance is mostly a biased conditional mean: give
+            # the energy score (a proper scoring rule, efficient for the mean) more weight.
+            "cgan_es4": ["model=cgan", "model.energy_score_weight=4.0", "trainer.max_steps=12000"],
+            # Half the steps: the stream ends after ~1 000 steps, and the held-out energy
+            # distance of both 12 000-step runs bottomed out at 5 000-7 000 steps, then rose
+            # while they kept fitting the same replayed samples (chosen on the held-out
+            # curve, so a model selection on the reported design: see README).
+            "cgan_es4_6k": ["model=cgan", "model.energy_score_weight=4.0", "trainer.max_steps=6000"],
+            # Ablation: a pure WGAN-GP (no energy-score term, no weight average).
+            "cgan_pure": ["model=cgan", "model.energy_score_weight=0", "model.ema_decay=0", "trainer.max_steps=12000"],
+        },
     },
     # Twice the simulations, and a buffer that holds all their samples (the default 8 000 would
     # keep a fixed fifth of them once the stream is over): the excess energy distance is mostly a
     # conditional mean estimated from one noisy realization per parameter vector.
     "stochastic_2k": {
         "common": [*COMMON, "simulation=stochastic_heat", "launcher.max_simulations=2000", "buffer.capacity=20000"],
-        "variants": {"cvae_es02": ["model=cvae", "model.energy_score_weight=0.2", "trainer.max_steps=6000"],
-                     "cgan_es4": ["model=cgan", "model.energy_score_weight=4.0", "trainer.max_steps=12000"],
-                     # The default flow (conf/model/flow.yaml): POD coefficients, 4 midpoint steps.
-                     "flow": ["model=flow", "trainer.max_steps=6000"],
-                     # Its held-out energy distance still fell at 6 000 steps: the cGAN's 12 000.
-                     "flow_12k": ["model=flow", "trainer.max_steps=12000"]},
+        "variants": {
+            "cvae_es02": ["model=cvae", "model.energy_score_weight=0.2", "trainer.max_steps=6000"],
+            "cgan_es4": ["model=cgan", "model.energy_score_weight=4.0", "trainer.max_steps=12000"],
+            # The default flow (conf/model/flow.yaml): POD coefficients, 4 midpoint steps.
+            "flow": ["model=flow", "trainer.max_steps=6000"],
+            # Its held-out energy distance still fell at 6 000 steps: the cGAN's 12 000.
+            "flow_12k": ["model=flow", "trainer.max_steps=12000"],
+        },
     },
     # The same at the simulation's default 64 x 64 grid.
     "stochastic_2k_64": {
-        "common": [*[o for o in COMMON if not o.startswith("simulation.grid=")], "simulation=stochastic_heat",
-                   "launcher.max_simulations=2000", "buffer.capacity=20000"],
-        "variants": {"cvae_es02": ["model=cvae", "model.energy_score_weight=0.2", "trainer.max_steps=6000"],
-                     "cgan_es4": ["model=cgan", "model.energy_score_weight=4.0", "trainer.max_steps=12000"],
-                     # The default flow (conf/model/flow.yaml): POD coefficients, 4 midpoint steps.
-                     "flow": ["model=flow", "trainer.max_steps=6000"],
-                     "flow_12k": ["model=flow", "trainer.max_steps=12000"]},
+        "common": [
+            *[o for o in COMMON if not o.startswith("simulation.grid=")],
+            "simulation=stochastic_heat",
+            "launcher.max_simulations=2000",
+            "buffer.capacity=20000",
+        ],
+        "variants": {
+            "cvae_es02": ["model=cvae", "model.energy_score_weight=0.2", "trainer.max_steps=6000"],
+            "cgan_es4": ["model=cgan", "model.energy_score_weight=4.0", "trainer.max_steps=12000"],
+            # The default flow (conf/model/flow.yaml): POD coefficients, 4 midpoint steps.
+            "flow": ["model=flow", "trainer.max_steps=6000"],
+            "flow_12k": ["model=flow", "trainer.max_steps=12000"],
+        },
     },
     "heat2d": {
         "common": [*COMMON, "simulation=heat2d", "launcher.max_simulations=160"],
-        "variants": {"deterministic": ["model=deterministic", "trainer.max_steps=6000"],
-                     "cvae": ["model=cvae", "model.energy_score_weight=0", "trainer.max_steps=6000"],
-                     "cvae_es": ["model=cvae", "model.energy_score_weight=1.0", "trainer.max_steps=6000"],
-                     "cvae_es02": ["model=cvae", "model.energy_score_weight=0.2", "trainer.max_steps=6000"]},
+        "variants": {
+            "deterministic": ["model=deterministic", "trainer.max_steps=6000"],
+            "cvae": ["model=cvae", "model.energy_score_weight=0", "trainer.max_steps=6000"],
+            "cvae_es": ["model=cvae", "model.energy_score_weight=1.0", "trainer.max_steps=6000"],
+            "cvae_es02": ["model=cvae", "model.energy_score_weight=0.2", "trainer.max_steps=6000"],
+        },
     },
 }
 SEEDS = (0,)
@@ -111,9 +122,13 @@ DIST_COLUMNS = {
     "val_rel_l2_mean": "mean pred. rel L2",
     "wall_s": "wall s",
 }
-HEAT_COLUMNS = {"val_rel_l2_mean": "rel L2 mean", "val_rel_l2_p99": "rel L2 p99",
-                "trivial_rel_l2_mean": "trivial rel L2", "diversity_ratio": "diversity ratio", "wall_s": "wall s"}
-
+HEAT_COLUMNS = {
+    "val_rel_l2_mean": "rel L2 mean",
+    "val_rel_l2_p99": "rel L2 p99",
+    "trivial_rel_l2_mean": "trivial rel L2",
+    "diversity_ratio": "diversity ratio",
+    "wall_s": "wall s",
+}
 
 
 def main() -> None:
@@ -140,8 +155,10 @@ def main() -> None:
             by = {r.variant: r.metrics["val_rel_l2_mean"] for r in results}
             for variant in ("cvae", "cvae_es", "cvae_es02"):
                 if {"deterministic", variant} <= by.keys():
-                    sections.append(f"{variant} mean / deterministic held-out rel L2: "
-                                    f"{by[variant] / by['deterministic']:.3f} (acceptance: <= 1.5)\n")
+                    sections.append(
+                        f"{variant} mean / deterministic held-out rel L2: "
+                        f"{by[variant] / by['deterministic']:.3f} (acceptance: <= 1.5)\n"
+                    )
     text = "# Generative surrogates: distribution metrics and mean prediction\n\n" + "\n".join(sections)
     (HERE / "distribution.md").write_text(text)
     print(text)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from speed import BATCH, time_against_simulation
 
 from gensim.metrics import rank_histogram
 from gensim.models.generative import simulate_reference
@@ -40,18 +41,26 @@ from gensim.report import load_study
 from gensim.report.figures import plot_moments, plot_rank_histograms, plot_spectra
 from gensim.report.scoring import SIMULATOR, load_surrogate
 from gensim.simulations.base import FieldSpec
-from speed import BATCH, time_against_simulation
 
 HERE = Path(__file__).resolve().parent
 GRIDS = {"32x32": HERE / "runs" / "stochastic_2k", "64x64": HERE / "runs" / "stochastic_2k_64"}
 MODELS = {"cVAE": "cvae_es02", "cGAN": "cgan_es4", "flow": "flow", "flow, 12k steps": "flow_12k"}
 REPEATS = 7
 #: (metrics.json key, header); a key with a floor is followed by it.
-COLUMNS = [("energy_distance_ratio", "energy dist. / floor"), ("std_rel_error", "pixel std rel. error"),
-           ("std_rel_error_floor", "(floor)"), ("crps", "CRPS"), ("crps_floor", "(floor)"),
-           ("crps_ratio", "CRPS / floor"), ("coverage_50", "coverage 50%"), ("coverage_50_floor", "(floor)"),
-           ("coverage_90", "coverage 90%"), ("coverage_90_floor", "(floor)"),
-           ("spectrum_error", "spectrum error"), ("spectrum_error_floor", "(floor)")]
+COLUMNS = [
+    ("energy_distance_ratio", "energy dist. / floor"),
+    ("std_rel_error", "pixel std rel. error"),
+    ("std_rel_error_floor", "(floor)"),
+    ("crps", "CRPS"),
+    ("crps_floor", "(floor)"),
+    ("crps_ratio", "CRPS / floor"),
+    ("coverage_50", "coverage 50%"),
+    ("coverage_50_floor", "(floor)"),
+    ("coverage_90", "coverage 90%"),
+    ("coverage_90_floor", "(floor)"),
+    ("spectrum_error", "spectrum error"),
+    ("spectrum_error_floor", "(floor)"),
+]
 
 
 def held_out_samples(study, models: dict) -> tuple[dict, dict, float]:
@@ -76,22 +85,39 @@ def held_out_samples(study, models: dict) -> tuple[dict, dict, float]:
     gen = torch.Generator().manual_seed(2)  # as GenerativeSurrogate.distribution_report
     for name, model in models.items():
         with torch.no_grad():
-            pooled[name] = [model.sample(ref.params[c:c + 1].float(), ref.t[c:c + 1].float(), ref.samples.shape[1],
-                                         gen)[0].numpy() for c in range(ref.params.shape[0])]
+            pooled[name] = [
+                model.sample(ref.params[c : c + 1].float(), ref.t[c : c + 1].float(), ref.samples.shape[1], gen)[
+                    0
+                ].numpy()
+                for c in range(ref.params.shape[0])
+            ]
     at_last = torch.nonzero(ref.t == ref.t.max())[:, 0].tolist()  # the conditions at the last checked time
     first = {name: s[at_last[0]] for name, s in pooled.items()}
-    return ({name: np.concatenate([s[c] for c in at_last], axis=1) for name, s in pooled.items()}, first,
-            float(ref.t.max()))
+    return (
+        {name: np.concatenate([s[c] for c in at_last], axis=1) for name, s in pooled.items()},
+        first,
+        float(ref.t.max()),
+    )
 
 
 def grid_section(grid: str, runs: Path) -> tuple[str, dict]:
-    metrics = {name: json.loads((runs / v / "seed0" / "metrics.json").read_text())
-               for name, v in MODELS.items() if (runs / v / "seed0" / "metrics.json").exists()}
+    metrics = {
+        name: json.loads((runs / v / "seed0" / "metrics.json").read_text())
+        for name, v in MODELS.items()
+        if (runs / v / "seed0" / "metrics.json").exists()
+    }
     trained = [name for name in metrics if (runs / MODELS[name] / "seed0" / "checkpoints" / "last.ckpt").exists()]
-    out: dict = {"metrics": {name: {k: m.get(k) for k, _ in COLUMNS} | {"run": f"runs/{runs.name}/{MODELS[name]}"}
-                             for name, m in metrics.items()}}
-    lines = ["| model | " + " | ".join(h for _, h in COLUMNS) + " | generate one field (CPU µs) | speed-up "
-             "vs a run | run (metrics.json) |", "|---" * (len(COLUMNS) + 4) + "|"]
+    out: dict = {
+        "metrics": {
+            name: {k: m.get(k) for k, _ in COLUMNS} | {"run": f"runs/{runs.name}/{MODELS[name]}"}
+            for name, m in metrics.items()
+        }
+    }
+    lines = [
+        "| model | " + " | ".join(h for _, h in COLUMNS) + " | generate one field (CPU µs) | speed-up "
+        "vs a run | run (metrics.json) |",
+        "|---" * (len(COLUMNS) + 4) + "|",
+    ]
     timing = {}
     if trained:
         study = load_study(runs / MODELS[trained[0]] / "seed0")
@@ -101,41 +127,60 @@ def grid_section(grid: str, runs: Path) -> tuple[str, dict]:
         plot_moments(first, spec, t, HERE / f"moments_{grid}.png", f"stochastic heat {grid}, first held-out vector")
         plot_spectra(first, spec, t, HERE / f"spectra_{grid}.png", f"stochastic heat {grid}, first held-out vector")
         pooled_spec = FieldSpec(spec.name, (pooled[SIMULATOR].shape[1],))
-        plot_rank_histograms(pooled, pooled_spec, t, HERE / f"rank_histograms_{grid}.png",
-                             f"stochastic heat {grid}, all held-out vectors pooled")
+        plot_rank_histograms(
+            pooled,
+            pooled_spec,
+            t,
+            HERE / f"rank_histograms_{grid}.png",
+            f"stochastic heat {grid}, all held-out vectors pooled",
+        )
         half = pooled[SIMULATOR].shape[0] // 2
-        out["rank_histograms"] = {name: rank_histogram(s[:half], pooled[SIMULATOR][half:], 16).round(4).tolist()
-                                  for name, s in pooled.items()}
+        out["rank_histograms"] = {
+            name: rank_histogram(s[:half], pooled[SIMULATOR][half:], 16).round(4).tolist() for name, s in pooled.items()
+        }
         timing = time_against_simulation(study.simulation, models, 4, REPEATS)
         out["timing_cpu_s"] = timing
     for name, m in metrics.items():
         cells = [f"{m[k]:.4g}" if m.get(k) is not None else "n/a" for k, _ in COLUMNS]
-        gen = (f"{timing[name] * 1e6:.1f} | {timing['run_s'] / timing[name]:.0f}x" if name in timing else "n/a | n/a")
+        gen = f"{timing[name] * 1e6:.1f} | {timing['run_s'] / timing[name]:.0f}x" if name in timing else "n/a | n/a"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {gen} | runs/{runs.name}/{MODELS[name]}/seed0 |")
-    figures = "".join(f"\n![{kind}]({kind}_{grid}.png)\n" for kind in ("rank_histograms", "moments", "spectra")
-                      if trained)
+    figures = "".join(
+        f"\n![{kind}]({kind}_{grid}.png)\n" for kind in ("rank_histograms", "moments", "spectra") if trained
+    )
     run = f"simulator run {timing['run_s'] * 1e3:.2f} CPU ms; " if timing else ""
-    return f"## {grid}\n\n{run}n/a: a metric the study did not log, or no checkpoint.\n\n" + "\n".join(lines) \
-        + "\n" + figures, out
+    return f"## {grid}\n\n{run}n/a: a metric the study did not log, or no checkpoint.\n\n" + "\n".join(
+        lines
+    ) + "\n" + figures, out
 
 
 def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
-    sections, data = [], {"meta": {"cpu": platform.processor() or platform.machine(), "batch": BATCH,
-                                   "repeats": REPEATS, "clock": "time.process_time (CPU seconds)"}}
+    sections, data = (
+        [],
+        {
+            "meta": {
+                "cpu": platform.processor() or platform.machine(),
+                "batch": BATCH,
+                "repeats": REPEATS,
+                "clock": "time.process_time (CPU seconds)",
+            }
+        },
+    )
     for grid, runs in GRIDS.items():
         text, data[grid] = grid_section(grid, runs)
         sections.append(text)
     (HERE / "side_by_side.json").write_text(json.dumps(data, indent=2) + "\n")
-    text = ("# Generative surrogates side by side: stochastic heat field, 2 000 simulations\n\n"
-            "Produced by `python reports/generative/side_by_side.py` from the studies of `distribution.py` "
-            "(see its docstring for their overrides). Each number of the table is the study's own "
-            "held-out distribution check (16 vectors x 2 times, 256 samples against 2 x 256 simulator "
-            "realizations); *(floor)*: the same metric between the two simulator sets. Coverage is the "
-            "fraction of realizations' pixels inside the samples' central interval (nominal 0.502 and 0.899 "
-            "with 256 samples). Rank histograms pool every pixel of every held-out vector at t = 1.\n\n"
-            + "\n".join(sections))
+    text = (
+        "# Generative surrogates side by side: stochastic heat field, 2 000 simulations\n\n"
+        "Produced by `python reports/generative/side_by_side.py` from the studies of `distribution.py` "
+        "(see its docstring for their overrides). Each number of the table is the study's own "
+        "held-out distribution check (16 vectors x 2 times, 256 samples against 2 x 256 simulator "
+        "realizations); *(floor)*: the same metric between the two simulator sets. Coverage is the "
+        "fraction of realizations' pixels inside the samples' central interval (nominal 0.502 and 0.899 "
+        "with 256 samples). Rank histograms pool every pixel of every held-out vector at t = 1.\n\n"
+        + "\n".join(sections)
+    )
     (HERE / "side_by_side.md").write_text(text)
     print(text)
 

@@ -44,8 +44,12 @@ HERE = Path(__file__).resolve().parent
 BATCH = 1024
 REPEATS = 15
 #: name -> overrides: the default configs conf/model/<name>.yaml, and the field-space flow.
-MODELS = {"cvae": ["model=cvae"], "cgan": ["model=cgan"], "flow": ["model=flow"],
-          "flow_field": ["model=flow", "model.space=field", "model.net.hidden=[512,512,512]", "model.sampling_steps=8"]}
+MODELS = {
+    "cvae": ["model=cvae"],
+    "cgan": ["model=cgan"],
+    "flow": ["model=flow"],
+    "flow_field": ["model=flow", "model.space=field", "model.net.hidden=[512,512,512]", "model.sampling_steps=8"],
+}
 PROBLEMS = {"heat2d": ["simulation=heat2d"], "stochastic_heat": ["simulation=stochastic_heat"]}
 
 
@@ -89,8 +93,9 @@ def time_against_simulation(sim, models: dict, n_runs: int, repeats: int) -> dic
 
     p_t = torch.tensor(params[rng.integers(0, len(params), BATCH)], dtype=torch.float32)
     t_t = torch.tensor(sim.times[rng.integers(0, sim.n_steps, BATCH)], dtype=torch.float32)
-    fns = {"simulate": simulate_all} | {name: partial(generate, m, p_t, t_t, torch.Generator().manual_seed(0))
-                                        for name, m in models.items()}
+    fns = {"simulate": simulate_all} | {
+        name: partial(generate, m, p_t, t_t, torch.Generator().manual_seed(0)) for name, m in models.items()
+    }
     timing = interleaved(fns, repeats)
     return {"run_s": timing["simulate"] / n_runs} | {name: timing[name] / BATCH for name in models}
 
@@ -105,8 +110,13 @@ def measure(problem: str, overrides: list[str]) -> dict:
     for name, c in cfg.items():
         model = instantiate(c.model)(fields=sim.fields, n_params=sim.space.dim)
         for _ in range(model.in_norm.warmup_batches):  # fit and freeze the normalizers
-            model.normalized_batch({"params": torch.tensor(centre, dtype=torch.float32).expand(len(fields), -1),
-                                    "t": torch.tensor(sim.times, dtype=torch.float32), "fields": fields})
+            model.normalized_batch(
+                {
+                    "params": torch.tensor(centre, dtype=torch.float32).expand(len(fields), -1),
+                    "t": torch.tensor(sim.times, dtype=torch.float32),
+                    "fields": fields,
+                }
+            )
         models[name] = model.eval()
     timing = time_against_simulation(sim, models, 8, REPEATS)
     run_s = timing["run_s"]
@@ -125,26 +135,37 @@ def measure(problem: str, overrides: list[str]) -> dict:
 def main() -> None:
     torch.set_num_threads(1)
     results = [measure(name, overrides) for name, overrides in PROBLEMS.items()]
-    meta = {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
-            "batch": BATCH, "repeats": REPEATS, "clock": "time.process_time (CPU seconds)",
-            "note": "shared 2-core machine; medians of interleaved repeated calls"}
+    meta = {
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "batch": BATCH,
+        "repeats": REPEATS,
+        "clock": "time.process_time (CPU seconds)",
+        "note": "shared 2-core machine; medians of interleaved repeated calls",
+    }
     (HERE / "speed.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    lines = ["| problem | grid | steps | simulate one run (CPU ms) | model | generate one field, batched (CPU µs) |"
-             " speed-up: field at final time | at a random time | amortized per emitted field |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| problem | grid | steps | simulate one run (CPU ms) | model | generate one field, batched (CPU µs) |"
+        " speed-up: field at final time | at a random time | amortized per emitted field |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         for name in MODELS:
             g = r[name]
             grid = "x".join(map(str, r["grid"]))
-            lines.append(f"| {r['problem']} | {grid} | {r['n_steps']} | {r['run_s'] * 1e3:.2f} "
-                         f"| {name} | {g['field_s'] * 1e6:.1f} | {g['speedup_final_time']:.0f}x "
-                         f"| {g['speedup_random_time']:.0f}x | {g['speedup_amortized']:.1f}x |")
-    text = ("# Generation vs simulation speed (same CPU, one thread each)\n\n"
-            f"CPU time (`time.process_time`), medians of {REPEATS} interleaved repeats; batches of {BATCH} "
-            "generated fields; untrained default networks (the cost does not depend on the weights); "
-            "8 parameter vectors per simulator measurement. `flow`: 64 POD coefficients, 4 midpoint steps "
-            "(the default); `flow_field`: the whole field, 8 midpoint steps. Produced by "
-            "`python reports/generative/speed.py`.\n\n" + "\n".join(lines) + "\n")
+            lines.append(
+                f"| {r['problem']} | {grid} | {r['n_steps']} | {r['run_s'] * 1e3:.2f} "
+                f"| {name} | {g['field_s'] * 1e6:.1f} | {g['speedup_final_time']:.0f}x "
+                f"| {g['speedup_random_time']:.0f}x | {g['speedup_amortized']:.1f}x |"
+            )
+    text = (
+        "# Generation vs simulation speed (same CPU, one thread each)\n\n"
+        f"CPU time (`time.process_time`), medians of {REPEATS} interleaved repeats; batches of {BATCH} "
+        "generated fields; untrained default networks (the cost does not depend on the weights); "
+        "8 parameter vectors per simulator measurement. `flow`: 64 POD coefficients, 4 midpoint steps "
+        "(the default); `flow_field`: the whole field, 8 midpoint steps. Produced by "
+        "`python reports/generative/speed.py`.\n\n" + "\n".join(lines) + "\n"
+    )
     (HERE / "speed.md").write_text(text)
     print(text)
 

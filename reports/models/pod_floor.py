@@ -17,8 +17,13 @@ rng = np.random.default_rng(0)
 def runs(n: int) -> np.ndarray:
     """Every step of n runs at random parameters, (n * n_steps, D) float32."""
     points = sim.space.from_unit(rng.random((n, sim.space.dim)))
-    return np.stack([np.concatenate([v.reshape(-1) for v in fields.values()])
-                     for p in points for _, _, fields in sim.run(p, seed=0)]).astype(np.float32)
+    return np.stack(
+        [
+            np.concatenate([v.reshape(-1) for v in fields.values()])
+            for p in points
+            for _, _, fields in sim.run(p, seed=0)
+        ]
+    ).astype(np.float32)
 
 
 train, heldout = runs(128), runs(16)

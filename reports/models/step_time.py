@@ -1,38 +1,66 @@
 """Side-by-side step time of the deterministic and reduced-basis surrogates (one process, 1 thread):
 OMP_NUM_THREADS=1 python reports/models/step_time.py"""
+
 import time
 from functools import partial
-import lightning as L, torch
+
+import lightning as L
+import torch
 from torch.utils.data import DataLoader
+
 from gensim.models import DeterministicSurrogate, ReducedBasisSurrogate
 from gensim.models.components import MLP
 from gensim.simulations.base import FieldSpec
+
 torch.set_num_threads(1)
+
 
 def batches(d, n, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [{"params": torch.rand(128, 2, generator=g) + 1, "t": torch.rand(128, generator=g) + 0.01,
-             "fields": torch.randn(128, d, generator=g), "sim_id": torch.randint(10**6, (128,), generator=g),
-             "step": torch.zeros(128, dtype=torch.int64)} for _ in range(n)]
+    return [
+        {
+            "params": torch.rand(128, 2, generator=g) + 1,
+            "t": torch.rand(128, generator=g) + 0.01,
+            "fields": torch.randn(128, d, generator=g),
+            "sim_id": torch.randint(10**6, (128,), generator=g),
+            "step": torch.zeros(128, dtype=torch.int64),
+        }
+        for _ in range(n)
+    ]
+
 
 def fit_time(make, data, steps):
     model = make()
-    tr = L.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                   enable_checkpointing=False, accelerator="cpu")
+    tr = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+    )
     t0 = time.perf_counter()
     tr.fit(model, DataLoader(data[:steps], batch_size=None))
     return time.perf_counter() - t0
+
 
 net = partial(MLP, hidden=(256, 256, 256))
 times = ("t", "log_t")
 for d in (1024, 4096):
     fields = [FieldSpec("u", (d,), "float32")]
-    makers = {"deterministic": lambda fields=fields: DeterministicSurrogate(fields, 2, net, time_features=times),
-              "pod": lambda fields=fields: ReducedBasisSurrogate(fields, 2, net, n_modes=64, time_features=times)}
+    makers = {
+        "deterministic": lambda fields=fields: DeterministicSurrogate(fields, 2, net, time_features=times),
+        "pod": lambda fields=fields: ReducedBasisSurrogate(fields, 2, net, n_modes=64, time_features=times),
+    }
     data = batches(d, 600)
     per = {k: [] for k in makers}
     for _rep in range(1):
         for name, make in makers.items():
             per[name].append((fit_time(make, data, 400) - fit_time(make, data, 100)) / 300)
-    print(d, {k: [round(1e3 * v, 2) for v in vs] for k, vs in per.items()},
-          "ratio det/pod", round(sum(per["deterministic"]) / sum(per["pod"]), 2), flush=True)
+    print(
+        d,
+        {k: [round(1e3 * v, 2) for v in vs] for k, vs in per.items()},
+        "ratio det/pod",
+        round(sum(per["deterministic"]) / sum(per["pod"]), 2),
+        flush=True,
+    )

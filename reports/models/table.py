@@ -11,6 +11,8 @@ print("|---|---|---|---|---|---|---|")
 for name in ORDER:
     m = json.loads((RUNS / name / "metrics.json").read_text())
     overrides = [o.strip("- \n") for o in (RUNS / name / "overrides.yaml").read_text().splitlines()][4:]
-    print(f"| {name} | `{' '.join(overrides)}` | {m['steps_per_rank'][0]} | {m['val_rel_l2_mean']:.5f} | "
-          f"{m['val_rel_l2_p99']:.5f} | {m['train_rel_l2_mean']:.5f} | "
-          f"{m['train_rel_l2_mean'] / m['val_rel_l2_mean']:.2f} |")
+    print(
+        f"| {name} | `{' '.join(overrides)}` | {m['steps_per_rank'][0]} | {m['val_rel_l2_mean']:.5f} | "
+        f"{m['val_rel_l2_p99']:.5f} | {m['train_rel_l2_mean']:.5f} | "
+        f"{m['train_rel_l2_mean'] / m['val_rel_l2_mean']:.2f} |"
+    )

@@ -64,15 +64,27 @@ def offline_pipeline(online_dir: Path, out: Path, seed: int) -> dict:
     simulate_s = time.perf_counter() - start
     cfg = load_study(online_dir).config
     layout = SnapshotLayout(log_time=False)
-    estimator = OfflineSurrogate(model=instantiate(cfg.model), trainer=instantiate(cfg.trainer),
-                                 fields=instantiate(cfg.simulation).fields, max_steps=int(cfg.trainer.max_steps),
-                                 batch_size=int(cfg.data.batch_size), val_every_n_steps=int(cfg.data.steps_per_epoch),
-                                 seed=seed, log_dir=str(out), clock_start=start)
+    estimator = OfflineSurrogate(
+        model=instantiate(cfg.model),
+        trainer=instantiate(cfg.trainer),
+        fields=instantiate(cfg.simulation).fields,
+        max_steps=int(cfg.trainer.max_steps),
+        batch_size=int(cfg.data.batch_size),
+        val_every_n_steps=int(cfg.data.steps_per_epoch),
+        seed=seed,
+        log_dir=str(out),
+        clock_start=start,
+    )
     estimator.fit(*layout.xy(train), eval_set=layout.xy(heldout))
     wall_s = time.perf_counter() - start
     elapsed, errors = error_curve(out / "logs" / "metrics.csv")
-    metrics = {"simulate_s": simulate_s, "train_s": wall_s - simulate_s, "wall_s": wall_s,
-               "val_rel_l2_mean": float(errors[-1]), "n_train_simulations": len(train)}
+    metrics = {
+        "simulate_s": simulate_s,
+        "train_s": wall_s - simulate_s,
+        "wall_s": wall_s,
+        "val_rel_l2_mean": float(errors[-1]),
+        "n_train_simulations": len(train),
+    }
     metrics_path.write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -89,9 +101,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     runs = args.out / "runs" / f"{args.problem}_n{args.budget}_s{args.steps}_seed{args.seed}"
-    overrides = [f"simulation={args.problem}", f"launcher.max_simulations={args.budget}", "launcher.n_parallel=1",
-                 f"trainer.max_steps={args.steps}", f"data.steps_per_epoch={args.every}", f"seed={args.seed}",
-                 *args.extra]
+    overrides = [
+        f"simulation={args.problem}",
+        f"launcher.max_simulations={args.budget}",
+        "launcher.n_parallel=1",
+        f"trainer.max_steps={args.steps}",
+        f"data.steps_per_epoch={args.every}",
+        f"seed={args.seed}",
+        *args.extra,
+    ]
     online = run_study(overrides, runs / "online", timeout_s=7200)
     offline = offline_pipeline(runs / "online", runs / "offline", args.seed)
 
@@ -101,11 +119,23 @@ def main() -> None:
     reached = np.flatnonzero(on_err <= target)
     on_time = float(on_t[reached[0]]) if len(reached) else None
     result = {
-        "setting": {"problem": args.problem, "budget": args.budget, "steps": args.steps, "every": args.every,
-                    "seed": args.seed, "overrides": overrides, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-                    "cpus": os.cpu_count(), "machine": platform.node()},
-        "online": {"wall_s": online["wall_s"], "val_rel_l2_mean": online["val_rel_l2_mean"],
-                   "train_rel_l2_mean": online.get("train_rel_l2_mean"), "run_dir": str(runs / "online")},
+        "setting": {
+            "problem": args.problem,
+            "budget": args.budget,
+            "steps": args.steps,
+            "every": args.every,
+            "seed": args.seed,
+            "overrides": overrides,
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "cpus": os.cpu_count(),
+            "machine": platform.node(),
+        },
+        "online": {
+            "wall_s": online["wall_s"],
+            "val_rel_l2_mean": online["val_rel_l2_mean"],
+            "train_rel_l2_mean": online.get("train_rel_l2_mean"),
+            "run_dir": str(runs / "online"),
+        },
         "offline": offline | {"run_dir": str(runs / "offline")},
         "target_val_rel_l2_mean": target,
         "online_time_to_target_s": on_time,
@@ -130,21 +160,31 @@ def main() -> None:
 
     ratio = result["ratio_to_offline_wall"]
     lines = [
-        "# On-line training against the off-line pipeline: wall time to the same held-out error", "",
+        "# On-line training against the off-line pipeline: wall time to the same held-out error",
+        "",
         f"`OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} python reports/online_offline/benchmark.py "
         f"--problem {args.problem} --budget {args.budget} --steps {args.steps}` on {os.cpu_count()} CPU cores; "
-        f"raw numbers in `results.json`, logs under `{runs.relative_to(args.out)}`.", "",
+        f"raw numbers in `results.json`, logs under `{runs.relative_to(args.out)}`.",
+        "",
         f"Setting: `gensim-train {' '.join(overrides)}`; the off-line pipeline re-simulates the same "
         f"{offline['n_train_simulations']} training simulations and the held-out set in this process (one at a "
-        "time), then trains the same model, trainer, steps and batch size.", "",
-        "| | simulate (s) | train (s) | wall (s) | final held-out rel. L2 |", "|---|---|---|---|---|",
+        "time), then trains the same model, trainer, steps and batch size.",
+        "",
+        "| | simulate (s) | train (s) | wall (s) | final held-out rel. L2 |",
+        "|---|---|---|---|---|",
         f"| off-line | {offline['simulate_s']:.0f} | {offline['train_s']:.0f} | {offline['wall_s']:.0f} | "
         f"{offline['val_rel_l2_mean']:.4g} |",
-        f"| on-line | (overlapped) | (overlapped) | {online['wall_s']:.0f} | {online['val_rel_l2_mean']:.4g} |", "",
-        ("The on-line study reached the off-line final error after "
-         f"**{on_time:.0f} s, {ratio:.2f} of the off-line pipeline's wall time** (aim: <= 0.6)." if on_time is not None
-         else "The on-line study **never reached** the off-line final error within its steps."), "",
-        "![error vs wall time](error_vs_wall_time.png)", "",
+        f"| on-line | (overlapped) | (overlapped) | {online['wall_s']:.0f} | {online['val_rel_l2_mean']:.4g} |",
+        "",
+        (
+            "The on-line study reached the off-line final error after "
+            f"**{on_time:.0f} s, {ratio:.2f} of the off-line pipeline's wall time** (aim: <= 0.6)."
+            if on_time is not None
+            else "The on-line study **never reached** the off-line final error within its steps."
+        ),
+        "",
+        "![error vs wall time](error_vs_wall_time.png)",
+        "",
     ]
     (args.out / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -53,8 +53,11 @@ def measure(model_name: str, h: float) -> dict:
     model = instantiate(cfg.model)(fields=[spec], n_params=5)
     model.log = lambda *args, **kwargs: None  # no trainer attached
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = {"params": torch.rand(BATCH_SIZE, 5), "t": torch.rand(BATCH_SIZE),
-             "fields": torch.randn(BATCH_SIZE, spec.size)}
+    batch = {
+        "params": torch.rand(BATCH_SIZE, 5),
+        "t": torch.rand(BATCH_SIZE),
+        "fields": torch.randn(BATCH_SIZE, spec.size),
+    }
     saved = [0]
 
     def pack(tensor):
@@ -75,38 +78,58 @@ def measure(model_name: str, h: float) -> dict:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     saved_max = max(step(WARMUP_STEPS + i) for i in range(STEPS))
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"model": model_name, "h": h, "nodes": spec.size, "batch_bytes": BATCH_SIZE * spec.size * 4,
-            "parameters": sum(p.numel() for p in model.parameters()), "saved_bytes": saved_max,
-            "rss_growth_bytes": rss_after - rss_before, "peak_rss_bytes": rss_after}
+    return {
+        "model": model_name,
+        "h": h,
+        "nodes": spec.size,
+        "batch_bytes": BATCH_SIZE * spec.size * 4,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "saved_bytes": saved_max,
+        "rss_growth_bytes": rss_after - rss_before,
+        "peak_rss_bytes": rss_after,
+    }
 
 
 def main() -> None:
     results = []
     for model_name in MODELS:
         for h in SPACINGS:
-            out = subprocess.run([sys.executable, __file__, model_name, str(h)], check=True, capture_output=True,
-                                 text=True).stdout
+            out = subprocess.run(
+                [sys.executable, __file__, model_name, str(h)], check=True, capture_output=True, text=True
+            ).stdout
             results.append(json.loads(out.strip().splitlines()[-1]))
             print(results[-1], flush=True)
     (HERE / "memory.json").write_text(json.dumps(results, indent=2) + "\n")
     mib = 2**20
-    lines = ["# Memory of a training step against the mesh size (plate_heat)", "",
-             f"Command: `OMP_NUM_THREADS=1 python reports/plate_heat/memory.py` (batch of {BATCH_SIZE} fields, "
-             f"{WARMUP_STEPS} warm-up steps, then the largest over {STEPS} steps; each row a fresh process).", "",
-             "| model | nodes N | batch B x N (MiB) | parameters | saved activations (MiB) | peak RSS growth over "
-             "the steps (MiB) | peak RSS (MiB) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Memory of a training step against the mesh size (plate_heat)",
+        "",
+        f"Command: `OMP_NUM_THREADS=1 python reports/plate_heat/memory.py` (batch of {BATCH_SIZE} fields, "
+        f"{WARMUP_STEPS} warm-up steps, then the largest over {STEPS} steps; each row a fresh process).",
+        "",
+        "| model | nodes N | batch B x N (MiB) | parameters | saved activations (MiB) | peak RSS growth over "
+        "the steps (MiB) | peak RSS (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
-        lines.append(f"| {r['model']} | {r['nodes']:,} | {r['batch_bytes'] / mib:.1f} | {r['parameters']:,} | "
-                     f"{r['saved_bytes'] / mib:.2f} | {r['rss_growth_bytes'] / mib:.1f} | "
-                     f"{r['peak_rss_bytes'] / mib:.0f} |")
+        lines.append(
+            f"| {r['model']} | {r['nodes']:,} | {r['batch_bytes'] / mib:.1f} | {r['parameters']:,} | "
+            f"{r['saved_bytes'] / mib:.2f} | {r['rss_growth_bytes'] / mib:.1f} | "
+            f"{r['peak_rss_bytes'] / mib:.0f} |"
+        )
     by = {(r["model"], r["nodes"]): r for r in results}
     small, large = sorted({r["nodes"] for r in results})
     ratio = {m: by[(m, large)]["saved_bytes"] / by[(m, small)]["saved_bytes"] for m in MODELS}
-    lines += ["", f"Saved activations, {large:,} nodes over {small:,} nodes ({large / small:.0f} times the nodes): "
-              + ", ".join(f"{m} {ratio[m]:.2f}x" for m in MODELS) + ".", "",
-              "The neural field's step reads the values of `nodes_per_sample` random nodes of each field: its "
-              "activations and parameters do not depend on N. The batch itself (B x N values) is what the data "
-              "module delivers to any model; the RSS growth counts what the steps allocate beyond it."]
+    lines += [
+        "",
+        f"Saved activations, {large:,} nodes over {small:,} nodes ({large / small:.0f} times the nodes): "
+        + ", ".join(f"{m} {ratio[m]:.2f}x" for m in MODELS)
+        + ".",
+        "",
+        "The neural field's step reads the values of `nodes_per_sample` random nodes of each field: its "
+        "activations and parameters do not depend on N. The batch itself (B x N values) is what the data "
+        "module delivers to any model; the RSS growth counts what the steps allocate beyond it.",
+    ]
     (HERE / "memory.md").write_text("\n".join(lines) + "\n")
 
 

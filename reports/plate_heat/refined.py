@@ -70,8 +70,12 @@ def main() -> None:
         with torch.no_grad():
             pred = model.predict_at(p, t, fine_nodes)[..., 0].double().numpy()
             pred_coarse = model(p, t).double().numpy()
-        interpolated = np.stack([LinearTriInterpolator(tri, u)(*fine_nodes.numpy().T).filled(np.nan)
-                                 for u in coarse_fields.astype(np.float64)])
+        interpolated = np.stack(
+            [
+                LinearTriInterpolator(tri, u)(*fine_nodes.numpy().T).filled(np.nan)
+                for u in coarse_fields.astype(np.float64)
+            ]
+        )
         interpolated[:, outside] = coarse_fields[:, nearest]
         errors["neural_field_refined"].append(rel_l2(pred, truth))
         errors["neural_field_coarse"].append(rel_l2(pred_coarse, coarse_fields))
@@ -79,30 +83,56 @@ def main() -> None:
         fine_truth.append(truth)
         fine_pred.append(pred)
     summary = {name: summarize_errors(torch.from_numpy(np.concatenate(e)[:, None])) for name, e in errors.items()}
-    result = {"run_dir": str(args.run_dir), "coarse_h": coarse.h, "refined_h": fine.h,
-              "coarse_nodes": coarse.fields[0].size, "refined_nodes": fine.fields[0].size,
-              "heldout_simulations": len(heldout), "steps": len(t), "refined_nodes_outside_coarse": int(outside.sum()),
-              **summary}
+    result = {
+        "run_dir": str(args.run_dir),
+        "coarse_h": coarse.h,
+        "refined_h": fine.h,
+        "coarse_nodes": coarse.fields[0].size,
+        "refined_nodes": fine.fields[0].size,
+        "heldout_simulations": len(heldout),
+        "steps": len(t),
+        "refined_nodes_outside_coarse": int(outside.sum()),
+        **summary,
+    }
     (HERE / "refined.json").write_text(json.dumps(result, indent=2) + "\n")
     step = len(t) // 10
-    plot_heldout_cases(np.stack(fine_truth)[:3, step], {"neural_field": np.stack(fine_pred)[:3, step]},
-                       fine.fields[0], float(t[step]), HERE / "refined_fields.png", HERE / "refined_errors.png",
-                       f"plate_heat on the refined mesh ({fine.fields[0].size} nodes, never seen)")
-    lines = ["# The neural field on a refined mesh it never saw (plate_heat)", "",
-             "Command: `OMP_NUM_THREADS=1 python reports/plate_heat/refined.py "
-             f"{args.run_dir} --refine {args.refine:g}`",
-             "", f"Trained on the mesh h = {coarse.h:g} ({coarse.fields[0].size} nodes); evaluated at the "
-             f"{fine.fields[0].size} nodes of the mesh h = {fine.h:g} against the simulation run on that mesh, "
-             f"on the study's {len(heldout)} held-out parameter vectors x {len(t)} steps.", "",
-             "| relative L2 over the nodes | mean | p99 |", "|---|---:|---:|"]
-    labels = {"neural_field_refined": "neural field at the refined nodes vs refined simulation",
-              "neural_field_coarse": "neural field at its training nodes vs coarse simulation",
-              "coarse_interpolated": "coarse simulation, P1-interpolated to the refined nodes, vs refined simulation"}
+    plot_heldout_cases(
+        np.stack(fine_truth)[:3, step],
+        {"neural_field": np.stack(fine_pred)[:3, step]},
+        fine.fields[0],
+        float(t[step]),
+        HERE / "refined_fields.png",
+        HERE / "refined_errors.png",
+        f"plate_heat on the refined mesh ({fine.fields[0].size} nodes, never seen)",
+    )
+    lines = [
+        "# The neural field on a refined mesh it never saw (plate_heat)",
+        "",
+        f"Command: `OMP_NUM_THREADS=1 python reports/plate_heat/refined.py {args.run_dir} --refine {args.refine:g}`",
+        "",
+        f"Trained on the mesh h = {coarse.h:g} ({coarse.fields[0].size} nodes); evaluated at the "
+        f"{fine.fields[0].size} nodes of the mesh h = {fine.h:g} against the simulation run on that mesh, "
+        f"on the study's {len(heldout)} held-out parameter vectors x {len(t)} steps.",
+        "",
+        "| relative L2 over the nodes | mean | p99 |",
+        "|---|---:|---:|",
+    ]
+    labels = {
+        "neural_field_refined": "neural field at the refined nodes vs refined simulation",
+        "neural_field_coarse": "neural field at its training nodes vs coarse simulation",
+        "coarse_interpolated": "coarse simulation, P1-interpolated to the refined nodes, vs refined simulation",
+    }
     lines += [f"| {labels[k]} | {summary[k]['mean']:.4f} | {summary[k]['p99']:.4f} |" for k in labels]
-    lines += ["", "The last row is the discretization gap between the two meshes: what the coarse data "
-              f"themselves miss of the refined solution ({int(outside.sum())} refined boundary nodes outside the "
-              "coarse triangles take their nearest coarse node's value).", "",
-              "![refined fields](refined_fields.png)", "", "![refined errors](refined_errors.png)"]
+    lines += [
+        "",
+        "The last row is the discretization gap between the two meshes: what the coarse data "
+        f"themselves miss of the refined solution ({int(outside.sum())} refined boundary nodes outside the "
+        "coarse triangles take their nearest coarse node's value).",
+        "",
+        "![refined fields](refined_fields.png)",
+        "",
+        "![refined errors](refined_errors.png)",
+    ]
     (HERE / "refined.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(result, indent=2))
 

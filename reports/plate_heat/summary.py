@@ -24,20 +24,29 @@ def main() -> None:
     for row in report["rows"]:
         by_budget[row["budget"]][row["method"]] = row["metrics"]
     baselines = sorted({m for rows in by_budget.values() for m in rows} - {ONLINE})
-    lines = ["# plate_heat: held-out relative L2 against the number of simulations", "",
-             "Mean over the 16 held-out simulations x 50 steps (p99 in brackets); the neural field's training error is "
-             "the same score on up to 512 of its training rows. Written by `python reports/plate_heat/summary.py` "
-             "from `metrics.json`.", "",
-             "| simulations | neural field (held-out) | neural field (training) | "
-             + " | ".join(baselines) + " | trivial (training mean) |",
-             "|---:|---:|---:|" + "---:|" * len(baselines) + "---:|"]
+    lines = [
+        "# plate_heat: held-out relative L2 against the number of simulations",
+        "",
+        "Mean over the 16 held-out simulations x 50 steps (p99 in brackets); the neural field's training error is "
+        "the same score on up to 512 of its training rows. Written by `python reports/plate_heat/summary.py` "
+        "from `metrics.json`.",
+        "",
+        "| simulations | neural field (held-out) | neural field (training) | "
+        + " | ".join(baselines)
+        + " | trivial (training mean) |",
+        "|---:|---:|---:|" + "---:|" * len(baselines) + "---:|",
+    ]
     for budget in sorted(by_budget):
         rows = by_budget[budget]
         nf = rows[ONLINE]
-        cells = [f"{nf['val_rel_l2_mean']:.4f} ({nf['val_rel_l2_p99']:.3f})",
-                 f"{nf['train_rel_l2_mean']:.4f} ({nf['train_rel_l2_p99']:.3f})"]
-        cells += [f"{rows[m]['val_rel_l2_mean']:.4f} ({rows[m]['val_rel_l2_p99']:.3f})" if m in rows else "-"
-                  for m in baselines]
+        cells = [
+            f"{nf['val_rel_l2_mean']:.4f} ({nf['val_rel_l2_p99']:.3f})",
+            f"{nf['train_rel_l2_mean']:.4f} ({nf['train_rel_l2_p99']:.3f})",
+        ]
+        cells += [
+            f"{rows[m]['val_rel_l2_mean']:.4f} ({rows[m]['val_rel_l2_p99']:.3f})" if m in rows else "-"
+            for m in baselines
+        ]
         cells.append(f"{nf['trivial_rel_l2_mean']:.4f}")
         lines.append(f"| {budget} | " + " | ".join(cells) + " |")
     (HERE / "summary.md").write_text("\n".join(lines) + "\n")

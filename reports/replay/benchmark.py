@@ -56,25 +56,42 @@ RUNS = HERE / "runs"
 
 CAPACITY = 2000
 COMMON = [
-    "simulation=heat2d", "simulation.grid=32", "simulation.n_steps=100",
-    "launcher.n_parallel=8", "launcher.max_simulations=480",
-    f"buffer.capacity={CAPACITY}", "model.net.hidden=[128,128,128]",
-    "trainer.max_steps=1500", "data.steps_per_epoch=500", "data.batch_size=128", "data.watermark=1000",
+    "simulation=heat2d",
+    "simulation.grid=32",
+    "simulation.n_steps=100",
+    "launcher.n_parallel=8",
+    "launcher.max_simulations=480",
+    f"buffer.capacity={CAPACITY}",
+    "model.net.hidden=[128,128,128]",
+    "trainer.max_steps=1500",
+    "data.steps_per_epoch=500",
+    "data.batch_size=128",
+    "data.watermark=1000",
 ]
 BUFFER_STATS = ["callbacks=buffer_stats", "callbacks.buffer_stats.every_n_steps=250"]
 # 16 simulations (1 600 samples, above the watermark) before training, the rest by 75% of it.
-PACING = [*BUFFER_STATS, "+callbacks.pacing._target_=gensim.callbacks.SimulationPacing",
-          "+callbacks.pacing.n_initial=16", "+callbacks.pacing.release_until=0.75"]
+PACING = [
+    *BUFFER_STATS,
+    "+callbacks.pacing._target_=gensim.callbacks.SimulationPacing",
+    "+callbacks.pacing.n_initial=16",
+    "+callbacks.pacing.release_until=0.75",
+]
 # conf/callbacks/active_learning.yaml paces the same way; BufferStats is added to it.
-ACTIVE = ["sampler=active_loss", "callbacks=active_learning",
-          "+callbacks.buffer_stats._target_=gensim.callbacks.BufferStats",
-          "+callbacks.buffer_stats.every_n_steps=250"]
+ACTIVE = [
+    "sampler=active_loss",
+    "callbacks=active_learning",
+    "+callbacks.buffer_stats._target_=gensim.callbacks.BufferStats",
+    "+callbacks.buffer_stats.every_n_steps=250",
+]
 VARIANTS = {
     "reservoir": ["buffer=reservoir"],
     "distribution": ["buffer=distribution", "buffer.policy.importance_weights=true"],
     "distribution_unweighted": ["buffer=distribution", "buffer.policy.importance_weights=false"],
-    "distribution_arrivals": ["buffer=distribution", "buffer.policy.follow=arrivals",
-                              "buffer.policy.importance_weights=true"],
+    "distribution_arrivals": [
+        "buffer=distribution",
+        "buffer.policy.follow=arrivals",
+        "buffer.policy.importance_weights=true",
+    ],
     "firo": ["buffer=firo"],
     "melissa": ["buffer=melissa"],
     "fifo": ["buffer=fifo"],
@@ -82,12 +99,30 @@ VARIANTS = {
 # Scenario -> (extra overrides, {variant: seeds}).
 MAIN_SEEDS = tuple(range(8))
 SCENARIOS = {
-    "burst": (BUFFER_STATS, {"reservoir": MAIN_SEEDS, "distribution": MAIN_SEEDS, "distribution_unweighted": MAIN_SEEDS,
-                   "firo": (0, 1), "melissa": (0, 1), "fifo": (0, 1)}),
-    "paced": (PACING, {"reservoir": MAIN_SEEDS, "distribution": MAIN_SEEDS,
-                       "distribution_unweighted": MAIN_SEEDS, "firo": (0, 1)}),
-    "active": (ACTIVE, {"reservoir": MAIN_SEEDS, "distribution": MAIN_SEEDS, "distribution_unweighted": MAIN_SEEDS,
-                        "distribution_arrivals": MAIN_SEEDS}),
+    "burst": (
+        BUFFER_STATS,
+        {
+            "reservoir": MAIN_SEEDS,
+            "distribution": MAIN_SEEDS,
+            "distribution_unweighted": MAIN_SEEDS,
+            "firo": (0, 1),
+            "melissa": (0, 1),
+            "fifo": (0, 1),
+        },
+    ),
+    "paced": (
+        PACING,
+        {"reservoir": MAIN_SEEDS, "distribution": MAIN_SEEDS, "distribution_unweighted": MAIN_SEEDS, "firo": (0, 1)},
+    ),
+    "active": (
+        ACTIVE,
+        {
+            "reservoir": MAIN_SEEDS,
+            "distribution": MAIN_SEEDS,
+            "distribution_unweighted": MAIN_SEEDS,
+            "distribution_arrivals": MAIN_SEEDS,
+        },
+    ),
 }
 COLUMNS = {
     "val_rel_l2_mean": "rel L2 mean",
@@ -130,13 +165,16 @@ def divergence_floor(n_samples: int = CAPACITY, repeats: int = 20) -> str:
     for _ in range(repeats):
         params = stats.strata.space.from_unit(rng.random((n_samples, stats.strata.space.dim)))
         steps = rng.integers(stats.strata.n_steps, size=n_samples)
-        values.append(buffer_divergence(params, steps, stats.strata, stats.reference,
-                                        max_points=stats.max_points, rng=rng))
+        values.append(
+            buffer_divergence(params, steps, stats.strata, stats.reference, max_points=stats.max_points, rng=rng)
+        )
     ed = np.array([v["energy_distance"] for v in values])
     chi = np.array([v["chi_square"] for v in values])
-    return (f"Floor: an i.i.d. sample of {n_samples} points of the target ({repeats} repeats) has energy "
-            f"distance {ed.mean():.2e} ± {ed.std(ddof=1):.1e} and chi2 over the strata {chi.mean():.3f} ± "
-            f"{chi.std(ddof=1):.3f}.")
+    return (
+        f"Floor: an i.i.d. sample of {n_samples} points of the target ({repeats} repeats) has energy "
+        f"distance {ed.mean():.2e} ± {ed.std(ddof=1):.1e} and chi2 over the strata {chi.mean():.3f} ± "
+        f"{chi.std(ddof=1):.3f}."
+    )
 
 
 def paired_lines(results: list[StudyResult]) -> list[str]:
@@ -149,9 +187,11 @@ def paired_lines(results: list[StudyResult]) -> list[str]:
                 c = paired_ratio(results, metric, variant, "reservoir")
             except ValueError:
                 continue
-            lines.append(f"- {variant} / reservoir, held-out rel. L2 {name}: {c['mean']:.3f} ± {c['se']:.3f} "
-                         f"(mean ± standard error of the per-seed ratios, {c['n']} seeds; lower in "
-                         f"{c['lower']} of {c['n']})")
+            lines.append(
+                f"- {variant} / reservoir, held-out rel. L2 {name}: {c['mean']:.3f} ± {c['se']:.3f} "
+                f"(mean ± standard error of the per-seed ratios, {c['n']} seeds; lower in "
+                f"{c['lower']} of {c['n']})"
+            )
     return lines
 
 
@@ -175,11 +215,21 @@ def main() -> None:
     # The table always covers every finished study, whatever this run was asked to do.
     sections = []
     for scenario, (_, plan) in SCENARIOS.items():
-        results = [with_buffer_stats(r) for v, seeds in plan.items()
-                   for r in finished_studies(RUNS / scenario, [v], seeds)]
+        results = [
+            with_buffer_stats(r) for v, seeds in plan.items() for r in finished_studies(RUNS / scenario, [v], seeds)
+        ]
         if results:
-            sections.append("\n".join([f"## {scenario}", "", markdown_table(results, COLUMNS, relative_to=HERE),
-                                       "", *paired_lines(results)]))
+            sections.append(
+                "\n".join(
+                    [
+                        f"## {scenario}",
+                        "",
+                        markdown_table(results, COLUMNS, relative_to=HERE),
+                        "",
+                        *paired_lines(results),
+                    ]
+                )
+            )
     table = "\n\n".join([*sections, divergence_floor()])
     (HERE / "table.md").write_text(table + "\n")
     print(table)

@@ -54,16 +54,22 @@ def main() -> None:
                 p99_late.append(np.quantile(errors[:, 5:], 0.99))
             if p99s:
                 share = np.mean(shares, axis=0)
-                rows.append(f"| {scenario} | {variant} | {len(p99s)} | "
-                            + " | ".join(f"{s:.0%}" for s in share)
-                            + f" | {np.mean(p99s):.4f} | {np.mean(p99_late):.4f} |")
-    head = ("| scenario | variant | seeds | " + " | ".join(f"worst 1% at {g}" for g in STEP_GROUPS)
-            + " | p99 | p99 of steps 5-99 |")
+                rows.append(
+                    f"| {scenario} | {variant} | {len(p99s)} | "
+                    + " | ".join(f"{s:.0%}" for s in share)
+                    + f" | {np.mean(p99s):.4f} | {np.mean(p99_late):.4f} |"
+                )
+    head = (
+        "| scenario | variant | seeds | "
+        + " | ".join(f"worst 1% at {g}" for g in STEP_GROUPS)
+        + " | p99 | p99 of steps 5-99 |"
+    )
     table = "\n".join([head, "|" + "---|" * (head.count("|") - 1), *rows])
     (HERE / "p99_steps.md").write_text(
         "Share of the worst 1% of held-out samples (16 simulations x 100 steps) by time step, mean over "
         "seeds, and the p99 with and without the first five steps (recomputed from the checkpoints: "
-        "`python reports/replay/p99_steps.py`).\n\n" + table + "\n")
+        "`python reports/replay/p99_steps.py`).\n\n" + table + "\n"
+    )
     print(table)
 
 

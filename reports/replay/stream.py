@@ -40,8 +40,12 @@ def make_policy(name: str, simulation):
 
     if name == "distribution":
         return buffers.DistributionAware(buffers.Strata.from_simulation(simulation))
-    return {"fifo": buffers.FIFO, "firo": buffers.FIRO, "reservoir": buffers.Reservoir,
-            "melissa": buffers.MelissaReservoir}[name]()
+    return {
+        "fifo": buffers.FIFO,
+        "firo": buffers.FIRO,
+        "reservoir": buffers.Reservoir,
+        "melissa": buffers.MelissaReservoir,
+    }[name]()
 
 
 def arrivals(simulation, n_sims: int):
@@ -77,8 +81,9 @@ def measure(policy_name: str) -> dict:
     divergence = BufferStats()
     divergence.bind(simulation)
     n_samples = STREAM_FACTOR * CAPACITY
-    buffer = ReplayBuffer(CAPACITY, simulation.fields, simulation.space.dim,
-                          policy=make_policy(policy_name, simulation), seed=0)
+    buffer = ReplayBuffer(
+        CAPACITY, simulation.fields, simulation.space.dim, policy=make_policy(policy_name, simulation), seed=0
+    )
     process = psutil.Process()
     batch = min(BATCH, buffer.capacity)
     rss, stats = {}, {}
@@ -89,7 +94,7 @@ def measure(policy_name: str) -> dict:
         while not buffer.policy.ready(buffer.storage):  # FIFO full, or Melissa with nothing drawn
             buffer.draw(batch)
             n_draws += 1
-        if (i % N_PARALLEL == 0 and not buffer.draw_rule.consumes and len(buffer) >= batch):
+        if i % N_PARALLEL == 0 and not buffer.draw_rule.consumes and len(buffer) >= batch:
             buffer.draw(batch)
             n_draws += 1
         middle = time.perf_counter()
@@ -150,9 +155,12 @@ def main() -> None:
             f"{r['rss_max_after_fill'] / mib:.1f} | {r['rss_end'] / mib:.1f} | "
             f"{(r['rss_end'] - r['rss_after_fill']) / mib:+.1f} | {r['peak_rss'] / mib:.1f} | "
             f"{r['energy_distance_mean']:.2e} / {r['energy_distance_end']:.2e} | "
-            f"{r['chi_square_mean']:.3f} / {r['chi_square_end']:.3f} | {r['add_us']:.0f} | {r['draw_us']:.0f} |")
-    lines += ["", "Divergences: mean over the 11 measurements (1x, 5x, ..., 50x) and at 50x. "
-              + divergence_floor(CAPACITY)]
+            f"{r['chi_square_mean']:.3f} / {r['chi_square_end']:.3f} | {r['add_us']:.0f} | {r['draw_us']:.0f} |"
+        )
+    lines += [
+        "",
+        "Divergences: mean over the 11 measurements (1x, 5x, ..., 50x) and at 50x. " + divergence_floor(CAPACITY),
+    ]
     (HERE / "stream.md").write_text("\n".join(lines) + "\n")
     (HERE / "stream.json").write_text(json.dumps(rows, indent=2))
     print("\n".join(lines))

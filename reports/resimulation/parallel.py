@@ -4,10 +4,15 @@ in-process, then through gensim.launch.resimulate.run_in_parallel with 1 and 2 l
     python reports/resimulation/parallel.py
 
 Results: reports/resimulation/parallel.md."""
-import time, numpy as np
-from gensim.simulations import Heat2D
+
+import time
+
+import numpy as np
+
 from gensim.launch.executors import LocalExecutor
 from gensim.launch.resimulate import run_in_parallel
+from gensim.simulations import Heat2D
+
 cfg = {"_target_": "gensim.simulations.Heat2D", "grid": 192, "n_steps": 400}
 sim = Heat2D(grid=192, n_steps=400)
 rng = np.random.default_rng(0)
@@ -21,4 +26,6 @@ for n in (1, 2):
     t = time.perf_counter()
     run_in_parallel(cfg, sim.fields, sim.n_steps, params, [None] * 8, LocalExecutor(), n)
     out[n] = time.perf_counter() - t
-print(f"serial in-process {serial:.2f} s; 1 worker {out[1]:.2f} s; 2 workers {out[2]:.2f} s; speed-up 1->2 workers {out[1]/out[2]:.2f}x")
+print(
+    f"serial in-process {serial:.2f} s; 1 worker {out[1]:.2f} s; 2 workers {out[2]:.2f} s; speed-up 1->2 workers {out[1] / out[2]:.2f}x"
+)

@@ -31,8 +31,11 @@ def main(n: int) -> None:
             t = time.perf_counter()
             m = rs.run_study(root / f"full{i}")
             full.append(m["val_rel_l2_mean"])
-            print(f"uninterrupted {i}: val_rel_l2_mean {full[-1]:.5f}, {m['simulations_finished']} simulations "
-                  f"finished ({time.perf_counter() - t:.0f} s)", flush=True)
+            print(
+                f"uninterrupted {i}: val_rel_l2_mean {full[-1]:.5f}, {m['simulations_finished']} simulations "
+                f"finished ({time.perf_counter() - t:.0f} s)",
+                flush=True,
+            )
         for i in range(n):
             t = time.perf_counter()
             run_dir = root / f"killed{i}"
@@ -49,23 +52,30 @@ def main(n: int) -> None:
             assert rc == 0, out[-3000:]
             m = json.loads((run_dir / "metrics.json").read_text())
             resumed.append(m["val_rel_l2_mean"])
-            print(f"killed+resumed {i}: killed at step {k['ckpt']['global_step']}, {interrupted} simulations "
-                  f"interrupted, workers alive 10 s after the kill {alive_10s}/{len(k['workers'])}; "
-                  f"val_rel_l2_mean {resumed[-1]:.5f}, resumed run received {m['samples_received']} samples, "
-                  f"{m['simulations_finished']} simulations finished in all "
-                  f"({time.perf_counter() - t:.0f} s)", flush=True)
+            print(
+                f"killed+resumed {i}: killed at step {k['ckpt']['global_step']}, {interrupted} simulations "
+                f"interrupted, workers alive 10 s after the kill {alive_10s}/{len(k['workers'])}; "
+                f"val_rel_l2_mean {resumed[-1]:.5f}, resumed run received {m['samples_received']} samples, "
+                f"{m['simulations_finished']} simulations finished in all "
+                f"({time.perf_counter() - t:.0f} s)",
+                flush=True,
+            )
         for name, xs in (("uninterrupted", full), ("killed+resumed", resumed)):
             sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
-            print(f"{name}: mean {statistics.mean(xs):.5f}, sd {sd:.5f} ({100 * sd / statistics.mean(xs):.1f}%), "
-                  f"min {min(xs):.5f}, max {max(xs):.5f}")
+            print(
+                f"{name}: mean {statistics.mean(xs):.5f}, sd {sd:.5f} ({100 * sd / statistics.mean(xs):.1f}%), "
+                f"min {min(xs):.5f}, max {max(xs):.5f}"
+            )
         ratio = statistics.mean(resumed) / statistics.mean(full)
         print(f"mean(resumed) / mean(uninterrupted) = {ratio:.3f}")
         # What the 10% test would see of a resume that lost half of the training (e.g. a model
         # restarted from scratch at a kill at mid-study): a study of half the steps.
         half = rs.MAX_STEPS // 2
         m = rs.run_study(root / "half", f"trainer.max_steps={half}")
-        print(f"uninterrupted, {half} steps instead of {rs.MAX_STEPS}: val_rel_l2_mean {m['val_rel_l2_mean']:.5f} "
-              f"({m['val_rel_l2_mean'] / statistics.mean(full):.2f} x the {rs.MAX_STEPS}-step mean)")
+        print(
+            f"uninterrupted, {half} steps instead of {rs.MAX_STEPS}: val_rel_l2_mean {m['val_rel_l2_mean']:.5f} "
+            f"({m['val_rel_l2_mean'] / statistics.mean(full):.2f} x the {rs.MAX_STEPS}-step mean)"
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -41,20 +41,35 @@ STEPS_PER_SIMULATION = 8
 N_INITIAL, RELEASE_UNTIL = 16, 0.75
 
 COMMON = [
-    "data.n_validation=16", "data.watermark=128", "data.batch_size=64",
+    "data.n_validation=16",
+    "data.watermark=128",
+    "data.batch_size=64",
     "data.steps_per_epoch=1000000",  # one pseudo-epoch: no validation pass during the study
-    "buffer=reservoir",              # the policy these studies ran with (the default then)
-    "buffer.capacity=4000",          # holds all 256 x 10 samples: no eviction at any budget
-    "model.net.hidden=[128,128,128]", "model.warmup_steps=50", "model.normalizer_warmup_batches=20",
+    "buffer=reservoir",  # the policy these studies ran with (the default then)
+    "buffer.capacity=4000",  # holds all 256 x 10 samples: no eviction at any budget
+    "model.net.hidden=[128,128,128]",
+    "model.warmup_steps=50",
+    "model.normalizer_warmup_batches=20",
 ]
-PACING = ["+callbacks.pacing._target_=gensim.callbacks.SimulationPacing",
-          f"+callbacks.pacing.n_initial={N_INITIAL}", f"+callbacks.pacing.release_until={RELEASE_UNTIL}"]
-ACTIVE = ["callbacks=active_learning", f"callbacks.pacing.n_initial={N_INITIAL}",
-          f"callbacks.pacing.release_until={RELEASE_UNTIL}"]
+PACING = [
+    "+callbacks.pacing._target_=gensim.callbacks.SimulationPacing",
+    f"+callbacks.pacing.n_initial={N_INITIAL}",
+    f"+callbacks.pacing.release_until={RELEASE_UNTIL}",
+]
+ACTIVE = [
+    "callbacks=active_learning",
+    f"callbacks.pacing.n_initial={N_INITIAL}",
+    f"callbacks.pacing.release_until={RELEASE_UNTIL}",
+]
 
 VARIANTS = ("uniform", "lhs", "sobol", "active_loss", "active_uncertainty")
-COLUMNS = {"simulations_finished": "sims", "val_rel_l2_mean": "rel L2 mean", "val_rel_l2_p99": "rel L2 p99",
-           "trivial_rel_l2_mean": "trivial mean", "wall_s": "wall s"}
+COLUMNS = {
+    "simulations_finished": "sims",
+    "val_rel_l2_mean": "rel L2 mean",
+    "val_rel_l2_p99": "rel L2 p99",
+    "trivial_rel_l2_mean": "trivial mean",
+    "wall_s": "wall s",
+}
 
 
 def variant_overrides(variant: str, budget: int) -> list[str]:
@@ -74,10 +89,19 @@ def run_all(problems, budgets, seeds, variants) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     for budget in budgets:
         for problem in problems:
-            common = [*PROBLEMS[problem], *COMMON, f"launcher.max_simulations={budget}",
-                      f"trainer.max_steps={STEPS_PER_SIMULATION * budget}"]
-            run_comparison(RUNS / problem / f"n{budget}", {v: variant_overrides(v, budget) for v in variants},
-                           seeds=seeds, common=common, timeout_s=3600)
+            common = [
+                *PROBLEMS[problem],
+                *COMMON,
+                f"launcher.max_simulations={budget}",
+                f"trainer.max_steps={STEPS_PER_SIMULATION * budget}",
+            ]
+            run_comparison(
+                RUNS / problem / f"n{budget}",
+                {v: variant_overrides(v, budget) for v in variants},
+                seeds=seeds,
+                common=common,
+                timeout_s=3600,
+            )
 
 
 def load_results(problem: str):
@@ -91,8 +115,13 @@ def load_results(problem: str):
                 run_dir = RUNS / problem / f"n{budget}" / variant / f"seed{seed}"
                 path = run_dir / "metrics.json"
                 if path.exists():
-                    out.append((variant, budget, StudyResult(f"{variant} n={budget}", seed, run_dir,
-                                                             json.loads(path.read_text()))))
+                    out.append(
+                        (
+                            variant,
+                            budget,
+                            StudyResult(f"{variant} n={budget}", seed, run_dir, json.loads(path.read_text())),
+                        )
+                    )
     return out
 
 
@@ -139,8 +168,12 @@ def acceptance(results) -> list[str]:
     if 256 not in ns_s:
         return ["Sobol' at 256 simulations is not finished: no verdict."]
     target, target_mean = p99_s[ns_s.index(256)], mean_s[ns_s.index(256)]
-    lines = [f"Sobol' at 256 simulations: p99 {target:.4g}, mean {target_mean:.4g}.", "",
-             "At equal budget, 256 simulations, ratio to Sobol' (< 1: better than Sobol'):", ""]
+    lines = [
+        f"Sobol' at 256 simulations: p99 {target:.4g}, mean {target_mean:.4g}.",
+        "",
+        "At equal budget, 256 simulations, ratio to Sobol' (< 1: better than Sobol'):",
+        "",
+    ]
     for variant in VARIANTS:
         ns, p99, _ = curve(results, variant, "val_rel_l2_p99")
         _, mean, _ = curve(results, variant, "val_rel_l2_mean")
@@ -157,13 +190,16 @@ def acceptance(results) -> list[str]:
             continue
         n_star = budget_to_reach(ns, p99, target)
         if n_star is None:
-            lines.append(f"- {variant}: does not reach it within {ns[-1]} simulations "
-                         f"(p99 at {ns[-1]}: {p99[-1]:.4g}).")
+            lines.append(
+                f"- {variant}: does not reach it within {ns[-1]} simulations (p99 at {ns[-1]}: {p99[-1]:.4g})."
+            )
             continue
         mean_there = interpolate(ns, mean, n_star)
         verdict = "meets" if n_star <= 180 and mean_there <= target_mean else "misses"
-        lines.append(f"- {variant}: reaches it at ~{n_star:.0f} simulations (log-log interpolation), mean there "
-                     f"~{mean_there:.4g} vs {target_mean:.4g}: {verdict} the aim.")
+        lines.append(
+            f"- {variant}: reaches it at ~{n_star:.0f} simulations (log-log interpolation), mean there "
+            f"~{mean_there:.4g} vs {target_mean:.4g}: {verdict} the aim."
+        )
     return lines
 
 
@@ -174,9 +210,13 @@ def hard_share(problem: str = "plume2d") -> list[str]:
     """
     if problem != "plume2d":
         return []
-    lines = ["Share of the training simulations in the hard box log10_Pe >= 2, width <= 0.125 (1/8 of the "
-             "space; mean over seeds, from each study's simulations.json):", "",
-             "| variant | " + " | ".join(f"n={b}" for b in BUDGETS) + " |", "|---|" + "---|" * len(BUDGETS)]
+    lines = [
+        "Share of the training simulations in the hard box log10_Pe >= 2, width <= 0.125 (1/8 of the "
+        "space; mean over seeds, from each study's simulations.json):",
+        "",
+        "| variant | " + " | ".join(f"n={b}" for b in BUDGETS) + " |",
+        "|---|" + "---|" * len(BUDGETS),
+    ]
     for variant in VARIANTS:
         cells = []
         for budget in BUDGETS:
@@ -194,17 +234,30 @@ def hard_share(problem: str = "plume2d") -> list[str]:
 def write_report(problems) -> None:
     from gensim.compare import markdown_table
 
-    parts = ["# Sampling benchmark: held-out error against the simulation budget", "",
-             "Generated by `python reports/sampling/benchmark.py`; read README.md in this folder for the set-up "
-             "and the discussion. Mean ± std over seeds; every row lists the run directories whose "
-             "`metrics.json` it was computed from.", ""]
+    parts = [
+        "# Sampling benchmark: held-out error against the simulation budget",
+        "",
+        "Generated by `python reports/sampling/benchmark.py`; read README.md in this folder for the set-up "
+        "and the discussion. Mean ± std over seeds; every row lists the run directories whose "
+        "`metrics.json` it was computed from.",
+        "",
+    ]
     for problem in problems:
         results = load_results(problem)
         if not results:
             continue
-        parts += [f"## {problem}", "", markdown_table([r for _, _, r in results], COLUMNS, relative_to=HERE), "",
-                  "Aim (active reaches Sobol's p99 at 256 simulations with <= 180, without a worse mean):", "",
-                  *acceptance(results), "", *hard_share(problem), ""]
+        parts += [
+            f"## {problem}",
+            "",
+            markdown_table([r for _, _, r in results], COLUMNS, relative_to=HERE),
+            "",
+            "Aim (active reaches Sobol's p99 at 256 simulations with <= 180, without a worse mean):",
+            "",
+            *acceptance(results),
+            "",
+            *hard_share(problem),
+            "",
+        ]
     (HERE / "results.md").write_text("\n".join(parts))
     plot_errors(problems)
     plot_designs()
@@ -218,8 +271,13 @@ def plot_errors(problems) -> None:
 
     fig, axes = plt.subplots(len(problems), 2, figsize=(11, 4.2 * len(problems)), squeeze=False)
     # Colour, marker, and a small horizontal shift so that error bars at one budget do not overlap.
-    styles = {"uniform": ("tab:gray", "o", 0.93), "lhs": ("tab:olive", "v", 0.965), "sobol": ("tab:blue", "s", 1.0),
-              "active_loss": ("tab:red", "^", 1.035), "active_uncertainty": ("tab:purple", "D", 1.07)}
+    styles = {
+        "uniform": ("tab:gray", "o", 0.93),
+        "lhs": ("tab:olive", "v", 0.965),
+        "sobol": ("tab:blue", "s", 1.0),
+        "active_loss": ("tab:red", "^", 1.035),
+        "active_uncertainty": ("tab:purple", "D", 1.07),
+    }
     for row, problem in enumerate(problems):
         results = load_results(problem)
         for col, (key, label) in enumerate([("val_rel_l2_mean", "mean"), ("val_rel_l2_p99", "99th percentile")]):
@@ -228,8 +286,9 @@ def plot_errors(problems) -> None:
                 ns, means, stds = curve(results, variant, key)
                 if ns:
                     color, marker, shift = styles[variant]
-                    ax.errorbar([n * shift for n in ns], means, yerr=stds, color=color, marker=marker, capsize=3,
-                                label=variant)
+                    ax.errorbar(
+                        [n * shift for n in ns], means, yerr=stds, color=color, marker=marker, capsize=3, label=variant
+                    )
             ns_s, p99_s, _ = curve(results, "sobol", key)
             if 256 in ns_s:
                 ax.axhline(p99_s[ns_s.index(256)], color="tab:blue", ls=":", lw=1, label="Sobol' at 256")
@@ -274,8 +333,11 @@ def plot_designs(budget: int = 256, seed: int = 0) -> None:
         ax.axhline(0.125, color="k", ls=":", lw=0.8)
     axes[0].set_ylabel("release width")
     fig.colorbar(sc, ax=axes, label="simulation id (launch order)")
-    fig.suptitle(f"plume2d, {budget} training simulations, seed {seed}: where each sampler simulated "
-                 "(hard box: log10 Pe >= 2, width <= 0.125)", y=1.02)
+    fig.suptitle(
+        f"plume2d, {budget} training simulations, seed {seed}: where each sampler simulated "
+        "(hard box: log10 Pe >= 2, width <= 0.125)",
+        y=1.02,
+    )
     fig.savefig(HERE / "where_simulated.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 

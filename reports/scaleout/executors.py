@@ -59,8 +59,7 @@ def run_variant(executor, n: int, n_parallel: int, work: Path, timeout_s: float)
     token = os.urandom(16)
     sim = DecayingWave(size=SIMULATION["size"], n_steps=SIMULATION["n_steps"])
     receiver = Receiver(sim.fields, token=token).start()
-    launcher = Launcher(SIMULATION, executor, n_parallel=n_parallel, max_simulations=n,
-                        log_dir=str(work))
+    launcher = Launcher(SIMULATION, executor, n_parallel=n_parallel, max_simulations=n, log_dir=str(work))
     first = None
     try:
         start = time.perf_counter()
@@ -79,8 +78,12 @@ def run_variant(executor, n: int, n_parallel: int, work: Path, timeout_s: float)
     finally:
         launcher.shutdown()
         receiver.stop()
-    return {"wall_s": round(wall, 3), "first_done_s": round(first or wall, 3),
-            "simulations_per_s": round(n / wall, 3), "slurm_jobs": len(jobs)}
+    return {
+        "wall_s": round(wall, 3),
+        "first_done_s": round(first or wall, 3),
+        "simulations_per_s": round(n / wall, 3),
+        "slurm_jobs": len(jobs),
+    }
 
 
 def main() -> None:
@@ -97,8 +100,9 @@ def main() -> None:
     slurm = bool(os.environ.get("SLURM_CONF")) and shutil.which("sbatch") is not None
     if slurm:
         for k in (1, args.sims_per_job):
-            variants[f"slurm, {k} sim/job"] = (
-                lambda k=k: SlurmExecutor(partition=args.partition, time=10, mem_gb=0.5, sims_per_job=k))
+            variants[f"slurm, {k} sim/job"] = lambda k=k: SlurmExecutor(
+                partition=args.partition, time=10, mem_gb=0.5, sims_per_job=k
+            )
     else:
         print("no SLURM_CONF or no sbatch: measuring the local executor only", file=sys.stderr)
 
@@ -131,10 +135,14 @@ def main() -> None:
     }
     out = {
         "command": "python reports/scaleout/executors.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "submitit": submitit.__version__,
-                    "slurm": version(["sbatch", "--version"]) if slurm else None,
-                    "load_average_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "submitit": submitit.__version__,
+            "slurm": version(["sbatch", "--version"]) if slurm else None,
+            "load_average_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        },
         "simulation": SIMULATION,
         "n_simulations": args.n,
         "n_parallel": args.n_parallel,
@@ -146,17 +154,18 @@ def main() -> None:
     rows = "\n".join(
         f"| {name} | {s['simulations_per_s_median']:.2f} | {s['first_done_s_median']:.1f} | "
         f"{', '.join(format(x['wall_s'], '.1f') for x in s['runs'])} | {s['runs'][0]['slurm_jobs']} |"
-        for name, s in summary.items())
+        for name, s in summary.items()
+    )
     m = out["machine"]
     (HERE / "executors.md").write_text(f"""# Simulations/s through the local and SLURM executors
 
-`{out['command']}` ({args.n} simulations of `DecayingWave` (32 points, 10 steps) per variant and
+`{out["command"]}` ({args.n} simulations of `DecayingWave` (32 points, 10 steps) per variant and
 round, `n_parallel={args.n_parallel}`, {args.repeats} interleaved rounds; wall time from
 `launcher.start` to `exhausted`; medians over rounds; raw numbers in `executors.json`).
 
-Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, submitit {m['submitit']},
-{m['slurm'] or 'no SLURM'}. Shared with other jobs: 1-minute load average {m['load_average_1min_before_after'][0]}
-before, {m['load_average_1min_before_after'][1]} after. The SLURM cluster is the single-node test
+Machine: {m["cpus"]} CPUs, {m["platform"]}, Python {m["python"]}, submitit {m["submitit"]},
+{m["slurm"] or "no SLURM"}. Shared with other jobs: 1-minute load average {m["load_average_1min_before_after"][0]}
+before, {m["load_average_1min_before_after"][1]} after. The SLURM cluster is the single-node test
 cluster (`tests/slurm/cluster.sh`) on this same machine, without accounting.
 
 | executor | simulations/s | first done (s) | wall per round (s) | SLURM jobs per round |

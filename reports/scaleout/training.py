@@ -34,8 +34,14 @@ HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs" / "training"
 
 COMMON = [
-    "simulation=heat2d", "simulation.grid=32", "launcher.max_simulations=64", "launcher.n_parallel=2",
-    "data.batch_size=128", "data.watermark=1000", "data.steps_per_epoch=300", "trainer.max_steps=600",
+    "simulation=heat2d",
+    "simulation.grid=32",
+    "launcher.max_simulations=64",
+    "launcher.n_parallel=2",
+    "data.batch_size=128",
+    "data.watermark=1000",
+    "data.steps_per_epoch=300",
+    "trainer.max_steps=600",
     "trainer.accelerator=cpu",
 ]
 VARIANTS = {
@@ -43,8 +49,12 @@ VARIANTS = {
     "devices2_ddp": ["trainer=ddp", "trainer.devices=2"],
     "devices1_prefetch": ["data.prefetch=1"],
 }
-COLUMNS = {"train_samples_per_s": "train samples/s", "val_rel_l2_mean": "held-out rel. L2",
-           "world_size": "ranks", "wall_s": "wall s"}
+COLUMNS = {
+    "train_samples_per_s": "train samples/s",
+    "val_rel_l2_mean": "held-out rel. L2",
+    "world_size": "ranks",
+    "wall_s": "wall s",
+}
 
 
 def main() -> None:
@@ -67,8 +77,11 @@ def main() -> None:
         "",
         "Seed-paired ratios of `train_samples_per_s` against `devices1`:",
         "",
-        *(f"- `{v}`: {r['mean']:.3f} ± {r['se']:.3f} (standard error over {r['n']} seeds; per seed "
-          f"{', '.join(f'{x:.3f}' for x in r['ratios'])})" for v, r in ratios.items()),
+        *(
+            f"- `{v}`: {r['mean']:.3f} ± {r['se']:.3f} (standard error over {r['n']} seeds; per seed "
+            f"{', '.join(f'{x:.3f}' for x in r['ratios'])})"
+            for v, r in ratios.items()
+        ),
     ]
     (HERE / "training.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -55,8 +55,10 @@ def best_us(fns, inputs):
 
 
 def main() -> None:
-    print(f"{'field':>12} {'bytes':>8} {'validate':>10} {'of which MAC':>13} {'without MAC':>12} "
-          f"{'MAC share':>9} {'copy of the bytes':>18}")
+    print(
+        f"{'field':>12} {'bytes':>8} {'validate':>10} {'of which MAC':>13} {'without MAC':>12} "
+        f"{'MAC share':>9} {'copy of the bytes':>18}"
+    )
     for n in (64, 256):
         fields = (FieldSpec("u", (n, n), "float32"),)
         rx = Receiver(fields, KEY)  # not started: _validate only
@@ -72,10 +74,13 @@ def main() -> None:
         buffers = [np.frombuffer(m[1], np.uint8) for m in messages]
         total, tag, copy = best_us(
             [validate, lambda m, mac=mac: wire.message_tag(mac, m[:-1]), np.copy],  # the receiver's check;
-            [messages, messages, buffers])                                  # memory bandwidth
+            [messages, messages, buffers],
+        )  # memory bandwidth
         nbytes = sum(len(f) for f in messages[0])
-        print(f"{n:>5}x{n:<6} {nbytes:>8} {total:>7.1f} us {tag:>10.1f} us {total - tag:>9.1f} us "
-              f"{tag / total:>9.0%} {copy:>15.1f} us")
+        print(
+            f"{n:>5}x{n:<6} {nbytes:>8} {total:>7.1f} us {tag:>10.1f} us {total - tag:>9.1f} us "
+            f"{tag / total:>9.0%} {copy:>15.1f} us"
+        )
 
 
 if __name__ == "__main__":

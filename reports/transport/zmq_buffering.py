@@ -16,12 +16,12 @@ import zmq
 
 N_FRAMES, FRAME_BYTES = 20_000, 10_000  # 200 MB in small frames, each far under any limit
 
-SENDER = """
+SENDER = f"""
 import sys, zmq
 ctx = zmq.Context(); s = ctx.socket(zmq.PUSH); s.connect(sys.argv[1])
-s.send_multipart([b"x" * {size}] * {n}, copy=False)
+s.send_multipart([b"x" * {FRAME_BYTES}] * {N_FRAMES}, copy=False)
 s.close(linger=60000); ctx.term()
-""".format(size=FRAME_BYTES, n=N_FRAMES)
+"""
 
 
 def rss_mb() -> float:
@@ -47,8 +47,10 @@ def main() -> None:
     drain_s = time.perf_counter() - t1
     child.wait(30)
     print(f"message: {N_FRAMES} frames x {FRAME_BYTES} B = {N_FRAMES * FRAME_BYTES / 2**20:.0f} MiB")
-    print(f"RSS before: {base:.0f} MiB; when the first frame became readable: {readable_at:.0f} MiB "
-          f"(+{readable_at - base:.0f} MiB); peak while arriving: {peak:.0f} MiB")
+    print(
+        f"RSS before: {base:.0f} MiB; when the first frame became readable: {readable_at:.0f} MiB "
+        f"(+{readable_at - base:.0f} MiB); peak while arriving: {peak:.0f} MiB"
+    )
     print(f"then the remaining {n - 1} frames were read without waiting in {drain_s * 1e3:.0f} ms")
     del first, frame
     print(f"RSS after draining: {rss_mb():.0f} MiB")

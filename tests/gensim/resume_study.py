@@ -31,14 +31,26 @@ HERE = Path(__file__).resolve().parent
 #: Optimizer steps of the study.
 MAX_STEPS = 900
 STUDY = [
-    "simulation=decaying_wave", "simulation._target_=faulty.Slow", "+simulation.delay_s=0.03",
-    "+simulation.tag=gensim-resume-test", "simulation.n_steps=10",
-    "launcher.n_parallel=2", "launcher.max_simulations=16", "data.n_validation=4",
-    "data.watermark=40", "data.batch_size=32", "data.steps_per_epoch=100",
-    "buffer.capacity=400", "model.net.hidden=[64,64]", "model.warmup_steps=20",
-    "model.normalizer_warmup_batches=10", f"trainer.max_steps={MAX_STEPS}",
-    "checkpoint.every_n_steps=25", "checkpoint.every_minutes=null",
-    "+callbacks.pacing._target_=gensim.callbacks.SimulationPacing", "+callbacks.pacing.n_initial=4",
+    "simulation=decaying_wave",
+    "simulation._target_=faulty.Slow",
+    "+simulation.delay_s=0.03",
+    "+simulation.tag=gensim-resume-test",
+    "simulation.n_steps=10",
+    "launcher.n_parallel=2",
+    "launcher.max_simulations=16",
+    "data.n_validation=4",
+    "data.watermark=40",
+    "data.batch_size=32",
+    "data.steps_per_epoch=100",
+    "buffer.capacity=400",
+    "model.net.hidden=[64,64]",
+    "model.warmup_steps=20",
+    "model.normalizer_warmup_batches=10",
+    f"trainer.max_steps={MAX_STEPS}",
+    "checkpoint.every_n_steps=25",
+    "checkpoint.every_minutes=null",
+    "+callbacks.pacing._target_=gensim.callbacks.SimulationPacing",
+    "+callbacks.pacing.n_initial=4",
     "+callbacks.pacing.release_until=0.2",
 ]
 
@@ -59,8 +71,9 @@ def train_cmd(*args: str) -> list[str]:
 def run_study(run_dir: Path, *extra: str, timeout: float = 180) -> dict:
     """Run one uninterrupted study; return its metrics."""
     with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
-        proc = subprocess.Popen(train_cmd(*STUDY, *extra, f"hydra.run.dir={run_dir}"), stdout=log,
-                                stderr=subprocess.STDOUT, env=env())
+        proc = subprocess.Popen(
+            train_cmd(*STUDY, *extra, f"hydra.run.dir={run_dir}"), stdout=log, stderr=subprocess.STDOUT, env=env()
+        )
         try:
             proc.wait(timeout=timeout)
         finally:
@@ -98,17 +111,23 @@ def kill_after_checkpoint(run_dir: Path, *extra: str, min_step: int = 50, timeou
         (time.monotonic()), ``ckpt`` (the checkpoint's study state, read after the kill).
     """
     log = open(run_dir.parent / f"{run_dir.name}.log", "w")  # noqa: SIM115 - closed in the finally
-    proc = subprocess.Popen(train_cmd(*STUDY, *extra, f"hydra.run.dir={run_dir}"), stdout=log,
-                            stderr=subprocess.STDOUT, env=env())
+    proc = subprocess.Popen(
+        train_cmd(*STUDY, *extra, f"hydra.run.dir={run_dir}"), stdout=log, stderr=subprocess.STDOUT, env=env()
+    )
     ckpt_file = run_dir / "checkpoints" / "last.ckpt"
     try:
         deadline = time.monotonic() + timeout
         while True:
-            assert proc.poll() is None, "the study ended before a checkpoint with a simulation in flight: " + \
-                (run_dir.parent / f"{run_dir.name}.log").read_text()[-3000:]
+            assert proc.poll() is None, (
+                "the study ended before a checkpoint with a simulation in flight: "
+                + (run_dir.parent / f"{run_dir.name}.log").read_text()[-3000:]
+            )
             assert time.monotonic() < deadline, f"no checkpoint of step >= {min_step} after {timeout} s"
-            workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                       if "gensim.launch.worker" in " ".join(p.cmdline())]
+            workers = [
+                p
+                for p in psutil.Process(proc.pid).children(recursive=True)
+                if "gensim.launch.worker" in " ".join(p.cmdline())
+            ]
             try:  # last.ckpt may be half-written: then read it at the next turn
                 ckpt = torch.load(ckpt_file, weights_only=False, map_location="cpu")
             except Exception:
@@ -129,8 +148,14 @@ def kill_after_checkpoint(run_dir: Path, *extra: str, min_step: int = 50, timeou
 
 def resume(run_dir: Path, *extra: str, timeout: float = 180) -> tuple[int, str]:
     """``gensim-train resume=<run_dir>``; its return code and output."""
-    proc = subprocess.Popen(train_cmd(f"resume={run_dir}", *extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env(), cwd=run_dir.parent)
+    proc = subprocess.Popen(
+        train_cmd(f"resume={run_dir}", *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env(),
+        cwd=run_dir.parent,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     finally:

@@ -6,11 +6,9 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
-from waiting import wait_until
 
 from gensim.client import Client
 from gensim.simulations.base import FieldSpec

@@ -18,9 +18,11 @@ def _study(root: Path, variant: str, seed: int, metrics: dict) -> Path:
 
 
 def test_markdown_table_averages_over_seeds_and_names_its_runs(tmp_path):
-    results = [StudyResult("a", 0, tmp_path / "a/seed0", {"err": 1.0}),
-               StudyResult("a", 1, tmp_path / "a/seed1", {"err": 3.0}),
-               StudyResult("b", 0, tmp_path / "b/seed0", {"other": 5.0})]
+    results = [
+        StudyResult("a", 0, tmp_path / "a/seed0", {"err": 1.0}),
+        StudyResult("a", 1, tmp_path / "a/seed1", {"err": 3.0}),
+        StudyResult("b", 0, tmp_path / "b/seed0", {"other": 5.0}),
+    ]
     lines = markdown_table(results, {"err": "error"}, fmt=".3g", relative_to=tmp_path).splitlines()
     assert lines[0] == "| variant | seeds | error | runs (metrics.json) |"
     # Mean 2 and sample std sqrt(2) over the two seeds; a missing metric is "n/a".
@@ -64,9 +66,13 @@ def test_cached_study_that_fails_leaves_no_metrics(tmp_path):
 
 
 def test_paired_ratio_pairs_by_seed(tmp_path):
-    results = [StudyResult("base", 0, tmp_path, {"p99": 2.0}), StudyResult("base", 1, tmp_path, {"p99": 4.0}),
-               StudyResult("base", 2, tmp_path, {"p99": 1.0}),
-               StudyResult("new", 0, tmp_path, {"p99": 1.0}), StudyResult("new", 1, tmp_path, {"p99": 6.0})]
+    results = [
+        StudyResult("base", 0, tmp_path, {"p99": 2.0}),
+        StudyResult("base", 1, tmp_path, {"p99": 4.0}),
+        StudyResult("base", 2, tmp_path, {"p99": 1.0}),
+        StudyResult("new", 0, tmp_path, {"p99": 1.0}),
+        StudyResult("new", 1, tmp_path, {"p99": 6.0}),
+    ]
     out = paired_ratio(results, "p99", "new", "base")
     # Seed 2 has no "new" study: it is left out, not compared with another seed.
     assert out["ratios"] == [0.5, 1.5]

@@ -38,7 +38,7 @@ def test_energy_distance_of_two_gaussians_matches_the_closed_form():
     # 2 / sqrt(pi) / n = 3e-4) and its sampling std (~0.01, seen over seeds) stay below the 0.03
     # tolerance, a third of the distance.
     mu, s, n = 1.0, math.sqrt(2.0), 4000
-    folded = s * math.sqrt(2 / math.pi) * math.exp(-mu**2 / (2 * s**2)) + mu * (1 - 2 * norm.cdf(-mu / s))
+    folded = s * math.sqrt(2 / math.pi) * math.exp(-(mu**2) / (2 * s**2)) + mu * (1 - 2 * norm.cdf(-mu / s))
     exact = 2 * folded - 2 * (2 / math.sqrt(math.pi))
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(n, 1, generator=gen), mu + torch.randn(n, 1, generator=gen)
@@ -134,8 +134,7 @@ def test_distribution_metrics_of_the_simulator_sit_at_their_floor():
     params = sim.space.from_unit(np.full((1, 4), 0.5))[0]
     sets = [simulator_samples(sim, params, [1], 64, seed)[0][0] for seed in (0, 1000, 2000)]
     mean, std = sim.exact_moments(params, sim.times[1])
-    out = distribution_metrics(sets[0], sets[1], sets[2], sim.fields, mean.reshape(-1), std.reshape(-1),
-                               n_components=8)
+    out = distribution_metrics(sets[0], sets[1], sets[2], sim.fields, mean.reshape(-1), std.reshape(-1), n_components=8)
     summary = summarize_distribution([out])
     assert 0.5 < summary["energy_distance_ratio"] < 2.0
     assert 0.9 < summary["energy_score_ratio"] < 1.1

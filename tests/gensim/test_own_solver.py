@@ -22,8 +22,14 @@ STUDY = [o for o in TINY if not o.startswith("simulation.")]
 
 
 def _train(cwd: Path, *args: str, env: dict | None = None, timeout: float = 150) -> tuple[int, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "gensim.train", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gensim.train", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     finally:
@@ -35,21 +41,33 @@ def test_an_external_command_trains_and_its_rejected_simulation_is_reported(tmp_
     # The tutorial's solver, copied outside the repository; one training simulation (the
     # second, seed 5: held-out ones take seeds 0 to 3) sends float64 of the wrong shape.
     solver = tmp_path / "my_solver.py"
-    solver.write_text(EXAMPLE.read_text().replace(
-        'client.send(step, (step + 1) * dt, {"u": u.astype(np.float32)})',
-        'client.send(step, (step + 1) * dt, {"u": np.ones(8) if os.environ["GENSIM_SEED"] == "5" '
-        'else u.astype(np.float32)})'))
+    solver.write_text(
+        EXAMPLE.read_text().replace(
+            'client.send(step, (step + 1) * dt, {"u": u.astype(np.float32)})',
+            'client.send(step, (step + 1) * dt, {"u": np.ones(8) if os.environ["GENSIM_SEED"] == "5" '
+            "else u.astype(np.float32)})",
+        )
+    )
     run_dir = tmp_path / "run"
     # A budget far above what 600 steps take: the summary must say how much was never run.
     # 200 optimizer steps: the analytic field is learnt well before (0.03 vs 0.29 for the
     # trivial predictor at 100 steps, measured), and the test stays short on busy cores. Logged
     # with logger=tensorboard (conf/logger), checked below: one study serves both.
     overrides = [o for o in STUDY if not o.startswith(("launcher.max_simulations", "trainer.max_steps"))]
-    code, out = _train(tmp_path, "simulation=external", f"simulation.command={sys.executable} my_solver.py",
-                       "simulation.parameters={a: [1.0, 2.0], k: [0.1, 1.0]}", "simulation.n_steps=10",
-                       "simulation.fields=[{name: u, shape: [16], dtype: float32}]",
-                       *overrides, "launcher.max_simulations=400", "trainer.max_steps=200", "logger=tensorboard",
-                       f"hydra.run.dir={run_dir}", timeout=240)
+    code, out = _train(
+        tmp_path,
+        "simulation=external",
+        f"simulation.command={sys.executable} my_solver.py",
+        "simulation.parameters={a: [1.0, 2.0], k: [0.1, 1.0]}",
+        "simulation.n_steps=10",
+        "simulation.fields=[{name: u, shape: [16], dtype: float32}]",
+        *overrides,
+        "launcher.max_simulations=400",
+        "trainer.max_steps=200",
+        "logger=tensorboard",
+        f"hydra.run.dir={run_dir}",
+        timeout=240,
+    )
     assert code == 0, out[-4000:]
     # gensim-train logger=tensorboard: TensorBoard event files with the held-out error, no CSV log.
     (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")

@@ -13,10 +13,18 @@ from hydra.utils import instantiate
 from gensim.report import flatten_overrides, load_study, make_report
 
 TINY = [
-    "problem=decaying_wave", "budgets=[8]", "figure_cases=2",
-    "train.trainer.max_steps=40", "+train.trainer.log_every_n_steps=10", "+train.data.watermark=16",
-    "+train.data.batch_size=8", "+train.data.steps_per_epoch=20", "+train.data.n_validation=4",
-    "+train.buffer.capacity=100", "+train.model.net.hidden=[16]", "+train.model.warmup_steps=5",
+    "problem=decaying_wave",
+    "budgets=[8]",
+    "figure_cases=2",
+    "train.trainer.max_steps=40",
+    "+train.trainer.log_every_n_steps=10",
+    "+train.data.watermark=16",
+    "+train.data.batch_size=8",
+    "+train.data.steps_per_epoch=20",
+    "+train.data.n_validation=4",
+    "+train.buffer.capacity=100",
+    "+train.model.net.hidden=[16]",
+    "+train.model.warmup_steps=5",
     "+train.model.normalizer_warmup_batches=3",
     # A Kriging that must subsample (8 training rows > 5), so the report has to say so.
     "baselines.kriging.estimator.max_samples=5",
@@ -30,12 +38,13 @@ def test_load_study_names_what_is_missing(tmp_path: Path) -> None:
 
 def test_flatten_overrides():
     assert flatten_overrides({"trainer": {"max_steps": 3}, "model": {"net": {"hidden": [8, 8]}}, "seed": 1}) == [
-        "trainer.max_steps=3", "model.net.hidden=[8, 8]", "seed=1"]
+        "trainer.max_steps=3",
+        "model.net.hidden=[8, 8]",
+        "seed=1",
+    ]
 
 
 @pytest.mark.slow
-
-
 def test_report_smoke(tmp_path: Path, single_threaded) -> None:
     with initialize_config_module(version_base="1.3", config_module="gensim.conf"):
         cfg = compose("report", overrides=[*TINY, f"out_dir={tmp_path / 'report'}"])
@@ -88,11 +97,22 @@ def test_every_baseline_config_instantiates(option):
 
 
 GENERATIVE_TINY = [
-    "problem=stochastic_heat", "budgets=[8]", "figure_cases=1", "offline_neural=false", "generative_samples=16",
-    "+train.simulation.grid=8", "+train.simulation.n_steps=4",
-    "train.trainer.max_steps=40", "+train.trainer.log_every_n_steps=10", "+train.data.watermark=16",
-    "+train.data.batch_size=8", "+train.data.steps_per_epoch=20", "+train.data.n_validation=4",
-    "+train.buffer.capacity=100", "+train.model.net.hidden=[16]", "+train.model.warmup_steps=5",
+    "problem=stochastic_heat",
+    "budgets=[8]",
+    "figure_cases=1",
+    "offline_neural=false",
+    "generative_samples=16",
+    "+train.simulation.grid=8",
+    "+train.simulation.n_steps=4",
+    "train.trainer.max_steps=40",
+    "+train.trainer.log_every_n_steps=10",
+    "+train.data.watermark=16",
+    "+train.data.batch_size=8",
+    "+train.data.steps_per_epoch=20",
+    "+train.data.n_validation=4",
+    "+train.buffer.capacity=100",
+    "+train.model.net.hidden=[16]",
+    "+train.model.warmup_steps=5",
     "+train.model.normalizer_warmup_batches=3",
     "generative=[cvae]",
     "+generative_overrides.cvae=['model.check.n_samples=8','model.latent_dim=2','model.encoder_net.hidden=[16]',"
@@ -101,8 +121,6 @@ GENERATIVE_TINY = [
 
 
 @pytest.mark.slow
-
-
 def test_report_with_a_generative_surrogate(tmp_path: Path, single_threaded) -> None:
     """A generative variant is trained on-line beside the deterministic one; its law gets its own
     table (distribution metrics beside their floors) and figures (mean/std maps, spectra)."""

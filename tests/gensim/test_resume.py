@@ -123,11 +123,21 @@ def test_a_restored_launcher_reruns_interrupted_simulations_only_then_continues_
 def small_datamodule(tmp_path: Path) -> StreamingDataModule:
     sim = DecayingWave(size=4, n_steps=3)
     return StreamingDataModule(
-        simulation=sim, sampler=Sobol(sim.space, seed=0),
-        launcher=Launcher({"_target_": "gensim.simulations.DecayingWave", "size": 4, "n_steps": 3},
-                          RecordingExecutor(), n_parallel=2, max_simulations=4),
-        buffer=partial(ReplayBuffer, capacity=50, policy=Reservoir(), seed=0), receiver=Receiver,
-        validation_sampler=partial(Sobol, seed=1), batch_size=2, watermark=2, n_validation=2)
+        simulation=sim,
+        sampler=Sobol(sim.space, seed=0),
+        launcher=Launcher(
+            {"_target_": "gensim.simulations.DecayingWave", "size": 4, "n_steps": 3},
+            RecordingExecutor(),
+            n_parallel=2,
+            max_simulations=4,
+        ),
+        buffer=partial(ReplayBuffer, capacity=50, policy=Reservoir(), seed=0),
+        receiver=Receiver,
+        validation_sampler=partial(Sobol, seed=1),
+        batch_size=2,
+        watermark=2,
+        n_validation=2,
+    )
 
 
 def test_a_restored_stream_takes_no_pair_twice_and_keeps_buffer_and_mean(tmp_path):
@@ -202,12 +212,14 @@ def test_loading_the_study_state_after_setup_is_an_error_unless_restored_before(
     restored.load_state_dict(state)  # Lightning's second call: a no-op
 
 
-@pytest.mark.parametrize("buffer,max_bytes,saved", [("auto", 1e9, True), ("auto", 100, False), (True, 100, True),
-                                                     (False, 1e9, False)])
+@pytest.mark.parametrize(
+    "buffer,max_bytes,saved", [("auto", 1e9, True), ("auto", 100, False), (True, 100, True), (False, 1e9, False)]
+)
 def test_study_checkpoint_writes_each_ranks_stream_and_keeps_the_two_newest(tmp_path, buffer, max_bytes, saved):
     from types import SimpleNamespace
 
     from gensim.callbacks.checkpointing import CHECKPOINT_KEY, StudyCheckpoint, stream_files
+
     dm = small_datamodule(tmp_path)
     dm.train_sink.add_many([sample(0, 0)])
     callback = StudyCheckpoint(tmp_path / "stream", buffer=buffer, heldout=True, buffer_max_bytes=max_bytes)
@@ -218,13 +230,14 @@ def test_study_checkpoint_writes_each_ranks_stream_and_keeps_the_two_newest(tmp_
     assert ckpt[CHECKPOINT_KEY]["stream_step"] == 30 and ckpt[CHECKPOINT_KEY]["buffer"] is saved
     assert ckpt[CHECKPOINT_KEY]["heldout"] is None  # rank 1 holds no held-out set
     kept = sorted(p.name for p in (tmp_path / "stream").iterdir())
-    expected = [f.name for step in (20, 30) for f in stream_files(tmp_path / "stream", 1, step)[(0 if saved else 1):]]
+    expected = [f.name for step in (20, 30) for f in stream_files(tmp_path / "stream", 1, step)[(0 if saved else 1) :]]
     assert kept == sorted(expected)
 
 
 # -- config ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs,match", [
-    ({"every_n_steps": 0}, "every_n_steps"), ({"every_minutes": -1.0}, "every_minutes")])
+@pytest.mark.parametrize(
+    "kwargs,match", [({"every_n_steps": 0}, "every_n_steps"), ({"every_minutes": -1.0}, "every_minutes")]
+)
 def test_bad_checkpoint_intervals_are_clear_errors(tmp_path, kwargs, match):
     args = {"every_n_steps": None, "every_minutes": None, "buffer": True, "heldout": True} | kwargs
     with pytest.raises(ValueError, match=match):
@@ -237,13 +250,15 @@ def test_each_checkpoint_trigger_is_one_model_checkpoint_keeping_last_ckpt(tmp_p
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from gensim.callbacks.checkpointing import StudyCheckpoint
+
     callbacks = checkpoint_callbacks(tmp_path, every_n_steps=7, every_minutes=0.5, buffer="auto", heldout=True)
     steps, minutes, study = callbacks
     assert isinstance(steps, ModelCheckpoint) and isinstance(minutes, ModelCheckpoint)
     assert (steps._every_n_train_steps, steps._train_time_interval) == (7, None)
     assert (minutes._every_n_train_steps, minutes._train_time_interval) == (0, timedelta(seconds=30))
-    assert all(c.save_last and c.save_top_k == 0 and c.dirpath == str(tmp_path / "checkpoints")
-               for c in (steps, minutes))
+    assert all(
+        c.save_last and c.save_top_k == 0 and c.dirpath == str(tmp_path / "checkpoints") for c in (steps, minutes)
+    )
     # Both write the one last.ckpt (no last-v1.ckpt beside it, which resume would not read).
     assert not steps._enable_version_counter and not minutes._enable_version_counter
     assert isinstance(study, StudyCheckpoint)
@@ -264,14 +279,24 @@ def test_resume_paths_that_cannot_be_resumed_say_why(tmp_path):
 def test_the_saved_config_is_resolved_with_the_first_runs_hydra_choices(tmp_path):
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text(
-        "study: ${hydra:runtime.choices.simulation}\nseed: 3\ntrainer:\n  max_steps: 10\ncheckpoint: {}\n")
-    (tmp_path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
-        {"hydra": {"runtime": {"choices": {"simulation": "plume2d", "model": "cvae"}}}}))
+        "study: ${hydra:runtime.choices.simulation}\nseed: 3\ntrainer:\n  max_steps: 10\ncheckpoint: {}\n"
+    )
+    (tmp_path / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"runtime": {"choices": {"simulation": "plume2d", "model": "cvae"}}}})
+    )
     cfg = load_run_config(tmp_path, ["resume=x", "trainer.max_steps=20"])
-    assert OmegaConf.to_container(cfg) == {"study": "plume2d", "seed": 3, "trainer": {"max_steps": 20},
-                                           "checkpoint": {}, "resume": str(tmp_path)}
-    for bad, match in [("model=deterministic", "config groups"), ("+extra=1", "config groups"),
-                       ("trainer.max_stepz=5", "no key")]:
+    assert OmegaConf.to_container(cfg) == {
+        "study": "plume2d",
+        "seed": 3,
+        "trainer": {"max_steps": 20},
+        "checkpoint": {},
+        "resume": str(tmp_path),
+    }
+    for bad, match in [
+        ("model=deterministic", "config groups"),
+        ("+extra=1", "config groups"),
+        ("trainer.max_stepz=5", "no key"),
+    ]:
         with pytest.raises(ValueError, match=match):
             load_run_config(tmp_path, [bad])
     (tmp_path / ".hydra" / "config.yaml").write_text("seed: 3\n")  # a run from before checkpoints
@@ -279,15 +304,24 @@ def test_the_saved_config_is_resolved_with_the_first_runs_hydra_choices(tmp_path
         load_run_config(tmp_path)
 
 
-@pytest.mark.parametrize("args,match", [
-    (["resume=/nonexistent/run"], "no such directory"),
-    (["+ckpt_path=/tmp/x.ckpt"], "resume=<its run directory>"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["resume=/nonexistent/run"], "no such directory"),
+        (["+ckpt_path=/tmp/x.ckpt"], "resume=<its run directory>"),
+    ],
+)
 @pytest.mark.slow
 def test_gensim_train_refuses_wrong_resume_requests_before_starting(tmp_path, args, match):
-    proc = subprocess.run([sys.executable, "-m", "gensim.train", *args, f"hydra.run.dir={tmp_path / 'run'}"]
-                          if args[0].startswith("+") else [sys.executable, "-m", "gensim.train", *args],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gensim.train", *args, f"hydra.run.dir={tmp_path / 'run'}"]
+        if args[0].startswith("+")
+        else [sys.executable, "-m", "gensim.train", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert match in proc.stdout + proc.stderr
     assert not (tmp_path / "run" / "workers").exists()  # no simulation started
@@ -301,8 +335,6 @@ REL_TOLERANCE = 0.10
 
 
 @pytest.mark.slow
-
-
 def test_sigkill_then_resume_matches_an_uninterrupted_study(tmp_path):
     reference = rs.run_study(tmp_path / "uninterrupted")
 
@@ -327,19 +359,22 @@ def test_sigkill_then_resume_matches_an_uninterrupted_study(tmp_path):
     finished = {r["sim_id"]: r for r in saved if r["state"] in ("done", "failed")}
     assert interrupted, "the study was killed with no simulation in flight: the test checks nothing"
     delivered = DeliveredSteps()  # the pairs taken before the checkpoint
-    delivered.load_state_dict(load_state(stream_files(run_dir / "checkpoints" / "stream", 0,
-                                                      killed["ckpt"]["global_step"])[1])["delivered"])
+    delivered.load_state_dict(
+        load_state(stream_files(run_dir / "checkpoints" / "stream", 0, killed["ckpt"]["global_step"])[1])["delivered"]
+    )
 
     rc, out = rs.resume(run_dir)
     assert rc == 0, out[-4000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     final = {r["sim_id"]: r for r in json.loads((run_dir / "simulations.json").read_text())}
     # What a failure message shows: the ledgers and counters of both runs.
-    context = (f"killed at step {killed['ckpt']['global_step']}; saved ledger "
-               f"{[(r['sim_id'], r['state']) for r in saved]}; final ledger "
-               f"{[(r['sim_id'], r['state'], r['steps']) for r in final.values()]}; resumed metrics "
-               f"{ {k: metrics[k] for k in ('samples_received', 'samples_duplicate_dropped', 'simulations_finished', 'val_rel_l2_mean')} }; "
-               f"uninterrupted {reference['simulations_finished']} done, val {reference['val_rel_l2_mean']}")
+    context = (
+        f"killed at step {killed['ckpt']['global_step']}; saved ledger "
+        f"{[(r['sim_id'], r['state']) for r in saved]}; final ledger "
+        f"{[(r['sim_id'], r['state'], r['steps']) for r in final.values()]}; resumed metrics "
+        f"{ {k: metrics[k] for k in ('samples_received', 'samples_duplicate_dropped', 'simulations_finished', 'val_rel_l2_mean')} }; "
+        f"uninterrupted {reference['simulations_finished']} done, val {reference['val_rel_l2_mean']}"
+    )
 
     # Finished simulations were not run again: their records are untouched (a rerun would
     # have rewritten at least the wall time), and the resumed run received only the steps of

@@ -23,9 +23,18 @@ from tiny_study import TINY
 pytestmark = pytest.mark.slow
 
 REQUIRED_KEYS = {
-    "val_rel_l2_mean", "val_rel_l2_p99", "trivial_rel_l2_mean", "simulations_started",
-    "simulations_finished", "simulations_failed", "samples_received", "samples_rejected",
-    "train_samples_per_s", "wall_s", "train_rel_l2_mean", "train_rel_l2_p99",
+    "val_rel_l2_mean",
+    "val_rel_l2_p99",
+    "trivial_rel_l2_mean",
+    "simulations_started",
+    "simulations_finished",
+    "simulations_failed",
+    "samples_received",
+    "samples_rejected",
+    "train_samples_per_s",
+    "wall_s",
+    "train_rel_l2_mean",
+    "train_rel_l2_p99",
 }
 
 
@@ -37,9 +46,12 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     # With the BufferStats callback, whose final numbers go into metrics.json too.
     # schedule.steps_per_simulation=25 x 24 simulations: the 600 steps of TINY's trainer.max_steps.
-    proc = subprocess.Popen(_train_cmd(run_dir, *TINY, "callbacks=buffer_stats", "trainer.max_steps=7",
-                                       "schedule.steps_per_simulation=25"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _train_cmd(run_dir, *TINY, "callbacks=buffer_stats", "trainer.max_steps=7", "schedule.steps_per_simulation=25"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -77,9 +89,11 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     # (heat2d is deterministic) and look for a piece of each of its fields in every other file.
     record = next(r for r in records if r["purpose"] == "train")
     simulation = instantiate(OmegaConf.load(run_dir / ".hydra" / "config.yaml").simulation)
-    pieces = [np.ascontiguousarray(values, dtype=np.float32).tobytes()[128:192]
-              for _, _, fields in simulation.run(np.asarray(record["params"]), seed=record["seed"])
-              for values in fields.values()]
+    pieces = [
+        np.ascontiguousarray(values, dtype=np.float32).tobytes()[128:192]
+        for _, _, fields in simulation.run(np.asarray(record["params"]), seed=record["seed"])
+        for values in fields.values()
+    ]
     assert len(pieces) == 10 and all(len(p) == 64 for p in pieces)
     for path in (f for f in run_dir.rglob("*") if f.is_file() and f.suffix != ".ckpt"):
         content = path.read_bytes()
@@ -112,13 +126,18 @@ def test_interrupt_leaves_no_simulation_process(tmp_path: Path, sig: signal.Sign
     log = open(tmp_path / "study.log", "w")  # noqa: SIM115 - closed in the finally
     proc = subprocess.Popen(
         _train_cmd(tmp_path / "run", *overrides, "trainer.max_steps=1000000", "launcher.max_simulations=100000"),
-        stdout=log, stderr=subprocess.STDOUT)
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         workers: list[psutil.Process] = []
         while time.monotonic() < deadline and len(workers) < 2:
-            workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                       if "gensim.launch.worker" in " ".join(p.cmdline())]
+            workers = [
+                p
+                for p in psutil.Process(proc.pid).children(recursive=True)
+                if "gensim.launch.worker" in " ".join(p.cmdline())
+            ]
             time.sleep(0.2)
         assert len(workers) == 2, "the study did not start its two simulation workers within 60 s"
         # Training started (the progress bar's first line), so the interrupt lands inside trainer.fit.
@@ -131,8 +150,10 @@ def test_interrupt_leaves_no_simulation_process(tmp_path: Path, sig: signal.Sign
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGUSR1)  # gensim-train prints every thread's stack
             time.sleep(2.0)
-            raise AssertionError(f"the study did not exit within 60 s of {sig.name}; its threads:\n"
-                                 + (tmp_path / "study.log").read_text()[-8000:]) from None
+            raise AssertionError(
+                f"the study did not exit within 60 s of {sig.name}; its threads:\n"
+                + (tmp_path / "study.log").read_text()[-8000:]
+            ) from None
         gone, alive = psutil.wait_procs(workers, timeout=10)
         assert not alive, f"simulation workers left running after {sig.name}: {[p.pid for p in alive]}"
         assert proc.returncode != 0  # an interrupted study does not report success

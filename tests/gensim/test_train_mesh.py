@@ -12,18 +12,33 @@ from processes import stop_process_tree
 
 #: 4 training and 1 held-out simulations of 5 steps on the plate meshed at h = 0.1, 20 steps.
 TINY_MESH = [
-    "simulation=plate_heat", "model=neural_field", "simulation.h=0.1", "simulation.n_steps=5",
-    "launcher.max_simulations=4", "data.n_validation=1", "data.watermark=16", "data.batch_size=8",
-    "data.steps_per_epoch=20", "buffer.capacity=64", "model.net.hidden=[32]", "model.branch.hidden=[32]",
-    "model.nodes_per_sample=32", "model.warmup_steps=5", "model.normalizer_warmup_batches=2",
+    "simulation=plate_heat",
+    "model=neural_field",
+    "simulation.h=0.1",
+    "simulation.n_steps=5",
+    "launcher.max_simulations=4",
+    "data.n_validation=1",
+    "data.watermark=16",
+    "data.batch_size=8",
+    "data.steps_per_epoch=20",
+    "buffer.capacity=64",
+    "model.net.hidden=[32]",
+    "model.branch.hidden=[32]",
+    "model.nodes_per_sample=32",
+    "model.warmup_steps=5",
+    "model.normalizer_warmup_batches=2",
     "trainer.max_steps=20",
 ]
 
 
 def test_plate_heat_neural_field_study(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "gensim.train", *TINY_MESH, f"hydra.run.dir={run_dir}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gensim.train", *TINY_MESH, f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         out, _ = proc.communicate(timeout=120)
     finally:

@@ -62,8 +62,9 @@ def hot_corner_physical(space):
 
 def test_before_any_tell_the_stream_is_sobols(space):
     # Paired comparisons: the active sampler and Sobol' share their first points.
-    np.testing.assert_array_equal(ActiveSampler(space, seed=4, acquisition=LossAcquisition()).sample(32),
-                                  Sobol(space, seed=4).sample(32))
+    np.testing.assert_array_equal(
+        ActiveSampler(space, seed=4, acquisition=LossAcquisition()).sample(32), Sobol(space, seed=4).sample(32)
+    )
 
 
 def test_builtin_rules_follow_the_protocol():
@@ -86,8 +87,9 @@ def test_acquired_share_follows_the_ramp(space):
 
 
 def test_no_acquired_point_while_the_rule_is_not_ready(space):
-    sampler = ActiveSampler(space, seed=0, acquisition=UncertaintyAcquisition(score_fn=None), n_initial=0, ramp=0,
-                            max_fraction=1.0)
+    sampler = ActiveSampler(
+        space, seed=0, acquisition=UncertaintyAcquisition(score_fn=None), n_initial=0, ramp=0, max_fraction=1.0
+    )
     np.testing.assert_array_equal(sampler.sample(8), Sobol(space, seed=0).sample(8))
     assert sampler.n_acquired == 0
     sampler.acquisition.score_fn = hot_corner_physical(space)
@@ -184,7 +186,8 @@ def pool(acq, space, seed):
     from scipy.stats import qmc
 
     return qmc.Sobol(space.dim, scramble=True, rng=int(np.random.default_rng(seed).integers(2**63))).random(
-        acq.n_candidates)
+        acq.n_candidates
+    )
 
 
 def min_gap(points):

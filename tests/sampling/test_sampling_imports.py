@@ -7,10 +7,7 @@ FORBIDDEN = ("torch", "lightning", "lightning_fabric", "pytorch_lightning", "gen
 
 
 def loaded_forbidden(module):
-    code = (
-        f"import {module}, sys; "
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}))"
-    )
+    code = f"import {module}, sys; print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()

@@ -120,8 +120,14 @@ class Executor(ABC):
     """
 
     @abstractmethod
-    def start(self, simulation: Mapping[str, Any], token: bytes, n_parallel: int,
-              log_dir: Path | None, simulation_timeout_s: float | None = None) -> None:
+    def start(
+        self,
+        simulation: Mapping[str, Any],
+        token: bytes,
+        n_parallel: int,
+        log_dir: Path | None,
+        simulation_timeout_s: float | None = None,
+    ) -> None:
         """Prepare to run simulations (start workers, create folders).
 
         Parameters

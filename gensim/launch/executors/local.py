@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gensim.launch.executors.base import (PARENT_ENV, PROGRESS_ENV, TOKEN_ENV, Executor, Outcome, Task,
-                                          signal_name)
+from gensim.launch.executors.base import PARENT_ENV, PROGRESS_ENV, TOKEN_ENV, Executor, Outcome, Task, signal_name
 from gensim.launch.orphans import SpawnThread
 
 log = logging.getLogger("gensim.launch")
@@ -32,8 +31,9 @@ STARTUP_GRACE_S = 60.0
 class _Worker:
     """One worker process, the reader thread of its status pipe, and the simulation it runs."""
 
-    def __init__(self, index: int, cmd: list[str], env: dict[str, str], log_path: Path | None,
-                 events: queue.Queue) -> None:
+    def __init__(
+        self, index: int, cmd: list[str], env: dict[str, str], log_path: Path | None, events: queue.Queue
+    ) -> None:
         self.index = index
         self.current: int | None = None
         self.steps = 0  # steps the running simulation reported so far
@@ -46,11 +46,18 @@ class _Worker:
         # which then stops the workers in order, instead of every worker printing a
         # KeyboardInterrupt; and a hung worker is killed with whatever it started (its group).
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
-            text=True, bufsize=1, start_new_session=True,
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
         )
-        self._reader = threading.Thread(target=self._read, args=(events,), daemon=True,
-                                        name=f"gensim-worker-{index}-status")
+        self._reader = threading.Thread(
+            target=self._read, args=(events,), daemon=True, name=f"gensim-worker-{index}-status"
+        )
         self._reader.start()
 
     def _read(self, events: queue.Queue) -> None:
@@ -144,8 +151,14 @@ class LocalExecutor(Executor):
         self._stopped = False
         self._spawner: SpawnThread | None = None
 
-    def start(self, simulation: Mapping[str, Any], token: bytes, n_parallel: int,
-              log_dir: Path | None, simulation_timeout_s: float | None = None) -> None:
+    def start(
+        self,
+        simulation: Mapping[str, Any],
+        token: bytes,
+        n_parallel: int,
+        log_dir: Path | None,
+        simulation_timeout_s: float | None = None,
+    ) -> None:
         """Start ``n_parallel`` worker processes now, so their imports overlap the trainer's set-up.
 
         Parameters
@@ -167,12 +180,16 @@ class LocalExecutor(Executor):
         if simulation_timeout_s is not None and not simulation_timeout_s > 0:
             raise ValueError(f"simulation_timeout_s must be positive seconds or None, got {simulation_timeout_s}")
         self.simulation_timeout_s = None if simulation_timeout_s is None else float(simulation_timeout_s)
-        progress_s = PROGRESS_MAX_S if self.simulation_timeout_s is None else min(
-            PROGRESS_MAX_S, self.simulation_timeout_s / 10)
-        self._cmd = [sys.executable, "-m", "gensim.launch.worker",
-                     "--simulation", json.dumps(dict(simulation))]
-        self._env = {**os.environ, TOKEN_ENV: bytes(token).hex(), PARENT_ENV: str(os.getpid()),
-                     PROGRESS_ENV: repr(progress_s)}
+        progress_s = (
+            PROGRESS_MAX_S if self.simulation_timeout_s is None else min(PROGRESS_MAX_S, self.simulation_timeout_s / 10)
+        )
+        self._cmd = [sys.executable, "-m", "gensim.launch.worker", "--simulation", json.dumps(dict(simulation))]
+        self._env = {
+            **os.environ,
+            TOKEN_ENV: bytes(token).hex(),
+            PARENT_ENV: str(os.getpid()),
+            PROGRESS_ENV: repr(progress_s),
+        }
         self._log_dir = Path(log_dir) if log_dir else None
         if self._log_dir:
             self._log_dir.mkdir(parents=True, exist_ok=True)
@@ -194,8 +211,10 @@ class LocalExecutor(Executor):
                 raise RuntimeError("this LocalExecutor is shut down; it takes no more tasks")
             free = [k for k, w in enumerate(self._workers) if w is None or w.current is None]
             if not free:
-                raise RuntimeError(f"all {len(self._workers)} local workers are busy; submit at most "
-                                   "n_parallel tasks before their outcomes arrive")
+                raise RuntimeError(
+                    f"all {len(self._workers)} local workers are busy; submit at most "
+                    "n_parallel tasks before their outcomes arrive"
+                )
             k = free[0]
             if self._workers[k] is None or not self._workers[k].alive:
                 if self._workers[k] is not None:
@@ -254,8 +273,13 @@ class LocalExecutor(Executor):
                     continue
                 limit = self.simulation_timeout_s + (0.0 if w.task_started else STARTUP_GRACE_S)
                 if now - w.last_progress > limit:
-                    log.error("simulation %d in worker %d sent nothing for %.1f s (launcher."
-                              "simulation_timeout_s): killing it", w.current, w.index, now - w.last_progress)
+                    log.error(
+                        "simulation %d in worker %d sent nothing for %.1f s (launcher."
+                        "simulation_timeout_s): killing it",
+                        w.current,
+                        w.index,
+                        now - w.last_progress,
+                    )
                     w.timed_out = True
                     w.kill_group()  # its reader then sees the end of the output: the outcome
 
@@ -270,17 +294,27 @@ class LocalExecutor(Executor):
             when = "during the run" if sim_id is not None else "while idle"
             sig = signal_name(code)
             if w.timed_out and sim_id is not None:
-                error = (f"no progress for {self.simulation_timeout_s:g} s (launcher.simulation_timeout_s): "
-                         f"worker {w.index} killed after {w.steps} step(s) (see {where})")
+                error = (
+                    f"no progress for {self.simulation_timeout_s:g} s (launcher.simulation_timeout_s): "
+                    f"worker {w.index} killed after {w.steps} step(s) (see {where})"
+                )
             elif sig is not None:
                 error = f"worker {w.index} was killed by {sig} {when} (see {where})"
             else:
                 error = f"worker {w.index} exited with code {code} {when} (see {where})"
             if sim_id is not None:
                 log.error("simulation %d failed: %s", sim_id, error)
-            return Outcome(sim_id, "failed", steps=w.steps if sim_id is not None else 0, error=error,
-                           exit_code=code if sig is None else None, signal=sig,
-                           timed_out=w.timed_out and sim_id is not None, worker=w.index, worker_lost=True)
+            return Outcome(
+                sim_id,
+                "failed",
+                steps=w.steps if sim_id is not None else 0,
+                error=error,
+                exit_code=code if sig is None else None,
+                signal=sig,
+                timed_out=w.timed_out and sim_id is not None,
+                worker=w.index,
+                worker_lost=True,
+            )
         sim_id = event.get("sim_id")
         if sim_id != w.current:
             log.warning("worker %d reported a simulation it was not running: %r", w.index, event)
@@ -295,5 +329,12 @@ class LocalExecutor(Executor):
         if kind == "done":
             return Outcome(sim_id, "done", steps=steps, seconds=seconds, worker=w.index)
         log.error("simulation %d failed in worker %d: %s", sim_id, w.index, event.get("error"))
-        return Outcome(sim_id, "failed", steps=steps, seconds=seconds, error=str(event.get("error")),
-                       exit_code=event.get("exit_code"), worker=w.index)
+        return Outcome(
+            sim_id,
+            "failed",
+            steps=steps,
+            seconds=seconds,
+            error=str(event.get("error")),
+            exit_code=event.get("exit_code"),
+            worker=w.index,
+        )

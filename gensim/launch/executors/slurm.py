@@ -97,22 +97,30 @@ class SlurmExecutor(Executor):
         heartbeat_s: float = 5.0,
         heartbeat_stale_s: float = 60.0,
     ) -> None:
-        for name, value in (("time", time), ("cpus_per_task", cpus_per_task),
-                            ("array_parallelism", array_parallelism), ("sims_per_job", sims_per_job)):
+        for name, value in (
+            ("time", time),
+            ("cpus_per_task", cpus_per_task),
+            ("array_parallelism", array_parallelism),
+            ("sims_per_job", sims_per_job),
+        ):
             if int(value) < 1:
                 raise ValueError(f"SlurmExecutor.{name} must be >= 1, got {value}")
         if int(time) < MIN_TIME_MINUTES:
             # submitit asks SLURM for USR2 90 s before the time limit (its preemption signal),
             # and SLURM may send it up to 60 s early: a shorter job can be signalled at its start.
-            raise ValueError(f"SlurmExecutor.time must be >= {MIN_TIME_MINUTES} minutes, got {time}: SLURM sends "
-                             "the job its end-of-time warning (USR2) up to 150 s before the limit")
+            raise ValueError(
+                f"SlurmExecutor.time must be >= {MIN_TIME_MINUTES} minutes, got {time}: SLURM sends "
+                "the job its end-of-time warning (USR2) up to 150 s before the limit"
+            )
         if mem_gb is not None and mem_gb <= 0:
             raise ValueError(f"SlurmExecutor.mem_gb must be positive or None, got {mem_gb}")
         if not heartbeat_s > 0:
             raise ValueError(f"SlurmExecutor.heartbeat_s must be positive seconds, got {heartbeat_s}")
         if not heartbeat_stale_s >= 2 * heartbeat_s:
-            raise ValueError(f"SlurmExecutor.heartbeat_stale_s ({heartbeat_stale_s}) must be at least twice "
-                             f"heartbeat_s ({heartbeat_s}), or live trainers would be taken for dead; raise it")
+            raise ValueError(
+                f"SlurmExecutor.heartbeat_stale_s ({heartbeat_stale_s}) must be at least twice "
+                f"heartbeat_s ({heartbeat_s}), or live trainers would be taken for dead; raise it"
+            )
         self.heartbeat_s, self.heartbeat_stale_s = float(heartbeat_s), float(heartbeat_stale_s)
         self.simulation_timeout_s: float | None = None
         self._heartbeat: Heartbeat | None = None
@@ -129,8 +137,14 @@ class SlurmExecutor(Executor):
         self._jobs: list[tuple[Any, list[Task]]] = []  # (submitit job, its group), unfinished
         self._stopped = False
 
-    def start(self, simulation: Mapping[str, Any], token: bytes, n_parallel: int,
-              log_dir: Path | None, simulation_timeout_s: float | None = None) -> None:
+    def start(
+        self,
+        simulation: Mapping[str, Any],
+        token: bytes,
+        n_parallel: int,
+        log_dir: Path | None,
+        simulation_timeout_s: float | None = None,
+    ) -> None:
         """Create the private job folder, start the heartbeat and the submitit executor.
 
         Parameters
@@ -160,8 +174,9 @@ class SlurmExecutor(Executor):
             raise RuntimeError("the SLURM executor needs submitit: pip install 'gensim-surrogates[slurm]'") from exc
         folder = self.folder or (Path(log_dir) / "slurm" if log_dir else None)
         if folder is None:
-            raise RuntimeError("SlurmExecutor needs a folder for its jobs: set launcher.executor.folder "
-                               "or give the launcher a log_dir")
+            raise RuntimeError(
+                "SlurmExecutor needs a folder for its jobs: set launcher.executor.folder or give the launcher a log_dir"
+            )
         self.folder = _private_folder(folder)
         self._simulation = dict(simulation)
         self._token = bytes(token).hex()
@@ -236,15 +251,23 @@ class SlurmExecutor(Executor):
         from gensim.launch.worker import run_tasks
 
         tasks, self._queued = self._queued, []
-        groups = [tasks[i:i + self.sims_per_job] for i in range(0, len(tasks), self.sims_per_job)]
+        groups = [tasks[i : i + self.sims_per_job] for i in range(0, len(tasks), self.sims_per_job)]
         payloads = [[t.to_json() for t in g] for g in groups]
         n = len(groups)
         jobs = self._executor.map_array(
-            run_tasks, [self._simulation] * n, payloads, [self._token] * n, [0.2] * n,
-            [self.simulation_timeout_s] * n, [str(self._heartbeat.path)] * n, [self.heartbeat_stale_s] * n)
+            run_tasks,
+            [self._simulation] * n,
+            payloads,
+            [self._token] * n,
+            [0.2] * n,
+            [self.simulation_timeout_s] * n,
+            [str(self._heartbeat.path)] * n,
+            [self.heartbeat_stale_s] * n,
+        )
         self._jobs.extend(zip(jobs, groups))
-        log.info("submitted %d simulation(s) to SLURM as %d job(s): %s", len(tasks), n,
-                 ", ".join(j.job_id for j in jobs))
+        log.info(
+            "submitted %d simulation(s) to SLURM as %d job(s): %s", len(tasks), n, ", ".join(j.job_id for j in jobs)
+        )
 
     def _collect(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -264,16 +287,22 @@ class SlurmExecutor(Executor):
             reported = job.result()
         except Exception as exc:  # killed, timed out, or the job's Python failed outside a task
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            error = (f"SLURM job {job.job_id} ended without a result (state {job.state}): {first_line}; "
-                     f"see {job.paths.stderr}")
+            error = (
+                f"SLURM job {job.job_id} ended without a result (state {job.state}): {first_line}; "
+                f"see {job.paths.stderr}"
+            )
             log.error(error)
             # One lost worker per job, whatever the size of its group.
-            return [Outcome(t.sim_id, "failed", error=error, job_id=job.job_id, worker_lost=(i == 0))
-                    for i, t in enumerate(group)]
+            return [
+                Outcome(t.sim_id, "failed", error=error, job_id=job.job_id, worker_lost=(i == 0))
+                for i, t in enumerate(group)
+            ]
         outcomes = [Outcome(**{**o, "job_id": job.job_id, "worker": None}) for o in reported]
         missing = {t.sim_id for t in group} - {o.sim_id for o in outcomes}
-        outcomes += [Outcome(s, "failed", error=f"SLURM job {job.job_id} did not report this simulation",
-                             job_id=job.job_id) for s in sorted(missing)]
+        outcomes += [
+            Outcome(s, "failed", error=f"SLURM job {job.job_id} did not report this simulation", job_id=job.job_id)
+            for s in sorted(missing)
+        ]
         return outcomes
 
 
@@ -310,6 +339,8 @@ def _private_folder(folder: Path) -> Path:
     os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask, and the folder may exist
     mode = stat.S_IMODE(folder.stat().st_mode)
     if mode != 0o700:
-        raise PermissionError(f"SLURM job folder {folder} has mode {oct(mode)}, expected 0o700 (it holds the "
-                              "study token); use a folder you own")
+        raise PermissionError(
+            f"SLURM job folder {folder} has mode {oct(mode)}, expected 0o700 (it holds the "
+            "study token); use a folder you own"
+        )
     return folder

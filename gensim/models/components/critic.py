@@ -38,8 +38,14 @@ class Critic(nn.Module):
     x (B, D), cond (B, cond_features) -> (B,)
     """
 
-    def __init__(self, in_features: int, cond_features: int, net: NetFactory, spectral_norm: bool = False,
-                 projection_features: int = 0) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        cond_features: int,
+        net: NetFactory,
+        spectral_norm: bool = False,
+        projection_features: int = 0,
+    ) -> None:
         super().__init__()
         self.in_features, self.cond_features = int(in_features), int(cond_features)
         width = int(projection_features)

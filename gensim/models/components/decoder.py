@@ -37,8 +37,10 @@ class Decoder(nn.Module):
     def __init__(self, cond_features: int, latent_features: int, out_features: int, net: NetFactory) -> None:
         super().__init__()
         if cond_features + latent_features < 1:
-            raise ValueError("a decoder needs a condition or a latent (or both), got neither; "
-                             f"cond_features={cond_features}, latent_features={latent_features}")
+            raise ValueError(
+                "a decoder needs a condition or a latent (or both), got neither; "
+                f"cond_features={cond_features}, latent_features={latent_features}"
+            )
         self.cond_features, self.latent_features = int(cond_features), int(latent_features)
         self.net = net(self.cond_features + self.latent_features, int(out_features))
 

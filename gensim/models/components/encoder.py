@@ -29,8 +29,9 @@ class Encoder(nn.Module):
     x (B, D), cond (B, cond_features) -> z (B, L), or (mean (B, L), log_var (B, L))
     """
 
-    def __init__(self, in_features: int, cond_features: int, latent_features: int, net: NetFactory,
-                 variational: bool = False) -> None:
+    def __init__(
+        self, in_features: int, cond_features: int, latent_features: int, net: NetFactory, variational: bool = False
+    ) -> None:
         super().__init__()
         if latent_features < 1:
             raise ValueError(f"latent_features: expected >= 1, got {latent_features}")

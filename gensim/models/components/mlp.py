@@ -31,8 +31,7 @@ class MLP(nn.Module):
     input (B, in_features) -> output (B, out_features)
     """
 
-    def __init__(self, in_features: int, out_features: int, hidden: Sequence[int],
-                 activation: str = "silu") -> None:
+    def __init__(self, in_features: int, out_features: int, hidden: Sequence[int], activation: str = "silu") -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")

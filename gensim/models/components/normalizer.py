@@ -11,8 +11,14 @@ from torch import nn
 from gensim.data.ranks import world_size
 
 
-def _chan_merge(count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor, n_b: torch.Tensor,
-                mean_b: torch.Tensor, m2_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _chan_merge(
+    count: torch.Tensor,
+    mean: torch.Tensor,
+    m2: torch.Tensor,
+    n_b: torch.Tensor,
+    mean_b: torch.Tensor,
+    m2_b: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Chan et al.'s merge of two sets of (count, mean, sum of squared deviations).
 
     Parameters
@@ -109,7 +115,7 @@ class RunningNormalizer(nn.Module):
             dist.all_gather(parts, local)
             dim = mean_b.shape[0]
             for part in parts:
-                count, mean, m2 = _chan_merge(count, mean, m2, part[0], part[1:dim + 1], part[dim + 1:])
+                count, mean, m2 = _chan_merge(count, mean, m2, part[0], part[1 : dim + 1], part[dim + 1 :])
         self.count.copy_(count)
         self.mean.copy_(mean)
         self.m2.copy_(m2)
@@ -155,10 +161,19 @@ class RunningNormalizer(nn.Module):
         self._frozen_cache.clear()
         return super()._apply(fn, recurse)
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict, strict: bool,
-                              missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         # The checkpoint format is unchanged (the ``updates`` buffer); the mirror is read from it
         # once here, which is the only time it is read.
         if prefix + "updates" in state_dict:

@@ -46,9 +46,10 @@ class GaussianPrior(nn.Module):
     def forward(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.net(cond)
         n = self.latent_features
-        mean, log_diag = out[:, :n], out[:, n:2 * n].clamp(-10.0, 5.0)  # bounded: exp() stays finite
+        mean, log_diag = out[:, :n], out[:, n : 2 * n].clamp(-10.0, 5.0)  # bounded: exp() stays finite
         scale_tril = torch.diag_embed(log_diag.exp())
         if self.full_covariance:
-            scale_tril = scale_tril.index_put((torch.arange(cond.shape[0], device=cond.device)[:, None],
-                                               self._rows, self._cols), out[:, 2 * n:])
+            scale_tril = scale_tril.index_put(
+                (torch.arange(cond.shape[0], device=cond.device)[:, None], self._rows, self._cols), out[:, 2 * n :]
+            )
         return mean, scale_tril

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 
-def randomized_svd(x: torch.Tensor, rank: int, oversample: int = 10, power_iterations: int = 2,
-                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def randomized_svd(
+    x: torch.Tensor, rank: int, oversample: int = 10, power_iterations: int = 2, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Leading singular values and right singular vectors of ``x`` (Halko, Martinsson & Tropp, 2011).
 
     The random test matrix comes from a generator seeded with ``seed`` on the host, so the same

@@ -77,5 +77,6 @@ class BaselineContract:
 
     def test_is_deterministic_given_its_seed(self, estimator, data):
         x_new = smooth_fields(5, seed=2)[0]
-        np.testing.assert_array_equal(clone(estimator).fit(*data).predict(x_new),
-                                      clone(estimator).fit(*data).predict(x_new))
+        np.testing.assert_array_equal(
+            clone(estimator).fit(*data).predict(x_new), clone(estimator).fit(*data).predict(x_new)
+        )

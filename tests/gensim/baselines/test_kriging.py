@@ -17,8 +17,10 @@ from gensim.baselines import KrigingBaseline, kriging
 
 def make_kriging(**kwargs) -> KrigingBaseline:
     """A Kriging baseline with these tests' defaults for the values only the configs set."""
-    return KrigingBaseline(**{"n_components": 0.9999999, "max_components": None, "hyperparameter_samples": None,
-                              "max_samples": 2000} | kwargs)
+    return KrigingBaseline(
+        **{"n_components": 0.9999999, "max_components": None, "hyperparameter_samples": None, "max_samples": 2000}
+        | kwargs
+    )
 
 
 class TestKrigingContract(BaselineContract):
@@ -52,8 +54,8 @@ def test_matches_the_kriging_equations_in_1d():
     mu, sd = a.mean(), a.std()
     z, z_new = x / 2.0, x_new / 2.0
     kernel = gp.kernel_
-    K = kernel(z)                       # includes the white noise on the diagonal
-    k_star = kernel.k1(z_new, z)        # signal part only between test and training points
+    K = kernel(z)  # includes the white noise on the diagonal
+    k_star = kernel.k1(z_new, z)  # signal part only between test and training points
     w = np.linalg.solve(K, (a - mu) / sd)
     mean_a = mu + sd * k_star @ w
     var_a = sd**2 * (kernel.diag(z_new) - np.einsum("ij,ji->i", k_star, np.linalg.solve(K, k_star.T)))
@@ -129,7 +131,8 @@ def test_collapsed_mode_is_detected_and_restarting_improves_the_likelihood():
     assert stuck.restarted_modes_ == [] and stuck.collapsed_modes_ == [0]
     assert np.isclose(stuck.gps_[0].kernel_.k1.k2.length_scale.min(), 0.05)  # at the lower bound
     assert stuck.gps_[0].log_marginal_likelihood_value_ < kriging.linear_trend_log_likelihood(
-        stuck.gps_[0].X_train_, stuck.gps_[0].y_train_)  # worse than a plane
+        stuck.gps_[0].X_train_, stuck.gps_[0].y_train_
+    )  # worse than a plane
     restarted = make_kriging(n_components=1).fit(x, Y)
     assert restarted.restarted_modes_ == [0] and restarted.collapsed_modes_ == []
     gain = restarted.gps_[0].log_marginal_likelihood_value_ - stuck.gps_[0].log_marginal_likelihood_value_

@@ -15,8 +15,14 @@ import pytest
 from omegaconf import OmegaConf
 from sklearn.base import clone
 
-from gensim.baselines import (KrigingBaseline, OfflineSurrogate, SnapshotLayout, TrajectoryLayout, simulate,
-                              study_simulations)
+from gensim.baselines import (
+    KrigingBaseline,
+    OfflineSurrogate,
+    SnapshotLayout,
+    TrajectoryLayout,
+    simulate,
+    study_simulations,
+)
 from gensim.models import DeterministicSurrogate
 from gensim.models.components import MLP
 from gensim.simulations import DecayingWave
@@ -32,13 +38,24 @@ def _fake_study(run_dir: Path, records: list[dict]) -> Path:
 
 
 def _record(sim_id: int, params: list[float], purpose: str = "train", state: str = "done") -> dict:
-    return {"sim_id": sim_id, "params": params, "seed": 7 + sim_id, "purpose": purpose, "state": state,
-            "steps": 5, "seconds": 0.01}
+    return {
+        "sim_id": sim_id,
+        "params": params,
+        "seed": 7 + sim_id,
+        "purpose": purpose,
+        "state": state,
+        "steps": 5,
+        "seconds": 0.01,
+    }
 
 
 def test_study_simulations_re_simulates_the_finished_records(tmp_path):
-    records = [_record(0, [1.0, 0.2]), _record(1, [1.5, 0.5]), _record(2, [2.0, 0.9], state="failed"),
-               _record(3, [1.2, 0.3], purpose="validation")]
+    records = [
+        _record(0, [1.0, 0.2]),
+        _record(1, [1.5, 0.5]),
+        _record(2, [2.0, 0.9], state="failed"),
+        _record(3, [1.2, 0.3], purpose="validation"),
+    ]
     run_dir = _fake_study(tmp_path / "run", records)
     sims, info = study_simulations(run_dir, "train")
     assert sims.sim_ids.tolist() == [0, 1]
@@ -105,8 +122,9 @@ def test_layouts_round_trip(wave):
 def test_kriging_on_whole_trajectories_is_accurate(wave):
     sim, sims = wave
     layout = TrajectoryLayout()
-    model = KrigingBaseline(n_components=0.9999999, max_components=None, hyperparameter_samples=None,
-                            max_samples=2000).fit(*layout.xy(sims))
+    model = KrigingBaseline(
+        n_components=0.9999999, max_components=None, hyperparameter_samples=None, max_samples=2000
+    ).fit(*layout.xy(sims))
     test = simulate(sim, sim.space.from_unit(np.array([[0.3, 0.6], [0.7, 0.2]])), [None] * 2, [0, 1])
     pred = layout.predict(model, test)
     # a exp(-k t) over a 2-D box from 12 points: measured 2e-4 relative error; 1e-2 leaves room.
@@ -114,10 +132,21 @@ def test_kriging_on_whole_trajectories_is_accurate(wave):
 
 
 def _offline(**kwargs) -> OfflineSurrogate:
-    model = functools.partial(DeterministicSurrogate, net=functools.partial(MLP, hidden=[32, 32]), lr=3e-3,
-                              warmup_steps=10, normalizer_warmup_batches=5)
-    trainer = functools.partial(L.Trainer, accelerator="cpu", devices=1, enable_model_summary=False,
-                                num_sanity_val_steps=0, log_every_n_steps=10)
+    model = functools.partial(
+        DeterministicSurrogate,
+        net=functools.partial(MLP, hidden=[32, 32]),
+        lr=3e-3,
+        warmup_steps=10,
+        normalizer_warmup_batches=5,
+    )
+    trainer = functools.partial(
+        L.Trainer,
+        accelerator="cpu",
+        devices=1,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+    )
     return OfflineSurrogate(model=model, trainer=trainer, **{"max_steps": 150, "batch_size": 16} | kwargs)
 
 
@@ -145,8 +174,9 @@ def test_offline_clock_counts_from_the_given_start(wave, tmp_path):
     sim, sims = wave
     X, Y = SnapshotLayout(log_time=False).xy(sims)
     # A pipeline that simulated for 1000 s before training: its times include them.
-    _offline(fields=sim.fields, log_dir=str(tmp_path), val_every_n_steps=150,
-             clock_start=time.perf_counter() - 1000.0).fit(X, Y, eval_set=(X, Y))
+    _offline(
+        fields=sim.fields, log_dir=str(tmp_path), val_every_n_steps=150, clock_start=time.perf_counter() - 1000.0
+    ).fit(X, Y, eval_set=(X, Y))
     rows = list(csv.DictReader(open(tmp_path / "logs" / "metrics.csv")))
     assert [1000 < float(r["elapsed_s"]) < 1300 for r in rows if r.get("elapsed_s")] == [True]
 

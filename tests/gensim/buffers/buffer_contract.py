@@ -10,9 +10,9 @@ correct implementation would fail it over random seeds, which is how its toleran
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest

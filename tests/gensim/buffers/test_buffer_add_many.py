@@ -38,9 +38,15 @@ def online_stream(seed: int, n_sims: int = 64, n_parallel: int = 6) -> list[Samp
         group = range(start, min(start + n_parallel, n_sims))
         for step in range(N_STEPS):
             for sim in group:
-                out.append(Sample(sim, step, 0.1 * step, params[sim],
-                                  {"u": rng.random(3, dtype=np.float32),
-                                   "v": rng.random((2, 2), dtype=np.float32)}))
+                out.append(
+                    Sample(
+                        sim,
+                        step,
+                        0.1 * step,
+                        params[sim],
+                        {"u": rng.random(3, dtype=np.float32), "v": rng.random((2, 2), dtype=np.float32)},
+                    )
+                )
     return out
 
 
@@ -50,7 +56,7 @@ def batches(samples: list[Sample], seed: int):
     pos = 0
     while pos < len(samples):
         n = int(rng.integers(1, 71))
-        yield samples[pos:pos + n]
+        yield samples[pos : pos + n]
         pos += n
 
 
@@ -119,7 +125,7 @@ def test_add_many_melissa_same_content_as_add():
     samples = online_stream(2)
     bufs = [ReplayBuffer(61, FIELDS, SPACE.dim, policy=MelissaReservoir(), seed=2) for _ in range(2)]
     for start in range(0, len(samples), 20):
-        batch = samples[start:start + 20]
+        batch = samples[start : start + 20]
         assert bufs[0].add_many(batch, timeout=0) == [bufs[1].add(sample, timeout=0) for sample in batch]
         if len(bufs[1]) > 40:
             for buf in bufs:
@@ -132,8 +138,10 @@ def test_add_many_with_a_consuming_draw_fills_the_freed_slots_as_add():
     # DistributionAware under a consuming draw rule: a storage with free slots declines the
     # batch path, and every arrival goes through select_slot as in add.
     samples = online_stream(1)
-    bufs = [ReplayBuffer(40, FIELDS, SPACE.dim, policy=DistributionAware(strata(1)), seed=1,
-                         draw_rule=ConsumeOldest()) for _ in range(2)]
+    bufs = [
+        ReplayBuffer(40, FIELDS, SPACE.dim, policy=DistributionAware(strata(1)), seed=1, draw_rule=ConsumeOldest())
+        for _ in range(2)
+    ]
     for batch in batches(samples, 1):
         assert bufs[0].add_many(batch) == [bufs[1].add(sample) for sample in batch]
         if len(bufs[1]) >= 30:

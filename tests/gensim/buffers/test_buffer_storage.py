@@ -28,8 +28,10 @@ def make_sample(i: int) -> Sample:
 def test_layout_and_dtypes():
     storage = Storage(5, FIELDS, N_PARAMS)
     assert storage.field_slices == {"u": slice(0, 1024), "v": slice(1024, 1031)}
-    shapes = {name: (getattr(storage, name).shape, getattr(storage, name).dtype.name)
-              for name in ("fields", "params", "t", "sim_id", "step", "draws")}
+    shapes = {
+        name: (getattr(storage, name).shape, getattr(storage, name).dtype.name)
+        for name in ("fields", "params", "t", "sim_id", "step", "draws")
+    }
     assert shapes == {
         "fields": ((5, 1031), "float32"),
         "params": ((5, 3), "float32"),
@@ -72,8 +74,11 @@ def distribution_aware() -> DistributionAware:
     return DistributionAware(Strata(space, n_steps=1, n_cells=8, n_time_bins=1))
 
 
-@pytest.mark.parametrize("policy", [FIFO, FIRO, Reservoir, MelissaReservoir, distribution_aware],
-                         ids=["FIFO", "FIRO", "Reservoir", "MelissaReservoir", "DistributionAware"])
+@pytest.mark.parametrize(
+    "policy",
+    [FIFO, FIRO, Reservoir, MelissaReservoir, distribution_aware],
+    ids=["FIFO", "FIRO", "Reservoir", "MelissaReservoir", "DistributionAware"],
+)
 def test_memory_flat_over_50x_capacity(policy):
     capacity = 64
     buf = ReplayBuffer(capacity, FIELDS, N_PARAMS, policy=policy())

@@ -41,8 +41,9 @@ def waves(params: np.ndarray, n_steps: int, n_parallel: int):
         group = range(start, min(start + n_parallel, len(params)))
         for step in range(n_steps):
             for sim in group:
-                yield Sample(sim_id=sim, step=step, t=float(step), params=params[sim],
-                             fields={"u": np.zeros(2, np.float32)})
+                yield Sample(
+                    sim_id=sim, step=step, t=float(step), params=params[sim], fields={"u": np.zeros(2, np.float32)}
+                )
 
 
 def stream(buf: ReplayBuffer, params: np.ndarray, n_steps: int = N_STEPS, n_parallel: int = 4) -> None:
@@ -87,7 +88,8 @@ def test_cells_x_time_track_target_quotas(seed):
     assert np.abs(quotas - 300 * strata.mass).max() < 1 and quotas.sum() == 300
     contents = buf.contents()
     np.testing.assert_array_equal(
-        counts, np.bincount(strata.assign(contents["params"], contents["step"]), minlength=strata.n_strata))
+        counts, np.bincount(strata.assign(contents["params"], contents["step"]), minlength=strata.n_strata)
+    )
 
 
 def test_no_recency_bias_inside_strata():
@@ -137,8 +139,7 @@ def test_importance_weights_make_the_buffer_average_the_target():
     np.testing.assert_allclose(np.bincount(bins, weights=weights) / len(slots), strata.mass, rtol=1e-6)
     # And each batch carries them.
     batch = buf.draw(64)
-    np.testing.assert_allclose(batch["weight"], policy.stratum_weights()[strata.time_bin_of(batch["step"])],
-                               rtol=1e-6)
+    np.testing.assert_allclose(batch["weight"], policy.stratum_weights()[strata.time_bin_of(batch["step"])], rtol=1e-6)
 
 
 def test_follow_arrivals_weighs_the_samplers_emphasis():
@@ -198,7 +199,8 @@ def test_consuming_draw_rule_keeps_counts_right():
         buf.draw(10)
         contents = buf.contents()
         np.testing.assert_array_equal(
-            buf.policy.counts, np.bincount(strata.assign(contents["params"], contents["step"]), minlength=4))
+            buf.policy.counts, np.bincount(strata.assign(contents["params"], contents["step"]), minlength=4)
+        )
 
 
 def test_state_refused_for_other_strata():
@@ -210,8 +212,10 @@ def test_state_refused_for_other_strata():
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
-    [({"strata": "cells"}, TypeError, "strata must be a gensim.buffers.Strata, got str"),
-     ({"follow": "both"}, ValueError, r"follow must be one of \('target', 'arrivals'\), got 'both'")],
+    [
+        ({"strata": "cells"}, TypeError, "strata must be a gensim.buffers.Strata, got str"),
+        ({"follow": "both"}, ValueError, r"follow must be one of \('target', 'arrivals'\), got 'both'"),
+    ],
     ids=["strata", "follow"],
 )
 def test_construction_errors(kwargs, error, message):
@@ -298,7 +302,7 @@ def test_same_content_as_the_scanning_algorithm(seed):
     new = make_buffer(97, strata, seed=seed)
     old = ReplayBuffer(97, ONE_FIELD, SPACE.dim, policy=ScanningDistributionAware(strata), seed=seed)
     for start in range(0, len(samples), 500):
-        for sample in samples[start:start + 500]:
+        for sample in samples[start : start + 500]:
             assert new.add(sample, timeout=0) == old.add(sample, timeout=0)
         assert_same_buffer(new, old)
         restored = make_buffer(97, strata, seed=seed + 1)
@@ -312,8 +316,7 @@ def test_same_content_as_the_scanning_algorithm_with_consuming_draws():
     strata = Strata(SPACE, N_STEPS, n_cells=4, n_time_bins=2)
     samples = waves(Sobol(SPACE, seed=0).sample(32), N_STEPS, 4)
     new = ReplayBuffer(30, ONE_FIELD, SPACE.dim, policy=DistributionAware(strata), draw_rule=ConsumeOldest())
-    old = ReplayBuffer(30, ONE_FIELD, SPACE.dim, policy=ScanningDistributionAware(strata),
-                       draw_rule=ConsumeOldest())
+    old = ReplayBuffer(30, ONE_FIELD, SPACE.dim, policy=ScanningDistributionAware(strata), draw_rule=ConsumeOldest())
     for _ in range(20):
         for sample in (next(samples) for _ in range(25)):
             assert new.add(sample, timeout=0) == old.add(sample, timeout=0)
@@ -332,14 +335,13 @@ def test_one_draw_reservoir_keeps_every_arrival_with_probability_capacity_over_a
     # (probability of a false failure about 40 * 1.6e-6). The arrivals after the fill go
     # through add_many, the batched draws.
     strata = Strata(SPACE, N_STEPS, n_cells=1, n_time_bins=1)
-    samples = [Sample(i, i % N_STEPS, 0.0, np.array([0.5, 0.1]), {"u": np.zeros(2, np.float32)})
-               for i in range(40)]
+    samples = [Sample(i, i % N_STEPS, 0.0, np.array([0.5, 0.1]), {"u": np.zeros(2, np.float32)}) for i in range(40)]
     kept = np.zeros(40)
     for seed in range(1500):
         buf = make_buffer(8, strata, seed=seed)
         for sample in samples[:8]:
             buf.add(sample, timeout=0)
         for start in range(8, 40, 16):
-            buf.add_many(samples[start:start + 16])
+            buf.add_many(samples[start : start + 16])
         kept[buf.contents()["sim_id"]] += 1
     np.testing.assert_allclose(kept / 1500, 0.2, atol=0.05)

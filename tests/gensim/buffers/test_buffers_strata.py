@@ -74,9 +74,11 @@ def test_from_simulation_caps_time_bins_at_the_steps():
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
-    [({"space": [0, 1]}, TypeError, "expected a sampling.ParameterSpace, got list"),
-     ({"n_time_bins": 11}, ValueError, r"n_time_bins \(11\) must be <= n_steps \(10\)"),
-     ({"n_cells": 0}, ValueError, "n_cells must be an integer >= 1, got 0")],
+    [
+        ({"space": [0, 1]}, TypeError, "expected a sampling.ParameterSpace, got list"),
+        ({"n_time_bins": 11}, ValueError, r"n_time_bins \(11\) must be <= n_steps \(10\)"),
+        ({"n_cells": 0}, ValueError, "n_cells must be an integer >= 1, got 0"),
+    ],
     ids=["space", "bins", "cells"],
 )
 def test_construction_errors(kwargs, error, message):

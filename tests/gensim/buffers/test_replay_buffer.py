@@ -82,9 +82,7 @@ class TestFIRO(ReplayBufferContract, UniformDrawContract):
     def test_oldest_overwritten(self):
         buf = self.make()
         self.fill(buf, range(self.capacity + 4))
-        assert sorted(buf.storage.sim_id * STEPS_PER_SIM + buf.storage.step) == list(
-            range(4, self.capacity + 4)
-        )
+        assert sorted(buf.storage.sim_id * STEPS_PER_SIM + buf.storage.step) == list(range(4, self.capacity + 4))
         assert buf.stats()["n_evicted"] == 4
 
 
@@ -117,9 +115,7 @@ class TestReservoir(ReplayBufferContract, UniformDrawContract):
             law = stats.binom(repeats, p)
             low, high = law.ppf(alpha / 2), law.isf(alpha / 2)
             outside = np.flatnonzero((counts < low) | (counts > high))
-            assert outside.size == 0, (
-                f"n={n}: items {outside} kept {counts[outside]} times, bounds [{low}, {high}]"
-            )
+            assert outside.size == 0, f"n={n}: items {outside} kept {counts[outside]} times, bounds [{low}, {high}]"
             chi2 = ((counts - repeats * p) ** 2).sum() / (repeats * p * (1 - p) * n / (n - 1))
             assert chi2 < stats.chi2.isf(1e-3 / len(checkpoints), n - 1), f"n={n}: chi2 = {chi2:.1f}"
 

@@ -9,10 +9,9 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from gloo_ranks import run_ranks
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
-
-from gloo_ranks import run_ranks
 
 from gensim.buffers import FIFO, ReplayBuffer, Reservoir
 from gensim.callbacks import ActiveLearning, SimulationPacing, SnapshotDisagreement
@@ -32,8 +31,13 @@ BUDGET = 24
 
 def tiny_model(seed: int = 0) -> DeterministicSurrogate:
     torch.manual_seed(seed)
-    return DeterministicSurrogate(DecayingWave(size=8, n_steps=5).fields, 2, net=partial(MLP, hidden=(16,)),
-                                  warmup_steps=5, normalizer_warmup_batches=2)
+    return DeterministicSurrogate(
+        DecayingWave(size=8, n_steps=5).fields,
+        2,
+        net=partial(MLP, hidden=(16,)),
+        warmup_steps=5,
+        normalizer_warmup_batches=2,
+    )
 
 
 class Toy(L.LightningModule):
@@ -51,18 +55,32 @@ class Toy(L.LightningModule):
 def make_datamodule(tmp_path, sampler, policy=None) -> StreamingDataModule:
     sim = DecayingWave(size=8, n_steps=5)
     return StreamingDataModule(
-        simulation=sim, sampler=sampler,
+        simulation=sim,
+        sampler=sampler,
         launcher=Launcher(SIM_CFG, LocalExecutor(), n_parallel=2, max_simulations=BUDGET, log_dir=str(tmp_path / "w")),
         buffer=partial(ReplayBuffer, capacity=200, policy=policy or Reservoir(), seed=0),
-        receiver=Receiver, validation_sampler=partial(Sobol, seed=99),
-        batch_size=16, steps_per_epoch=1000, watermark=40, n_validation=2, seed=0,
+        receiver=Receiver,
+        validation_sampler=partial(Sobol, seed=99),
+        batch_size=16,
+        steps_per_epoch=1000,
+        watermark=40,
+        n_validation=2,
+        seed=0,
     )
 
 
 def trainer(tmp_path, callbacks, max_steps=120) -> L.Trainer:
-    return L.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                     enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
-                     default_root_dir=tmp_path, callbacks=callbacks)
+    return L.Trainer(
+        max_steps=max_steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+    )
 
 
 # --- unit checks ------------------------------------------------------------------------------
@@ -71,8 +89,12 @@ def trainer(tmp_path, callbacks, max_steps=120) -> L.Trainer:
 def test_batch_errors_are_credited_to_their_simulations():
     model = Toy()
     sim = DecayingWave(size=8, n_steps=5)
-    batch = {"params": torch.rand(12, 2) + torch.tensor([1.0, 0.1]), "t": torch.rand(12),
-             "fields": torch.rand(12, 8) + 0.5, "sim_id": torch.tensor([3, 7, 3, 3, 9, 7, 9, 9, 9, 3, 7, 7])}
+    batch = {
+        "params": torch.rand(12, 2) + torch.tensor([1.0, 0.1]),
+        "t": torch.rand(12),
+        "fields": torch.rand(12, 8) + 0.5,
+        "sim_id": torch.tensor([3, 7, 3, 3, 9, 7, 9, 9, 9, 3, 7, 7]),
+    }
     fake = SimpleNamespace(datamodule=SimpleNamespace(simulation=sim))
     cb = ActiveLearning(smoothing=0.5)
     with torch.no_grad():
@@ -189,8 +211,14 @@ def test_loss_driven_loop_tells_the_sampler_and_paces_the_launcher(tmp_path):
 
 
 def test_uncertainty_loop_supplies_the_score_function(tmp_path):
-    sampler = ActiveSampler(DecayingWave().space, seed=0, acquisition=UncertaintyAcquisition(n_candidates=64),
-                            n_initial=8, ramp=0, max_fraction=1.0)
+    sampler = ActiveSampler(
+        DecayingWave().space,
+        seed=0,
+        acquisition=UncertaintyAcquisition(n_candidates=64),
+        n_initial=8,
+        ramp=0,
+        max_fraction=1.0,
+    )
     dm = make_datamodule(tmp_path, sampler)
     active = ActiveLearning(uncertainty=SnapshotDisagreement(n_snapshots=2, every_n_steps=10))
     pacing = SimulationPacing(n_initial=8, release_until=0.6)
@@ -233,8 +261,13 @@ def fake_trainer(sampler=None, policy=None, max_steps=100, rank=0, launcher=None
     """Just what the callbacks' setup reads: the data module's parts, trainer.max_steps and the rank."""
     sim = DecayingWave(size=8, n_steps=5)
     buffer = ReplayBuffer(16, sim.fields, 2, policy=policy or Reservoir())
-    dm = SimpleNamespace(sampler=sampler or Sobol(sim.space, seed=0), simulation=sim, buffer=buffer,
-                         launcher=launcher or BudgetLauncher(BUDGET), watermark=40)
+    dm = SimpleNamespace(
+        sampler=sampler or Sobol(sim.space, seed=0),
+        simulation=sim,
+        buffer=buffer,
+        launcher=launcher or BudgetLauncher(BUDGET),
+        watermark=40,
+    )
     return SimpleNamespace(datamodule=dm, max_steps=max_steps, global_rank=rank, global_step=0)
 
 
@@ -308,6 +341,7 @@ def test_snapshot_disagreement_feeds_the_snapshots_on_their_device():
 
 # --- rank-aware active learning: a real 2-process gloo group ------------------------------------
 
+
 class RecordingSampler:
     """An active sampler's ``tell``, recorded."""
 
@@ -327,9 +361,12 @@ def rank_batch(rank: int, step: int) -> dict[str, torch.Tensor]:
     """Rank ``rank``'s training batch at ``step`` (seeded), its samples from the rank's simulations."""
     gen = torch.Generator().manual_seed(100 * rank + step)
     sims = torch.tensor(RANK_SIMS[rank])
-    return {"params": torch.rand(6, 2, generator=gen) + torch.tensor([1.0, 0.1]), "t": torch.rand(6, generator=gen),
-            "fields": torch.rand(6, 8, generator=gen) + 0.5,
-            "sim_id": sims[torch.randint(0, len(sims), (6,), generator=gen)]}
+    return {
+        "params": torch.rand(6, 2, generator=gen) + torch.tensor([1.0, 0.1]),
+        "t": torch.rand(6, generator=gen),
+        "fields": torch.rand(6, 8, generator=gen) + 0.5,
+        "sim_id": sims[torch.randint(0, len(sims), (6,), generator=gen)],
+    }
 
 
 def ledger() -> dict[int, SimpleNamespace]:
@@ -360,8 +397,6 @@ def expected_scores(rank: int, until: int) -> dict[int, float]:
 
 
 @pytest.mark.slow
-
-
 def test_scores_of_every_rank_reach_rank_zeros_sampler(tmp_path):
     results = run_ranks(_active_learning_worker, tmp_path)
     told = results[0]["told"]

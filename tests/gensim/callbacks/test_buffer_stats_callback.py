@@ -25,8 +25,13 @@ class RecordingLogger:
 
 def fake_trainer(buffer: ReplayBuffer, simulation, root) -> SimpleNamespace:
     """The parts of a Lightning trainer the callback reads."""
-    return SimpleNamespace(datamodule=SimpleNamespace(simulation=simulation, buffer=buffer),
-                           logger=RecordingLogger(), default_root_dir=str(root), global_step=0, global_rank=0)
+    return SimpleNamespace(
+        datamodule=SimpleNamespace(simulation=simulation, buffer=buffer),
+        logger=RecordingLogger(),
+        default_root_dir=str(root),
+        global_step=0,
+        global_rank=0,
+    )
 
 
 def fill(buffer: ReplayBuffer, simulation, n_sims: int, last_step: int) -> None:

@@ -12,11 +12,18 @@ def test_state_round_trips_exactly_and_is_written_as_tensors(tmp_path):
     rng = np.random.default_rng(0)
     fields = rng.random((5, 3, 4), dtype=np.float32)
     state = {
-        "storage": {"fields": fields, "live": np.array([True, False, True]),
-                    "sim_id": np.array([2**62 - 1, 7], dtype=np.uint64),
-                    "reversed": fields[::-1, :, ::-1], "column": fields[:, 1]},
-        "masks": {3: 0b101}, "rng": {"state": 12345678901234567890}, "layout": [("T", (3, 4))],
-        "scalar": np.float64(0.5), "empty": np.zeros((0, 4), dtype=np.int64),
+        "storage": {
+            "fields": fields,
+            "live": np.array([True, False, True]),
+            "sim_id": np.array([2**62 - 1, 7], dtype=np.uint64),
+            "reversed": fields[::-1, :, ::-1],
+            "column": fields[:, 1],
+        },
+        "masks": {3: 0b101},
+        "rng": {"state": 12345678901234567890},
+        "layout": [("T", (3, 4))],
+        "scalar": np.float64(0.5),
+        "empty": np.zeros((0, 4), dtype=np.int64),
     }
     path = tmp_path / "rank0-step000000010.buffer.ckpt"
     save_state(state, path)

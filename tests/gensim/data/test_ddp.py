@@ -29,22 +29,39 @@ pytestmark = pytest.mark.slow
 TESTS_DIR = Path(__file__).parent
 
 TINY_DDP = [
-    "simulation=decaying_wave", "launcher.max_simulations=24", "launcher.n_parallel=2",
+    "simulation=decaying_wave",
+    "launcher.max_simulations=24",
+    "launcher.n_parallel=2",
     # The watermark is every training sample (24 x 10 steps, 120 per rank): training starts once
     # all arrived, so the per-rank counts below are exact whatever the machine's speed.
-    "data.n_validation=4", "data.batch_size=32", "data.watermark=240", "data.steps_per_epoch=40",
-    "buffer=reservoir", "buffer.capacity=256", "model.net.hidden=[32,32]", "model.warmup_steps=10",
-    "model.normalizer_warmup_batches=5", "trainer.max_steps=120",
-    "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+    "data.n_validation=4",
+    "data.batch_size=32",
+    "data.watermark=240",
+    "data.steps_per_epoch=40",
+    "buffer=reservoir",
+    "buffer.capacity=256",
+    "model.net.hidden=[32,32]",
+    "model.warmup_steps=10",
+    "model.normalizer_warmup_batches=5",
+    "trainer.max_steps=120",
+    "trainer=ddp",
+    "trainer.devices=2",
+    "trainer.accelerator=cpu",
 ]
 
 
 def run_study(run_dir: Path, *overrides: str, timeout: float = 240.0) -> str:
     """Run gensim-train to the end; return its output. Kills what is left on failure or timeout."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "gensim.train", *overrides, f"hydra.run.dir={run_dir}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gensim.train", *overrides, f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -132,11 +149,22 @@ def test_a_rank_without_data_for_a_while_neither_hangs_nor_desynchronizes(tmp_pa
     while rank 0's still has data: the ranks wait for each other at the watermark, agree on every
     consuming draw, and stop together when one FIFO is used up."""
     run_dir = tmp_path / "run"
-    overrides = [o for o in TINY_DDP
-                 if not o.startswith(("buffer", "trainer.max_steps", "launcher.n_parallel", "data.watermark"))]
-    run_study(run_dir, *overrides, "launcher.n_parallel=1", "buffer=fifo", "buffer.capacity=128",
-              "data.watermark=64", "trainer.max_steps=100000",
-              "data.routing._target_=skewed_routing.FirstToRankZero", "+data.routing.first=10")
+    overrides = [
+        o
+        for o in TINY_DDP
+        if not o.startswith(("buffer", "trainer.max_steps", "launcher.n_parallel", "data.watermark"))
+    ]
+    run_study(
+        run_dir,
+        *overrides,
+        "launcher.n_parallel=1",
+        "buffer=fifo",
+        "buffer.capacity=128",
+        "data.watermark=64",
+        "trainer.max_steps=100000",
+        "data.routing._target_=skewed_routing.FirstToRankZero",
+        "+data.routing.first=10",
+    )
     m = json.loads((run_dir / "metrics.json").read_text())
     records = json.loads((run_dir / "simulations.json").read_text())
     train_ranks = [r["rank"] for r in records if r["purpose"] == "train"]  # the ledger is in creation order

@@ -38,7 +38,11 @@ def datamodule(tmp_path):
         buffer=partial(ReplayBuffer, capacity=100, policy=Reservoir(), seed=0),
         receiver=Receiver,
         validation_sampler=partial(Sobol, seed=99),
-        batch_size=16, steps_per_epoch=50, watermark=40, n_validation=4, seed=0,
+        batch_size=16,
+        steps_per_epoch=50,
+        watermark=40,
+        n_validation=4,
+        seed=0,
     )
     yield dm
     dm.shutdown()
@@ -63,14 +67,15 @@ def send_bad_messages(address: str, token: bytes, sim_id: int, t: float) -> None
     finally:
         ctx.term()
     with Client(address, token, sim_id=sim_id) as client:
-        client.send(0, t, {"u": np.zeros(9, np.float32)})             # wrong shape
-        client.send(0, t, {"u": np.full(8, np.nan, np.float32)})      # NaN field
+        client.send(0, t, {"u": np.zeros(9, np.float32)})  # wrong shape
+        client.send(0, t, {"u": np.full(8, np.nan, np.float32)})  # NaN field
 
 
 def test_training_goes_on_through_bad_messages(datamodule, tmp_path):
     torch.manual_seed(0)
-    model = DeterministicSurrogate(datamodule.simulation.fields, 2, net=partial(MLP, hidden=(32,)),
-                                   warmup_steps=5, normalizer_warmup_batches=5)
+    model = DeterministicSurrogate(
+        datamodule.simulation.fields, 2, net=partial(MLP, hidden=(32,)), warmup_steps=5, normalizer_warmup_batches=5
+    )
     started = threading.Event()
 
     class SendBadOnce(L.Callback):
@@ -79,13 +84,24 @@ def test_training_goes_on_through_bad_messages(datamodule, tmp_path):
                 started.set()
                 # A registered, running simulation whose messages are wrong in content only.
                 datamodule.receiver.register(10_000, np.array([1.5, 0.5]), datamodule._train_sink)
-                send_bad_messages(datamodule.receiver.address, datamodule.receiver.token, 10_000,
-                                  float(datamodule.simulation.times[0]))
+                send_bad_messages(
+                    datamodule.receiver.address,
+                    datamodule.receiver.token,
+                    10_000,
+                    float(datamodule.simulation.times[0]),
+                )
                 time.sleep(0.5)  # let the receiver thread handle them while training continues
 
-    trainer = L.Trainer(max_steps=150, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
-                        callbacks=[SendBadOnce()])
+    trainer = L.Trainer(
+        max_steps=150,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        callbacks=[SendBadOnce()],
+    )
     trainer.fit(model, datamodule=datamodule)
     assert started.is_set() and trainer.global_step == 150
     rejected = datamodule.receiver.stats().rejected
@@ -145,8 +161,7 @@ def test_a_resumed_stream_waits_until_samples_flow_again():
     """A restored (full) buffer alone does not start training: the first batch waits until the
     stream flows (a sample arrived in this process), or until it ended."""
     flowing = threading.Event()
-    stream = BufferStream(FakeBuffer(20), 4, 1, watermark=10, stream_ended=lambda: False,
-                          flowing=flowing.is_set)
+    stream = BufferStream(FakeBuffer(20), 4, 1, watermark=10, stream_ended=lambda: False, flowing=flowing.is_set)
     got = []
     reader = threading.Thread(target=lambda: got.extend(stream), daemon=True)
     reader.start()
@@ -160,7 +175,9 @@ def test_a_resumed_stream_waits_until_samples_flow_again():
 
 
 def wave_sample(sim_id: int, step: int) -> Sample:
-    return Sample(sim_id, step, 0.5 * (step + 1), np.array([1.0, 0.5]), {"u": np.full(2, 10 * sim_id + step, np.float32)})
+    return Sample(
+        sim_id, step, 0.5 * (step + 1), np.array([1.0, 0.5]), {"u": np.full(2, 10 * sim_id + step, np.float32)}
+    )
 
 
 def test_validation_store_orders_rows_by_design_order_and_step():
@@ -184,9 +201,9 @@ def test_validation_store_keeps_complete_simulations_only_and_no_foreign_samples
     store.expect([3, 7, 5])
     for step in (0, 1, 1):  # a step received twice (a retry resends it) is stored once
         store.add(wave_sample(7, step))
-    store.add(wave_sample(3, 0))    # 3 lacks its step 1: left out whole
-    store.add(wave_sample(7, 5))    # a step the simulation does not have
-    store.add(wave_sample(99, 0))   # not a held-out simulation
+    store.add(wave_sample(3, 0))  # 3 lacks its step 1: left out whole
+    store.add(wave_sample(7, 5))  # a step the simulation does not have
+    store.add(wave_sample(99, 0))  # not a held-out simulation
     t = store.tensors()
     assert t["sim_id"].tolist() == [7, 7] and store.complete() == [7]
     with pytest.raises(RuntimeError, match="every validation simulation failed"):
@@ -250,27 +267,38 @@ def test_batches_are_pinned_when_asked(monkeypatch):
     # No GPU here, so pinning itself cannot run: check that every tensor of the batch goes through it.
     pinned = []
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: pinned.append(self) or self)
-    batch = next(iter(BufferStream(filled_buffer(), 8, 1, watermark=8, stream_ended=lambda: False,
-                                   pin_memory=True)))
+    batch = next(iter(BufferStream(filled_buffer(), 8, 1, watermark=8, stream_ended=lambda: False, pin_memory=True)))
     assert len(pinned) == len(batch) and {"params", "t", "fields", "sim_id", "step"} <= batch.keys()
 
 
 def test_watermark_below_batch_size_is_rejected():
     sim = DecayingWave()
     with pytest.raises(ValueError, match="watermark"):
-        StreamingDataModule(sim, Sobol(sim.space, seed=0), Launcher(SIM_CFG, LocalExecutor(), n_parallel=1),
-                            partial(ReplayBuffer, capacity=10), Receiver, partial(Sobol, seed=1), batch_size=32,
-                            watermark=8)
+        StreamingDataModule(
+            sim,
+            Sobol(sim.space, seed=0),
+            Launcher(SIM_CFG, LocalExecutor(), n_parallel=1),
+            partial(ReplayBuffer, capacity=10),
+            Receiver,
+            partial(Sobol, seed=1),
+            batch_size=32,
+            watermark=8,
+        )
 
 
 def fifo_datamodule(tmp_path, capacity: int, **kwargs) -> StreamingDataModule:
     """12 training simulations of 5 steps into a FIFO buffer, 2 at a time."""
     sim = DecayingWave(size=8, n_steps=5)
     return StreamingDataModule(
-        simulation=sim, sampler=Sobol(sim.space, seed=0),
+        simulation=sim,
+        sampler=Sobol(sim.space, seed=0),
         launcher=Launcher(SIM_CFG, LocalExecutor(), n_parallel=2, max_simulations=12, log_dir=str(tmp_path / "w")),
-        buffer=partial(ReplayBuffer, capacity=capacity, policy=FIFO()), receiver=Receiver,
-        validation_sampler=partial(Sobol, seed=99), steps_per_epoch=4, **kwargs)
+        buffer=partial(ReplayBuffer, capacity=capacity, policy=FIFO()),
+        receiver=Receiver,
+        validation_sampler=partial(Sobol, seed=99),
+        steps_per_epoch=4,
+        **kwargs,
+    )
 
 
 def test_a_used_up_fifo_stream_stops_training(tmp_path):
@@ -278,9 +306,16 @@ def test_a_used_up_fifo_stream_stops_training(tmp_path):
 
     dm = fifo_datamodule(tmp_path, 100, batch_size=10, watermark=10, n_validation=2)
     model = DeterministicSurrogate(dm.simulation.fields, 2, net=partial(MLP, hidden=(8,)), normalizer_warmup_batches=2)
-    trainer = L.Trainer(max_steps=10_000, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
-                        callbacks=[StopWhenStreamExhausted()])
+    trainer = L.Trainer(
+        max_steps=10_000,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        callbacks=[StopWhenStreamExhausted()],
+    )
     try:
         trainer.fit(model, datamodule=dm)
     finally:
@@ -302,7 +337,9 @@ def test_held_out_set_arrives_before_a_full_fifo_can_block_the_receiver(tmp_path
     dm.buffer.add = lambda sample, timeout=None: (arrivals.append("train"), buffer_add(sample, timeout))[1]
     # The receiver hands queued training samples to the data module's batch sink.
     dm.buffer.add_many = lambda samples, timeout=None: (
-        arrivals.extend(["train"] * len(samples)), buffer_add_many(samples, timeout))[1]
+        arrivals.extend(["train"] * len(samples)),
+        buffer_add_many(samples, timeout),
+    )[1]
     try:
         dm.setup("fit")
         assert dm.validation_tensors()["fields"].shape == (4 * 5, 8)
@@ -341,7 +378,7 @@ def test_stream_mean_add_many_sums_as_add():
     for row in data:
         one.add({"u": row})
     for start in range(0, 300, 37):
-        many.add_many([{"u": row} for row in data[start:start + 37]])
+        many.add_many([{"u": row} for row in data[start : start + 37]])
     (sum_one, n_one), (sum_many, n_many) = one.totals(), many.totals()
     assert n_one == n_many == 300
     np.testing.assert_array_equal(sum_many, sum_one)

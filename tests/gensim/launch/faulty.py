@@ -82,8 +82,9 @@ class InjectedFaults(DecayingWave):
     ``hang``, ``ok``), so that the test knows which attempts it faulted.
     """
 
-    def __init__(self, state_dir: str, p_kill: float = 0.2, fault_seed: int = 0,
-                 hang_seed: int | None = None, **kwargs):
+    def __init__(
+        self, state_dir: str, p_kill: float = 0.2, fault_seed: int = 0, hang_seed: int | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.state_dir, self.p_kill, self.fault_seed, self.hang_seed = state_dir, p_kill, fault_seed, hang_seed
 

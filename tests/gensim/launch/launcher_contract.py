@@ -31,9 +31,13 @@ EXAMPLE_SOLVER = HERE.parents[2] / "examples" / "python" / "decay_solver.py"
 
 def external_config(command: list[str]) -> dict:
     """``simulation=external`` for the contract's receiver: DecayingWave's space and fields."""
-    return {"_target_": "gensim.simulations.ExternalSimulation", "command": command,
-            "parameters": {"a": [1.0, 2.0], "k": [0.1, 1.0]}, "n_steps": N_STEPS,
-            "fields": [{"name": "u", "shape": [8], "dtype": "float32"}]}
+    return {
+        "_target_": "gensim.simulations.ExternalSimulation",
+        "command": command,
+        "parameters": {"a": [1.0, 2.0], "k": [0.1, 1.0]},
+        "n_steps": N_STEPS,
+        "fields": [{"name": "u", "shape": [8], "dtype": "float32"}],
+    }
 
 
 class Collect:
@@ -113,11 +117,17 @@ def running_study(make_executor, tmp_path: Path, monkeypatch):
     receiver = Receiver(DecayingWave(size=8, n_steps=N_STEPS).fields, token=token).start()
     made: list[Launcher] = []
 
-    def make(target: str = "gensim.simulations.DecayingWave", extra: dict | None = None,
-             executor: Executor | None = None, config: dict | None = None, **kwargs) -> Launcher:
+    def make(
+        target: str = "gensim.simulations.DecayingWave",
+        extra: dict | None = None,
+        executor: Executor | None = None,
+        config: dict | None = None,
+        **kwargs,
+    ) -> Launcher:
         cfg = config or {"_target_": target, "size": 8, "n_steps": N_STEPS, **(extra or {})}
-        launcher = Launcher(cfg, executor or make_executor(tmp_path), log_dir=str(tmp_path / "workers"),
-                            **{"n_parallel": 2} | kwargs)
+        launcher = Launcher(
+            cfg, executor or make_executor(tmp_path), log_dir=str(tmp_path / "workers"), **{"n_parallel": 2} | kwargs
+        )
         made.append(launcher)
         return launcher
 
@@ -212,8 +222,9 @@ class LauncherContract:
 
     def test_an_external_command_that_fails_is_recorded_with_its_exit_code(self, study):
         command = ["{python}", "-c", "import sys; print('the mesh is inverted'); sys.exit(5)"]
-        launcher = study.make(config=external_config(command), n_parallel=1, max_simulations=1, max_retries=0,
-                              on_failure="drop")
+        launcher = study.make(
+            config=external_config(command), n_parallel=1, max_simulations=1, max_retries=0, on_failure="drop"
+        )
         launcher.start(study.router, Sobol(DecayingWave().space, seed=1), study.token)
         assert wait_until(lambda: launcher.exhausted, self.timeout_s), launcher.counts()
         [record] = launcher.ledger.records.values()
@@ -231,8 +242,14 @@ class LauncherContract:
         launcher = study.make(n_parallel=self.parallel, max_simulations=2)
         ids = launcher.submit(np.array([[1.2, 0.5], [1.8, 0.2]]), purpose="validation")
         launcher.start(study.router, Sobol(DecayingWave().space, seed=1), study.token)
-        assert wait_until(lambda: launcher.exhausted and launcher.counts("validation")["done"] == 2
-                          and study.receiver.wait_finished(ids, 0.1), self.timeout_s)
+        assert wait_until(
+            lambda: (
+                launcher.exhausted
+                and launcher.counts("validation")["done"] == 2
+                and study.receiver.wait_finished(ids, 0.1)
+            ),
+            self.timeout_s,
+        )
         assert study.sinks["validation"].per_sim() == {i: N_STEPS for i in ids}
         assert len(study.sinks["train"].samples) == 2 * N_STEPS
         records = launcher.ledger.records
@@ -256,8 +273,13 @@ class LauncherContract:
             launcher.set_budget(-1)
 
     def test_a_simulation_that_raises_is_retried_recorded_and_the_study_goes_on(self, study):
-        launcher = study.make("faulty.RaisesOnLargeAmplitude", n_parallel=self.parallel, max_simulations=8,
-                              max_retries=1, on_failure="drop")
+        launcher = study.make(
+            "faulty.RaisesOnLargeAmplitude",
+            n_parallel=self.parallel,
+            max_simulations=8,
+            max_retries=1,
+            on_failure="drop",
+        )
         launcher.start(study.router, Sobol(DecayingWave().space, seed=3), study.token)
         assert wait_until(lambda: launcher.exhausted, self.timeout_s)
         records = list(launcher.ledger.records.values())
@@ -270,8 +292,14 @@ class LauncherContract:
         assert len(records) == 8 and launcher.error is None
 
     def test_a_training_simulation_that_keeps_failing_is_redrawn(self, study):
-        launcher = study.make("faulty.RaisesOnLargeAmplitude", n_parallel=self.parallel, max_simulations=6,
-                              max_retries=1, on_failure="redraw", max_consecutive_failures=50)
+        launcher = study.make(
+            "faulty.RaisesOnLargeAmplitude",
+            n_parallel=self.parallel,
+            max_simulations=6,
+            max_retries=1,
+            on_failure="redraw",
+            max_consecutive_failures=50,
+        )
         launcher.start(study.router, Sobol(DecayingWave().space, seed=3), study.token)
         assert wait_until(lambda: launcher.exhausted, self.timeout_s)
         records = launcher.ledger.records
@@ -283,21 +311,28 @@ class LauncherContract:
         assert len(records) == 6 + len(failed)
 
     def test_a_simulation_that_kills_its_worker_is_retried_and_recorded(self, study):
-        launcher = study.make("faulty.CrashesOnLargeAmplitude", n_parallel=self.parallel, max_simulations=8,
-                              max_retries=1, on_failure="drop")
+        launcher = study.make(
+            "faulty.CrashesOnLargeAmplitude",
+            n_parallel=self.parallel,
+            max_simulations=8,
+            max_retries=1,
+            on_failure="drop",
+        )
         launcher.start(study.router, Sobol(DecayingWave().space, seed=3), study.token)
         assert wait_until(lambda: launcher.exhausted, self.timeout_s)
         records = list(launcher.ledger.records.values())
         crashed = [r for r in records if r.state == "failed"]
         assert crashed and all(r.exit_code == 3 and r.params[0] > 1.5 for r in crashed)
-        assert all([a.exit_code for a in r.attempts] == [3, 3] and a.signal is None
-                   for r in crashed for a in r.attempts)
+        assert all(
+            [a.exit_code for a in r.attempts] == [3, 3] and a.signal is None for r in crashed for a in r.attempts
+        )
         assert all(r.state == "done" for r in records if r.params[0] <= 1.5)
         assert launcher.error is None
 
     def test_a_crash_by_signal_is_recorded_with_the_signal_name(self, study):
-        launcher = study.make("faulty.KilledBySignal", n_parallel=self.parallel, max_simulations=8,
-                              max_retries=0, on_failure="drop")
+        launcher = study.make(
+            "faulty.KilledBySignal", n_parallel=self.parallel, max_simulations=8, max_retries=0, on_failure="drop"
+        )
         launcher.start(study.router, Sobol(DecayingWave().space, seed=3), study.token)
         assert wait_until(lambda: launcher.exhausted, self.timeout_s)
         records = list(launcher.ledger.records.values())
@@ -312,8 +347,13 @@ class LauncherContract:
     def test_a_hung_simulation_is_killed_and_retried(self, study, tmp_path):
         state = tmp_path / "attempts"
         state.mkdir()
-        launcher = study.make("faulty.HangsOnce", extra={"state_dir": str(state)}, n_parallel=self.parallel,
-                              max_simulations=2, simulation_timeout_s=3.0)
+        launcher = study.make(
+            "faulty.HangsOnce",
+            extra={"state_dir": str(state)},
+            n_parallel=self.parallel,
+            max_simulations=2,
+            simulation_timeout_s=3.0,
+        )
         launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
         assert wait_until(lambda: launcher.exhausted, self.timeout_s + 20)
         assert launcher.error is None and launcher.counts("train")["done"] == 2
@@ -324,12 +364,14 @@ class LauncherContract:
             assert retry.state == "done" and retry.steps == N_STEPS
         # Every step arrived (duplicates of resent steps are the receiver's to drop: see
         # test_faults.py, which counts them).
-        assert wait_until(lambda: study.sinks["train"].unique_per_sim() == dict.fromkeys(launcher.ledger.records,
-                                                                                        N_STEPS), 10)
+        assert wait_until(
+            lambda: study.sinks["train"].unique_per_sim() == dict.fromkeys(launcher.ledger.records, N_STEPS), 10
+        )
 
     def test_a_broken_simulation_config_stops_the_launcher_with_a_clear_error(self, study):
-        launcher = study.make("gensim.simulations.NoSuchSolver", n_parallel=1, max_simulations=4,
-                              max_consecutive_failures=1)
+        launcher = study.make(
+            "gensim.simulations.NoSuchSolver", n_parallel=1, max_simulations=4, max_consecutive_failures=1
+        )
         launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
         assert wait_until(lambda: launcher.error is not None, self.timeout_s)
         assert "failed 2 times in a row" in launcher.error and "read" in launcher.error
@@ -343,8 +385,7 @@ class LauncherContract:
         launcher = study.make(n_parallel=1, max_simulations=1)
         launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
         [bad] = launcher.submit(np.array([[5.0, 0.5]]))
-        assert wait_until(lambda: launcher.exhausted and launcher.counts("validation")["failed"] == 1,
-                          self.timeout_s)
+        assert wait_until(lambda: launcher.exhausted and launcher.counts("validation")["failed"] == 1, self.timeout_s)
         record = launcher.ledger.records[bad]
         assert record.state == "failed" and "'a'" in record.error and "[1.0, 2.0]" in record.error
         assert record.rank is None and bad not in study.sinks["validation"].per_sim()
@@ -352,8 +393,9 @@ class LauncherContract:
     def test_shutdown_stops_everything_and_cancels_unfinished(self, study):
         launcher = study.make("faulty.Slow", extra={"delay_s": 0.2}, n_parallel=2, max_simulations=10_000)
         launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
-        assert wait_until(lambda: launcher.counts("train")["done"] >= 1 and self.running_handles(launcher),
-                          self.timeout_s)
+        assert wait_until(
+            lambda: launcher.counts("train")["done"] >= 1 and self.running_handles(launcher), self.timeout_s
+        )
         started = self.running_handles(launcher)
         launcher.shutdown()
         self.assert_nothing_left(launcher, started)
@@ -363,7 +405,9 @@ class LauncherContract:
 
     def test_the_token_is_never_on_a_command_line(self, study):
         tag = uuid.uuid4().hex
-        launcher = study.make("faulty.Slow", extra={"delay_s": 0.25, "tag": tag}, n_parallel=self.parallel, max_simulations=2)
+        launcher = study.make(
+            "faulty.Slow", extra={"delay_s": 0.25, "tag": tag}, n_parallel=self.parallel, max_simulations=2
+        )
         launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
         workers: list = []
         assert wait_until(lambda: workers.extend(self.worker_command_lines(tag)) or workers, self.timeout_s)
@@ -407,4 +451,3 @@ class LauncherContract:
         assert [a.state for a in records[done["sim_id"]].attempts] == ["done"]  # not rerun
         rerun = records[interrupted["sim_id"]]  # same id and seed, one more attempt
         assert [a.state for a in rerun.attempts] == ["cancelled", "done"] and rerun.seed == interrupted["seed"]
-

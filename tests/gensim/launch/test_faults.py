@@ -58,19 +58,32 @@ def test_a_study_with_random_sigkills_and_a_hang_completes_without_loss_or_dupli
     state.mkdir()
     # The 4th training simulation (created after the held-out ones) hangs on its first attempt.
     hang_seed = STUDY_SEED * 1_000_003 + N_HELDOUT + 3
-    config = {"_target_": "faulty.InjectedFaults", "size": 8, "n_steps": N_STEPS, "state_dir": str(state),
-              "p_kill": P_KILL, "fault_seed": FAULT_SEED, "hang_seed": hang_seed}
+    config = {
+        "_target_": "faulty.InjectedFaults",
+        "size": 8,
+        "n_steps": N_STEPS,
+        "state_dir": str(state),
+        "p_kill": P_KILL,
+        "fault_seed": FAULT_SEED,
+        "hang_seed": hang_seed,
+    }
     token = os.urandom(wire.KEY_BYTES)
     # Room for every sample: what the buffer holds is what it received.
-    buffer = ReplayBuffer(capacity=4 * N_TRAIN * N_STEPS, fields=sim.fields, n_params=sim.space.dim,
-                          policy=Reservoir())
+    buffer = ReplayBuffer(capacity=4 * N_TRAIN * N_STEPS, fields=sim.fields, n_params=sim.space.dim, policy=Reservoir())
     heldout = ValidationStore(sim, N_HELDOUT)
     receiver = Receiver(sim.fields, token).start()
     router = OneRankRouter(receiver, {"train": BatchSink(buffer.add, buffer.add_many), "validation": heldout.add})
     # 3 s without a step is a hang here (a step takes microseconds); 3 retries make a simulation
     # that fails all its attempts unlikely (0.2**4 per simulation) and, faults being seeded, absent.
-    launcher = Launcher(config, LocalExecutor(stop_grace_s=1.0), n_parallel=2, max_simulations=N_TRAIN,
-                        max_retries=3, simulation_timeout_s=3.0, log_dir=str(tmp_path / "workers"))
+    launcher = Launcher(
+        config,
+        LocalExecutor(stop_grace_s=1.0),
+        n_parallel=2,
+        max_simulations=N_TRAIN,
+        max_retries=3,
+        simulation_timeout_s=3.0,
+        log_dir=str(tmp_path / "workers"),
+    )
     try:
         val_ids = launcher.submit(Sobol(sim.space, seed=99).sample(N_HELDOUT), purpose="validation")
         heldout.expect(val_ids)
@@ -95,8 +108,10 @@ def test_a_study_with_random_sigkills_and_a_hang_completes_without_loss_or_dupli
     assert hangs == [(hang_seed, 0)]
     assert 0.15 <= len(kills) / len(decisions) <= 0.25, (len(kills), len(decisions))
 
-    print(f"\n{len(decisions)} attempts: {len(kills)} killed with SIGKILL, {len(hangs)} hung; "
-          f"{len(records)} simulations done")
+    print(
+        f"\n{len(decisions)} attempts: {len(kills)} killed with SIGKILL, {len(hangs)} hung; "
+        f"{len(records)} simulations done"
+    )
 
     # Every attempt is in the ledger; every faulted one failed as it was faulted and was
     # retried with the same id, parameters and seed (one record, several attempts).

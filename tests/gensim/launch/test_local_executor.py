@@ -83,10 +83,12 @@ def test_bad_arguments_are_rejected():
         Launcher({"_target_": "x"}, {"_target_": "gensim.launch.executors.LocalExecutor"}, n_parallel=2)
     with pytest.raises(ValueError, match="stop_grace_s must be >= 0"):
         LocalExecutor(stop_grace_s=-1)
-    for kwargs, message in [({"max_retries": -1}, "max_retries must be >= 0"),
-                            ({"on_failure": "retry"}, r"on_failure must be one of \('redraw', 'drop'\)"),
-                            ({"simulation_timeout_s": 0}, "simulation_timeout_s must be positive seconds, or null"),
-                            ({"max_consecutive_failures": -1}, "max_consecutive_failures must be >= 0")]:
+    for kwargs, message in [
+        ({"max_retries": -1}, "max_retries must be >= 0"),
+        ({"on_failure": "retry"}, r"on_failure must be one of \('redraw', 'drop'\)"),
+        ({"simulation_timeout_s": 0}, "simulation_timeout_s must be positive seconds, or null"),
+        ({"max_consecutive_failures": -1}, "max_consecutive_failures must be >= 0"),
+    ]:
         with pytest.raises(ValueError, match=message):
             Launcher({"_target_": "x"}, LocalExecutor(), n_parallel=2, **kwargs)
 
@@ -103,8 +105,13 @@ def test_the_worker_refuses_a_missing_token(monkeypatch, capsys):
 def test_an_external_command_dies_with_its_worker(study):
     """A worker killed with SIGKILL (as when its trainer is) takes its external command along."""
     script = "import os, time; print('pid', os.getpid(), flush=True); time.sleep(60)"
-    launcher = study.make(config=external_config(["{python}", "-c", script]), n_parallel=1, max_simulations=1,
-                          max_retries=0, on_failure="drop")
+    launcher = study.make(
+        config=external_config(["{python}", "-c", script]),
+        n_parallel=1,
+        max_simulations=1,
+        max_retries=0,
+        on_failure="drop",
+    )
     launcher.start(study.router, Sobol(DecayingWave().space, seed=0), study.token)
     log = launcher.log_dir / "worker-0.log"
     assert wait_until(lambda: log.is_file() and "pid " in log.read_text(), 30)

@@ -24,9 +24,18 @@ from gensim.transport import wire
 HERE = Path(__file__).parent
 # The tiny study of tests/gensim/test_train.py on the analytic problem, with a simulation that
 # sleeps inside its steps: the trainer dies while every worker is in the middle of one.
-TINY = ["simulation=decaying_wave", "simulation.n_steps=10", "launcher.max_simulations=24", "data.n_validation=4",
-        "data.watermark=64", "data.batch_size=32", "data.steps_per_epoch=100", "buffer.capacity=200",
-        "model.net.hidden=[64,64]", "trainer.max_steps=300"]
+TINY = [
+    "simulation=decaying_wave",
+    "simulation.n_steps=10",
+    "launcher.max_simulations=24",
+    "data.n_validation=4",
+    "data.watermark=64",
+    "data.batch_size=32",
+    "data.steps_per_epoch=100",
+    "buffer.capacity=200",
+    "model.net.hidden=[64,64]",
+    "trainer.max_steps=300",
+]
 
 
 def workers_of(pid: int, tag: str) -> list[psutil.Process]:
@@ -47,15 +56,21 @@ def workers_of(pid: int, tag: str) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
-
-
 def test_a_trainer_killed_with_sigkill_leaves_no_worker_behind(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     # 30 s per step: a worker can only end within the test's 10 s by being killed, not by
     # noticing the trainer's death between two steps.
-    cmd = [sys.executable, "-m", "gensim.train", *TINY, "simulation._target_=faulty.Slow",
-           "+simulation.delay_s=30", f"+simulation.tag={tag}", f"hydra.run.dir={tmp_path / 'run'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gensim.train",
+        *TINY,
+        "simulation._target_=faulty.Slow",
+        "+simulation.delay_s=30",
+        f"+simulation.tag={tag}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     log = open(tmp_path / "study.log", "w")  # noqa: SIM115 - closed in the finally
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     workers: list[psutil.Process] = []
@@ -64,8 +79,9 @@ def test_a_trainer_killed_with_sigkill_leaves_no_worker_behind(tmp_path: Path) -
         while time.monotonic() < deadline and len(workers) < 2 and proc.poll() is None:
             workers = workers_of(proc.pid, tag)
             time.sleep(0.2)
-        assert len(workers) == 2, ("the study did not start its two workers within 90 s:\n"
-                                   + (tmp_path / "study.log").read_text()[-4000:])
+        assert len(workers) == 2, (
+            "the study did not start its two workers within 90 s:\n" + (tmp_path / "study.log").read_text()[-4000:]
+        )
         # Let them take their held-out simulations and sleep inside a step.
         logs = tmp_path / "run" / "workers"
         time.sleep(5.0)
@@ -91,9 +107,19 @@ def test_a_worker_whose_parent_is_already_gone_exits_at_once(tmp_path: Path) -> 
     # GENSIM_PARENT_PID names a process that is not the worker's parent: its parent has died
     # (and it was adopted) before it could arm the parent-death signal.
     env = {**os.environ, TOKEN_ENV: "00" * 16, PARENT_ENV: str(os.getpid() + 1_000_000)}
-    proc = subprocess.run([sys.executable, "-m", "gensim.launch.worker", "--simulation",
-                           json.dumps({"_target_": "gensim.simulations.DecayingWave"})],
-                          env=env, input="", capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gensim.launch.worker",
+            "--simulation",
+            json.dumps({"_target_": "gensim.simulations.DecayingWave"}),
+        ],
+        env=env,
+        input="",
+        capture_output=True,
+        timeout=60,
+    )
     assert proc.returncode == 69
 
 

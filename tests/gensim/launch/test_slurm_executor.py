@@ -28,8 +28,14 @@ def sobol() -> Sobol:
 
 def queued_job_ids(env: dict[str, str]) -> set[str]:
     """Ids of the jobs and array elements SLURM still knows as pending, running or completing."""
-    out = subprocess.run(["squeue", "-h", "-r", "-t", "PD,R,CG", "-o", "%i"], env=env,
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-t", "PD,R,CG", "-o", "%i"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     return set(out.split())
 
 
@@ -43,8 +49,14 @@ class TestSlurmExecutorContract(LauncherContract):
         self.cluster = slurm_cluster
 
     def make_executor(self, tmp_path: Path) -> SlurmExecutor:
-        return SlurmExecutor(partition=self.cluster.partition, time=5, cpus_per_task=1, mem_gb=0.5,
-                             sims_per_job=1, folder=str(tmp_path / "slurm"))
+        return SlurmExecutor(
+            partition=self.cluster.partition,
+            time=5,
+            cpus_per_task=1,
+            mem_gb=0.5,
+            sims_per_job=1,
+            folder=str(tmp_path / "slurm"),
+        )
 
     def running_handles(self, launcher: Launcher) -> list[str]:
         return launcher.executor.job_ids()
@@ -53,15 +65,17 @@ class TestSlurmExecutorContract(LauncherContract):
         assert started, "no SLURM job was running before shutdown"
         assert wait_until(lambda: not set(started) & queued_job_ids(self.cluster.env), 60), (
             f"jobs {set(started) & queued_job_ids(self.cluster.env)} still queued or running after "
-            f"shutdown\n{self.cluster.log_tails()}")
+            f"shutdown\n{self.cluster.log_tails()}"
+        )
         assert launcher.executor.job_ids() == []
 
     def check_record_origin(self, records) -> None:
         # Each simulation ran in a SLURM job that the controller saw complete.
         assert all(r.job_id and r.worker is None for r in records)
         for job_id in {r.job_id for r in records}:  # the result comes before SLURM's epilogue ends
-            assert wait_until(lambda job_id=job_id: self.cluster.job_state(job_id) == "COMPLETED", 30), \
+            assert wait_until(lambda job_id=job_id: self.cluster.job_state(job_id) == "COMPLETED", 30), (
                 self.cluster.job_state(job_id)
+            )
 
     def check_output_logged(self, launcher: Launcher, text: str) -> None:
         assert text in "".join(p.read_text() for p in launcher.executor.folder.glob("*_log.err"))
@@ -84,8 +98,9 @@ class TestSlurmExecutorContract(LauncherContract):
         assert not list(folder.glob("*_submitted.pkl"))
 
     def test_groups_of_simulations_share_a_job(self, study, tmp_path):
-        grouped = SlurmExecutor(partition=self.cluster.partition, time=5, mem_gb=0.5, sims_per_job=2,
-                                folder=str(tmp_path / "grouped"))
+        grouped = SlurmExecutor(
+            partition=self.cluster.partition, time=5, mem_gb=0.5, sims_per_job=2, folder=str(tmp_path / "grouped")
+        )
         launcher = study.make(n_parallel=4, max_simulations=4, executor=grouped)
         launcher.start(study.router, sobol(), study.token)
         assert wait_until(lambda: launcher.exhausted, self.timeout_s)

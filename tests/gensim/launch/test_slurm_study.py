@@ -20,18 +20,29 @@ from processes import stop_process_tree
 pytestmark = pytest.mark.slurm
 
 TINY = [
-    "simulation=decaying_wave", "launcher.max_simulations=12", "launcher.n_parallel=4",
+    "simulation=decaying_wave",
+    "launcher.max_simulations=12",
+    "launcher.n_parallel=4",
     # The watermark is every training sample (12 x 10 steps): training starts once every job ran.
-    "data.n_validation=2", "data.batch_size=16", "data.watermark=120", "data.steps_per_epoch=50",
-    "buffer=reservoir", "buffer.capacity=256", "model.net.hidden=[32,32]", "model.warmup_steps=10",
-    "model.normalizer_warmup_batches=5", "trainer.max_steps=150", "trainer.accelerator=cpu",
+    "data.n_validation=2",
+    "data.batch_size=16",
+    "data.watermark=120",
+    "data.steps_per_epoch=50",
+    "buffer=reservoir",
+    "buffer.capacity=256",
+    "model.net.hidden=[32,32]",
+    "model.warmup_steps=10",
+    "model.normalizer_warmup_batches=5",
+    "trainer.max_steps=150",
+    "trainer.accelerator=cpu",
 ]
 
 
 def run_to_end(cmd: list[str], cluster, timeout_s: float = 300.0) -> str:
     """Run ``cmd`` against the cluster until it exits; its output. Fails with the daemons' logs."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**cluster.env, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**cluster.env, "OMP_NUM_THREADS": "1"}
+    )
     try:
         out, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -44,14 +55,24 @@ def run_to_end(cmd: list[str], cluster, timeout_s: float = 300.0) -> str:
 
 def test_a_study_trains_on_simulations_run_as_slurm_jobs(slurm_cluster, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "gensim.train", *TINY, "launcher=slurm",
-           f"launcher.executor.partition={slurm_cluster.partition}", "launcher.executor.sims_per_job=2",
-           "launcher.executor.time=5", "launcher.executor.mem_gb=1", f"hydra.run.dir={run_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gensim.train",
+        *TINY,
+        "launcher=slurm",
+        f"launcher.executor.partition={slurm_cluster.partition}",
+        "launcher.executor.sims_per_job=2",
+        "launcher.executor.time=5",
+        "launcher.executor.mem_gb=1",
+        f"hydra.run.dir={run_dir}",
+    ]
     run_to_end(cmd, slurm_cluster)
 
     records = json.loads((run_dir / "simulations.json").read_text())
-    assert len(records) == 12 + 2 and all(r["state"] == "done" for r in records), \
-        [(r["sim_id"], r["state"], r["error"]) for r in records if r["state"] != "done"]
+    assert len(records) == 12 + 2 and all(r["state"] == "done" for r in records), [
+        (r["sim_id"], r["state"], r["error"]) for r in records if r["state"] != "done"
+    ]
     # Every simulation ran inside a SLURM job that the cluster knows and reports completed.
     job_ids = {r["job_id"] for r in records}
     assert None not in job_ids
@@ -76,11 +97,26 @@ def test_a_ddp_trainer_under_srun_submits_its_simulations_as_slurm_jobs(slurm_cl
     if slurm_cluster.cpus < 3:
         pytest.skip(f"the node advertises {slurm_cluster.cpus} CPUs; this test needs 2 (trainer) + 1 (jobs)")
     run_dir = tmp_path / "run"
-    cmd = ["srun", f"--partition={slurm_cluster.partition}", "--nodes=1", "--ntasks-per-node=2",
-           "--cpus-per-task=1", "--time=5", sys.executable, "-m", "gensim.train", *TINY,
-           "trainer=ddp", "trainer.devices=2", "launcher=slurm",
-           f"launcher.executor.partition={slurm_cluster.partition}", "launcher.executor.sims_per_job=2",
-           "launcher.executor.time=5", "launcher.executor.mem_gb=1", f"hydra.run.dir={run_dir}"]
+    cmd = [
+        "srun",
+        f"--partition={slurm_cluster.partition}",
+        "--nodes=1",
+        "--ntasks-per-node=2",
+        "--cpus-per-task=1",
+        "--time=5",
+        sys.executable,
+        "-m",
+        "gensim.train",
+        *TINY,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "launcher=slurm",
+        f"launcher.executor.partition={slurm_cluster.partition}",
+        "launcher.executor.sims_per_job=2",
+        "launcher.executor.time=5",
+        "launcher.executor.mem_gb=1",
+        f"hydra.run.dir={run_dir}",
+    ]
     out = run_to_end(cmd, slurm_cluster)
     assert "GLOBAL_RANK: 1" in out, "Lightning did not start the second rank from SLURM's environment"
 

@@ -31,10 +31,14 @@ def toy_batch(n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
     params = np.stack([rng.uniform(1, 2, n), rng.uniform(0.5, 1, n)], 1)
     t = rng.choice([0.5, 1.0], n)
     e = rng.standard_normal((n, 2))
-    y = (params[:, :1] * t[:, None] * np.sin(np.pi * X)
-         + params[:, 1:] * (e[:, :1] * np.cos(np.pi * X) + 0.5 * e[:, 1:] * np.sin(2 * np.pi * X)))
-    return {"params": torch.tensor(params, dtype=torch.float32), "t": torch.tensor(t, dtype=torch.float32),
-            "fields": torch.tensor(y, dtype=torch.float32)}
+    y = params[:, :1] * t[:, None] * np.sin(np.pi * X) + params[:, 1:] * (
+        e[:, :1] * np.cos(np.pi * X) + 0.5 * e[:, 1:] * np.sin(2 * np.pi * X)
+    )
+    return {
+        "params": torch.tensor(params, dtype=torch.float32),
+        "t": torch.tensor(t, dtype=torch.float32),
+        "fields": torch.tensor(y, dtype=torch.float32),
+    }
 
 
 class ToyBatches(IterableDataset):

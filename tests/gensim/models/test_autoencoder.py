@@ -15,8 +15,16 @@ from gensim.models.components import MLP
 
 
 def make_ae(latent_dim: int) -> Autoencoder:
-    return Autoencoder(FIELDS, N_PARAMS, net=partial(MLP, hidden=(64,)), encoder_net=partial(MLP, hidden=(64,)),
-                       latent_dim=latent_dim, lr=3e-3, warmup_steps=20, normalizer_warmup_batches=5)
+    return Autoencoder(
+        FIELDS,
+        N_PARAMS,
+        net=partial(MLP, hidden=(64,)),
+        encoder_net=partial(MLP, hidden=(64,)),
+        latent_dim=latent_dim,
+        lr=3e-3,
+        warmup_steps=20,
+        normalizer_warmup_batches=5,
+    )
 
 
 def test_reconstructs_the_toy_through_three_numbers(tmp_path, single_threaded):
@@ -26,8 +34,14 @@ def test_reconstructs_the_toy_through_three_numbers(tmp_path, single_threaded):
     errors = {}
     for latent in (1, 3):
         model = make_ae(latent)
-        trainer = L.Trainer(max_steps=300, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                            enable_checkpointing=False, default_root_dir=tmp_path)
+        trainer = L.Trainer(
+            max_steps=300,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            default_root_dir=tmp_path,
+        )
         trainer.fit(model, DataLoader(ToyBatches(seed=0), batch_size=None))
         model.eval()
         held_out = toy_batch(512, np.random.default_rng(1))

@@ -26,8 +26,11 @@ class RecordLosses(Callback):
         self.values: list[float] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.values += [float(v) for k, v in trainer.callback_metrics.items()
-                        if k in ("critic_loss", "generator_loss", "wasserstein", "gradient_penalty")]
+        self.values += [
+            float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k in ("critic_loss", "generator_loss", "wasserstein", "gradient_penalty")
+        ]
 
 
 def default_gan() -> ConditionalGAN:
@@ -45,8 +48,15 @@ def test_default_config_trains_finitely_and_alternates_updates(tmp_path, single_
     before = {k: v.clone() for k, v in model.generator.state_dict().items()}
     assert all(torch.equal(v, model.generator_ema.state_dict()[k]) for k, v in before.items())
     losses = RecordLosses()
-    trainer = L.Trainer(max_steps=120, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path, callbacks=[losses])
+    trainer = L.Trainer(
+        max_steps=120,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        callbacks=[losses],
+    )
     trainer.fit(model, DataLoader(ToyBatches(seed=0), batch_size=None))
     assert trainer.global_step == 120  # one optimizer step per batch, critic and generator alike
     assert losses.values and all(math.isfinite(v) for v in losses.values)
@@ -66,21 +76,28 @@ def test_default_config_trains_finitely_and_alternates_updates(tmp_path, single_
 
 def test_diversity_report_flags_a_generator_that_ignores_its_latent():
     torch.manual_seed(0)
-    model = ConditionalGAN(FIELDS, N_PARAMS, net=partial(MLP, hidden=(16,)), critic_net=partial(MLP, hidden=(16,)),
-                           latent_dim=4, normalizer_warmup_batches=1)
+    model = ConditionalGAN(
+        FIELDS,
+        N_PARAMS,
+        net=partial(MLP, hidden=(16,)),
+        critic_net=partial(MLP, hidden=(16,)),
+        latent_dim=4,
+        normalizer_warmup_batches=1,
+    )
     batch = toy_batch(256, np.random.default_rng(2))
     model.normalized_batch(batch)  # fit the normalizers on one batch
     model.eval()
     with torch.no_grad():
         for generator in (model.generator, model.generator_ema):  # eval mode samples the average
-            generator.net.layers[0].weight[:, model.n_cond:] = 0.0  # latent columns: full collapse
+            generator.net.layers[0].weight[:, model.n_cond :] = 0.0  # latent columns: full collapse
     report = model.diversity_report(batch)
     assert report["diversity_ratio"] == 0.0 and report["mode_collapse"] == 1.0
 
 
 def test_spectral_norm_option_bounds_the_critic_layers():
-    model = ConditionalGAN(FIELDS, N_PARAMS, net=partial(MLP, hidden=(16,)), critic_net=partial(MLP, hidden=(32, 32)),
-                           spectral_norm=True)
+    model = ConditionalGAN(
+        FIELDS, N_PARAMS, net=partial(MLP, hidden=(16,)), critic_net=partial(MLP, hidden=(32, 32)), spectral_norm=True
+    )
     model.critic.train()
     x, c = torch.randn(64, 8), torch.randn(64, N_PARAMS + 1)
     for _ in range(30):  # power iterations converge while training runs
@@ -92,8 +109,10 @@ def test_spectral_norm_option_bounds_the_critic_layers():
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="ema_decay"):
-        ConditionalGAN(FIELDS, N_PARAMS, net=partial(MLP, hidden=(8,)), critic_net=partial(MLP, hidden=(8,)),
-                       ema_decay=1.0)
+        ConditionalGAN(
+            FIELDS, N_PARAMS, net=partial(MLP, hidden=(8,)), critic_net=partial(MLP, hidden=(8,)), ema_decay=1.0
+        )
     with pytest.raises(ValueError, match="n_critic"):
-        ConditionalGAN(FIELDS, N_PARAMS, net=partial(MLP, hidden=(8,)), critic_net=partial(MLP, hidden=(8,)),
-                       n_critic=0)
+        ConditionalGAN(
+            FIELDS, N_PARAMS, net=partial(MLP, hidden=(8,)), critic_net=partial(MLP, hidden=(8,)), n_critic=0
+        )

@@ -16,17 +16,31 @@ from gensim.models.components import MLP
 
 
 def make_vae(**kwargs) -> ConditionalVAE:
-    args = dict(net=partial(MLP, hidden=(64, 64)), encoder_net=partial(MLP, hidden=(64,)),
-                prior_net=partial(MLP, hidden=(32,)), latent_dim=4, lr=3e-3, warmup_steps=20, kl_warmup_steps=100,
-                normalizer_warmup_batches=5, energy_score_weight=0.0)  # the plain ELBO on the toy law
+    args = dict(
+        net=partial(MLP, hidden=(64, 64)),
+        encoder_net=partial(MLP, hidden=(64,)),
+        prior_net=partial(MLP, hidden=(32,)),
+        latent_dim=4,
+        lr=3e-3,
+        warmup_steps=20,
+        kl_warmup_steps=100,
+        normalizer_warmup_batches=5,
+        energy_score_weight=0.0,
+    )  # the plain ELBO on the toy law
     return ConditionalVAE(FIELDS, N_PARAMS, **(args | kwargs))
 
 
 def test_learns_the_toy_law_and_restores_from_checkpoint(tmp_path, single_threaded):
     torch.manual_seed(0)
     model = make_vae()
-    trainer = L.Trainer(max_steps=500, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=500,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, DataLoader(ToyBatches(seed=0), batch_size=None))
     model.eval()
     test = toy_batch(6, np.random.default_rng(1))
@@ -45,9 +59,12 @@ def test_learns_the_toy_law_and_restores_from_checkpoint(tmp_path, single_thread
 
     path = tmp_path / "vae.ckpt"
     trainer.save_checkpoint(path)
-    restored = ConditionalVAE.load_from_checkpoint(path, net=partial(MLP, hidden=(64, 64)),
-                                                   encoder_net=partial(MLP, hidden=(64,)),
-                                                   prior_net=partial(MLP, hidden=(32,)))
+    restored = ConditionalVAE.load_from_checkpoint(
+        path,
+        net=partial(MLP, hidden=(64, 64)),
+        encoder_net=partial(MLP, hidden=(64,)),
+        prior_net=partial(MLP, hidden=(32,)),
+    )
     restored.eval()
     with torch.no_grad():
         assert torch.equal(restored(test["params"], test["t"]), pred)  # common random numbers
@@ -85,8 +102,15 @@ def test_energy_score_term_trains_finite_and_is_logged(tmp_path, single_threaded
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             logged.update({k: float(v) for k, v in trainer.callback_metrics.items()})
 
-    trainer = L.Trainer(max_steps=100, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path, callbacks=[Keep()])
+    trainer = L.Trainer(
+        max_steps=100,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        callbacks=[Keep()],
+    )
     trainer.fit(model, DataLoader(ToyBatches(seed=0), batch_size=None))
     assert "train_prior_energy_score" in logged and np.isfinite(logged["train_prior_energy_score"])
     assert np.isfinite(logged["train_loss"])

@@ -23,8 +23,11 @@ class WaveBatches(IterableDataset):
         p = self.sim.space.from_unit(self.rng.random((n, 2)))
         t = self.rng.choice(self.sim.times, n)
         y = np.stack([self.sim.exact(pi, ti) for pi, ti in zip(p, t)])
-        return {"params": torch.tensor(p, dtype=torch.float32), "t": torch.tensor(t, dtype=torch.float32),
-                "fields": torch.tensor(y, dtype=torch.float32)}
+        return {
+            "params": torch.tensor(p, dtype=torch.float32),
+            "t": torch.tensor(t, dtype=torch.float32),
+            "fields": torch.tensor(y, dtype=torch.float32),
+        }
 
     def __iter__(self):
         while True:
@@ -32,8 +35,14 @@ class WaveBatches(IterableDataset):
 
 
 def make_model(sim):
-    return DeterministicSurrogate(sim.fields, sim.space.dim, net=partial(MLP, hidden=(64, 64)), lr=3e-3,
-                                  warmup_steps=10, normalizer_warmup_batches=5)
+    return DeterministicSurrogate(
+        sim.fields,
+        sim.space.dim,
+        net=partial(MLP, hidden=(64, 64)),
+        lr=3e-3,
+        warmup_steps=10,
+        normalizer_warmup_batches=5,
+    )
 
 
 def test_learns_the_decaying_wave_and_restores_from_checkpoint(tmp_path):
@@ -41,8 +50,14 @@ def test_learns_the_decaying_wave_and_restores_from_checkpoint(tmp_path):
     sim = DecayingWave(size=16, n_steps=10)
     data = WaveBatches(sim, 64, seed=0)
     model = make_model(sim)
-    trainer = L.Trainer(max_steps=600, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path, enable_checkpointing=False)
+    trainer = L.Trainer(
+        max_steps=600,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+    )
     trainer.fit(model, DataLoader(data, batch_size=None))
     test = WaveBatches(sim, 512, seed=1).batch(512)
     model.eval()
@@ -67,8 +82,9 @@ def test_importance_weights_of_the_batch_weight_the_loss():
     per-sample squared errors; weights of one give the plain mean."""
     torch.manual_seed(0)
     sim = DecayingWave(size=8, n_steps=4)
-    model = DeterministicSurrogate(sim.fields, len(sim.space.names), partial(MLP, hidden=(8,)),
-                                   normalizer_warmup_batches=1)
+    model = DeterministicSurrogate(
+        sim.fields, len(sim.space.names), partial(MLP, hidden=(8,)), normalizer_warmup_batches=1
+    )
     batch = {"params": torch.rand(6, len(sim.space.names)), "t": torch.rand(6), "fields": torch.randn(6, 8)}
     plain = model.training_step(dict(batch), 0)
     ones = model.training_step(dict(batch, weight=torch.ones(6)), 0)

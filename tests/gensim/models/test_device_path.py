@@ -20,16 +20,22 @@ SIM = DecayingWave(size=8, n_steps=5)
 
 def tiny_model() -> DeterministicSurrogate:
     torch.manual_seed(0)
-    return DeterministicSurrogate(SIM.fields, 2, net=partial(MLP, hidden=(16,)), warmup_steps=2,
-                                  normalizer_warmup_batches=2)
+    return DeterministicSurrogate(
+        SIM.fields, 2, net=partial(MLP, hidden=(16,)), warmup_steps=2, normalizer_warmup_batches=2
+    )
 
 
 def stream_batch(n: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
     """A training batch as the replay buffer gives it, importance weights included."""
     gen = torch.Generator().manual_seed(seed)
-    return {"params": torch.rand(n, 2, generator=gen) + torch.tensor([1.0, 0.1]), "t": torch.rand(n, generator=gen),
-            "fields": torch.rand(n, 8, generator=gen) + 0.5, "weight": torch.rand(n, generator=gen) + 0.5,
-            "sim_id": torch.randint(0, 4, (n,), generator=gen), "step": torch.randint(0, 5, (n,), generator=gen)}
+    return {
+        "params": torch.rand(n, 2, generator=gen) + torch.tensor([1.0, 0.1]),
+        "t": torch.rand(n, generator=gen),
+        "fields": torch.rand(n, 8, generator=gen) + 0.5,
+        "weight": torch.rand(n, generator=gen) + 0.5,
+        "sim_id": torch.randint(0, 4, (n,), generator=gen),
+        "step": torch.randint(0, 5, (n,), generator=gen),
+    }
 
 
 def test_only_the_model_inputs_go_to_the_device():
@@ -70,9 +76,17 @@ def test_bf16_mixed_precision_trains_and_validates_on_cpu(tmp_path):
     torch.manual_seed(0)
     batches = [stream_batch(seed=k) for k in range(6)]
     model = tiny_model()
-    trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=6, num_sanity_val_steps=0, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision="bf16-mixed",
+        max_steps=6,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
     loader = DataLoader(batches, batch_size=None)
     trainer.fit(model, train_dataloaders=loader, val_dataloaders=DataLoader(batches[:2], batch_size=None))
     assert trainer.global_step == 6

@@ -10,9 +10,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
-
 from gloo_ranks import WORLD, run_ranks
+from torch.utils.data import DataLoader
 
 from gensim.metrics import relative_l2, summarize_errors
 from gensim.models import DeterministicSurrogate
@@ -77,16 +76,24 @@ def heldout_model() -> DeterministicSurrogate:
     data = heldout_set()
     for norm, x in ((model.in_norm, model.inputs(data)), (model.out_norm, data["fields"])):
         x = x.double()
-        norm.load_state_dict({"count": torch.tensor(float(len(x)), dtype=torch.float64),
-                              "updates": torch.tensor(1), "mean": x.mean(0), "m2": ((x - x.mean(0)) ** 2).sum(0)})
+        norm.load_state_dict(
+            {
+                "count": torch.tensor(float(len(x)), dtype=torch.float64),
+                "updates": torch.tensor(1),
+                "mean": x.mean(0),
+                "m2": ((x - x.mean(0)) ** 2).sum(0),
+            }
+        )
     return model.eval()
 
 
 def heldout_set() -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(5)
-    return {"params": torch.rand(N_HELDOUT, 2, generator=gen) + torch.tensor([1.0, 0.1]),
-            "t": torch.rand(N_HELDOUT, generator=gen),
-            "fields": torch.rand(N_HELDOUT, SIM.fields[0].size, generator=gen) + 0.5}
+    return {
+        "params": torch.rand(N_HELDOUT, 2, generator=gen) + torch.tensor([1.0, 0.1]),
+        "t": torch.rand(N_HELDOUT, generator=gen),
+        "fields": torch.rand(N_HELDOUT, SIM.fields[0].size, generator=gen) + 0.5,
+    }
 
 
 def shard_batches(rows: range, batch_size: int = 16) -> DataLoader:
@@ -108,8 +115,17 @@ def ddp_trainer(rank: int, **kwargs) -> L.Trainer:
     group initialized. The loaders are the ranks' own shards: no DistributedSampler on top.
     """
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), NODE_RANK="0")
-    return L.Trainer(accelerator="cpu", devices=WORLD, strategy="ddp", use_distributed_sampler=False, logger=False,
-                     enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, **kwargs)
+    return L.Trainer(
+        accelerator="cpu",
+        devices=WORLD,
+        strategy="ddp",
+        use_distributed_sampler=False,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        **kwargs,
+    )
 
 
 def _validation_worker(rank: int) -> dict:
@@ -128,8 +144,15 @@ def test_heldout_metrics_cover_the_whole_set_and_agree_across_ranks(tmp_path):
     with torch.no_grad():
         expected = summarize_errors(relative_l2(model(data["params"], data["t"]), data["fields"], SIM.fields))
     # Single process, through Lightning: the same numbers (no process group here).
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
     [single] = trainer.validate(model, dataloaders=shard_batches(range(0, N_HELDOUT)), verbose=False)
     for name in SPLITS:
         assert results[0][name] == results[1][name], name  # logged without reduction: identical
@@ -149,21 +172,31 @@ def train_batches(rank: int) -> list[dict[str, torch.Tensor]]:
     """Rank ``rank``'s stream: different data, and batch sizes, on each rank (seeded)."""
     gen = torch.Generator().manual_seed(20 + rank)
     size = (6, 10)[rank]
-    return [{"params": torch.rand(size, 2, generator=gen) * (1 + rank) + torch.tensor([1.0, 0.1]),
-             "t": torch.rand(size, generator=gen), "fields": torch.rand(size, SIM.fields[0].size, generator=gen) + rank,
-             "sim_id": torch.full((size,), rank), "step": torch.zeros(size, dtype=torch.int64)}
-            for _ in range(FIT_STEPS)]
+    return [
+        {
+            "params": torch.rand(size, 2, generator=gen) * (1 + rank) + torch.tensor([1.0, 0.1]),
+            "t": torch.rand(size, generator=gen),
+            "fields": torch.rand(size, SIM.fields[0].size, generator=gen) + rank,
+            "sim_id": torch.full((size,), rank),
+            "step": torch.zeros(size, dtype=torch.int64),
+        }
+        for _ in range(FIT_STEPS)
+    ]
 
 
 def _fit_worker(rank: int) -> dict:
     torch.manual_seed(0)
-    model = DeterministicSurrogate(SIM.fields, 2, net=partial(MLP, hidden=(16,)), warmup_steps=2,
-                                   normalizer_warmup_batches=FIT_WARMUP)
+    model = DeterministicSurrogate(
+        SIM.fields, 2, net=partial(MLP, hidden=(16,)), warmup_steps=2, normalizer_warmup_batches=FIT_WARMUP
+    )
     trainer = ddp_trainer(rank, max_steps=FIT_STEPS, num_sanity_val_steps=0)
     trainer.fit(model, train_dataloaders=DataLoader(train_batches(rank), batch_size=None))
-    return {"global_step": trainer.global_step, "frozen": model.out_norm.frozen and model.in_norm.frozen,
-            "training": model.training_metrics(),
-            "norms": {k: v for k, v in model.state_dict().items() if k.startswith(("in_norm.", "out_norm."))}}
+    return {
+        "global_step": trainer.global_step,
+        "frozen": model.out_norm.frozen and model.in_norm.frozen,
+        "training": model.training_metrics(),
+        "norms": {k: v for k, v in model.state_dict().items() if k.startswith(("in_norm.", "out_norm."))},
+    }
 
 
 def test_ddp_fit_freezes_the_same_normalizers_on_every_rank(tmp_path):

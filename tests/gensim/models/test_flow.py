@@ -26,16 +26,21 @@ def make_flow(**kwargs) -> FlowMatchingSurrogate:
 #: The toy's fields span 3 directions (the mean's and the two fluctuations'): 3 modes hold the
 #: law exactly, so the reduced flow is held to the field flow's bounds. Its default sampler
 #: (4 midpoint steps) is used there.
-SPACES = {"field": {}, "reduced": {"space": "reduced", "n_modes": 3, "sampling_steps": 4,
-                                   "basis_refits": (0, 10, 40)}}
+SPACES = {"field": {}, "reduced": {"space": "reduced", "n_modes": 3, "sampling_steps": 4, "basis_refits": (0, 10, 40)}}
 
 
 @pytest.mark.parametrize("space", list(SPACES))
 def test_learns_the_toy_law_and_restores_from_checkpoint(space, tmp_path, single_threaded):
     torch.manual_seed(0)
     model = make_flow(**SPACES[space])
-    trainer = L.Trainer(max_steps=600, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=600,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, DataLoader(ToyBatches(seed=0), batch_size=None))
     model.eval()
     test = toy_batch(6, np.random.default_rng(1))
@@ -73,8 +78,10 @@ def test_sampling_is_the_ode_solution_with_the_configured_steps():
     assert len(calls) == 3  # one velocity evaluation per Euler step
     calls.clear()
     make_mid = make_flow(sampling_steps=3, solver="midpoint")
-    make_mid.decoder.forward = lambda cond, z: (calls.append(z.shape),
-                                                torch.cat([torch.zeros_like(z), torch.ones_like(z)], 1))[1]
+    make_mid.decoder.forward = lambda cond, z: (
+        calls.append(z.shape),
+        torch.cat([torch.zeros_like(z), torch.ones_like(z)], 1),
+    )[1]
     # dx/ds = 1 from s = 0 to 1 adds exactly 1, whatever the solver.
     assert torch.allclose(make_mid.generate(cond, z), z + 1)
     assert len(calls) == 6  # two evaluations per midpoint step

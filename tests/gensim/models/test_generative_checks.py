@@ -23,10 +23,12 @@ def held_out(sim, n_sims: int = 3) -> dict[str, torch.Tensor]:
     for sim_id, p in enumerate(sim.space.from_unit(np.random.default_rng(0).random((n_sims, sim.space.dim)))):
         for _, t, f in sim.run(p, seed=100 + sim_id):
             rows.append((p, t, f[sim.fields[0].name].reshape(-1), sim_id))
-    return {"params": torch.tensor(np.stack([r[0] for r in rows]), dtype=torch.float32),
-            "t": torch.tensor([r[1] for r in rows], dtype=torch.float32),
-            "fields": torch.tensor(np.stack([r[2] for r in rows]), dtype=torch.float32),
-            "sim_id": torch.tensor([r[3] for r in rows])}
+    return {
+        "params": torch.tensor(np.stack([r[0] for r in rows]), dtype=torch.float32),
+        "t": torch.tensor([r[1] for r in rows], dtype=torch.float32),
+        "fields": torch.tensor(np.stack([r[2] for r in rows]), dtype=torch.float32),
+        "sim_id": torch.tensor([r[3] for r in rows]),
+    }
 
 
 class Stream(IterableDataset):
@@ -63,10 +65,14 @@ class HeldOutData(L.LightningDataModule):
 
 def small(model_cls, sim):
     nets = {"net": partial(MLP, hidden=(32,))}
-    nets |= {"encoder_net": partial(MLP, hidden=(32,))} if model_cls is ConditionalVAE else {
-        "critic_net": partial(MLP, hidden=(32,))}
-    return model_cls(sim.fields, sim.space.dim, latent_dim=4, normalizer_warmup_batches=2, warmup_steps=2,
-                     check=CHECK, **nets)
+    nets |= (
+        {"encoder_net": partial(MLP, hidden=(32,))}
+        if model_cls is ConditionalVAE
+        else {"critic_net": partial(MLP, hidden=(32,))}
+    )
+    return model_cls(
+        sim.fields, sim.space.dim, latent_dim=4, normalizer_warmup_batches=2, warmup_steps=2, check=CHECK, **nets
+    )
 
 
 @pytest.mark.parametrize("model_cls", [ConditionalVAE, ConditionalGAN])
@@ -75,13 +81,26 @@ def test_validation_logs_and_heldout_metrics_on_a_stochastic_simulation(model_cl
     sim = StochasticHeat(grid=8, n_steps=2)
     data = HeldOutData(sim)
     model = small(model_cls, sim)
-    trainer = L.Trainer(max_steps=12, val_check_interval=12, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
-                        num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_steps=12,
+        val_check_interval=12,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, datamodule=data)
     logged = trainer.callback_metrics
-    for key in ("val_rel_l2_mean", "val_diversity_ratio", "val_mode_collapse", "val_energy_distance_ratio",
-                "val_std_rel_error", "val_spectrum_error"):
+    for key in (
+        "val_rel_l2_mean",
+        "val_diversity_ratio",
+        "val_mode_collapse",
+        "val_energy_distance_ratio",
+        "val_std_rel_error",
+        "val_spectrum_error",
+    ):
         assert key in logged and torch.isfinite(logged[key]), key
     model.eval()
     metrics = model.heldout_metrics(data.val, data)

@@ -28,15 +28,26 @@ def _losses() -> dict[str, tuple[object, Loss]]:
     net = partial(MLP, hidden=(16,))
     models = {
         "deterministic": DeterministicSurrogate(FIELDS, N_PARAMS, net, normalizer_warmup_batches=1),
-        "cvae": ConditionalVAE(FIELDS, N_PARAMS, net=net, encoder_net=net, prior_net=net, latent_dim=3,
-                               energy_score_weight=0.5, normalizer_warmup_batches=1),
-        "autoencoder": Autoencoder(FIELDS, N_PARAMS, net=net, encoder_net=net, latent_dim=3,
-                                   normalizer_warmup_batches=1),
+        "cvae": ConditionalVAE(
+            FIELDS,
+            N_PARAMS,
+            net=net,
+            encoder_net=net,
+            prior_net=net,
+            latent_dim=3,
+            energy_score_weight=0.5,
+            normalizer_warmup_batches=1,
+        ),
+        "autoencoder": Autoencoder(
+            FIELDS, N_PARAMS, net=net, encoder_net=net, latent_dim=3, normalizer_warmup_batches=1
+        ),
     }
-    losses: dict[str, tuple[object, Loss]] = {name: (m, partial(m.training_step, batch_idx=0))
-                                             for name, m in models.items()}
-    gan = ConditionalGAN(FIELDS, N_PARAMS, net=net, critic_net=net, latent_dim=3, projection_features=8,
-                         normalizer_warmup_batches=1)
+    losses: dict[str, tuple[object, Loss]] = {
+        name: (m, partial(m.training_step, batch_idx=0)) for name, m in models.items()
+    }
+    gan = ConditionalGAN(
+        FIELDS, N_PARAMS, net=net, critic_net=net, latent_dim=3, projection_features=8, normalizer_warmup_batches=1
+    )
 
     def gan_loss(which: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         cond, y = gan.normalized_batch(batch)

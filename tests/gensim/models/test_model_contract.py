@@ -21,8 +21,10 @@ CONF = Path(__file__).resolve().parents[3] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 #: Models with time features (``time_features`` in their yaml) are also checked with log t.
 CASES = [(name, ()) for name in MODELS] + [
-    (name, ("model.time_features=[t,log_t]",)) for name in MODELS
-    if "time_features:" in (CONF / "model" / f"{name}.yaml").read_text()]
+    (name, ("model.time_features=[t,log_t]",))
+    for name in MODELS
+    if "time_features:" in (CONF / "model" / f"{name}.yaml").read_text()
+]
 #: Small networks and a short warm-up: the contract, not the accuracy, is under test.
 SMALL = ["model.net.hidden=[32]", "model.warmup_steps=2", "model.normalizer_warmup_batches=2"]
 STEPS, BATCH = 6, 16
@@ -31,9 +33,17 @@ STEPS, BATCH = 6, 16
 def build(name: str, overrides: tuple[str, ...] = ()):
     """The model of conf/model/<name>.yaml for a heat2d simulation on a 6 x 6 grid (D = 36)."""
     with initialize_config_module(config_module="gensim.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"model={name}", "simulation.grid=6", "simulation.n_steps=4",
-                                                      *SMALL, *(["model.n_modes=8"] if name in ("pod", "flow") else []),
-                                                      *overrides])
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                f"model={name}",
+                "simulation.grid=6",
+                "simulation.n_steps=4",
+                *SMALL,
+                *(["model.n_modes=8"] if name in ("pod", "flow") else []),
+                *overrides,
+            ],
+        )
     simulation = instantiate(cfg.simulation)
     return instantiate(cfg.model)(fields=simulation.fields, n_params=simulation.space.dim), simulation
 
@@ -46,18 +56,33 @@ def batches(simulation, n: int, seed: int) -> list[dict[str, torch.Tensor]]:
     out = []
     for _ in range(n):
         step = torch.randint(len(times), (BATCH,), generator=gen)
-        params = torch.tensor(simulation.space.from_unit(torch.rand(BATCH, p, generator=gen).double().numpy()),
-                              dtype=torch.float32)
+        params = torch.tensor(
+            simulation.space.from_unit(torch.rand(BATCH, p, generator=gen).double().numpy()), dtype=torch.float32
+        )
         fields = params[:, :1] * (1 + 0.1 * torch.randn(BATCH, d, generator=gen)) / (1 + times[step, None])
-        out.append({"params": params, "t": times[step], "fields": fields,
-                    "sim_id": torch.randint(10**6, (BATCH,), generator=gen), "step": step})
+        out.append(
+            {
+                "params": params,
+                "t": times[step],
+                "fields": fields,
+                "sim_id": torch.randint(10**6, (BATCH,), generator=gen),
+                "step": step,
+            }
+        )
     return out
 
 
 def fit(model, simulation, tmp_path: Path) -> L.Trainer:
-    trainer = L.Trainer(max_steps=STEPS, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path, accelerator="cpu",
-                        limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=STEPS,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        limit_val_batches=0,
+    )
     trainer.fit(model, DataLoader(batches(simulation, STEPS * 4, seed=0), batch_size=None))
     return trainer
 

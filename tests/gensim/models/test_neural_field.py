@@ -17,9 +17,17 @@ def model_on(h: float, *overrides: str):
     mesh = plate_with_holes(h)
     spec = FieldSpec("temperature", (len(mesh.nodes),), "float32", FieldMesh(mesh.nodes, mesh.cells))
     with initialize_config_module(config_module="gensim.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["model=neural_field", f"model.nodes_per_sample={K}",
-                                                      "model.net.hidden=[32]", "model.branch.hidden=[32]",
-                                                      "model.normalizer_warmup_batches=1", *overrides])
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                "model=neural_field",
+                f"model.nodes_per_sample={K}",
+                "model.net.hidden=[32]",
+                "model.branch.hidden=[32]",
+                "model.normalizer_warmup_batches=1",
+                *overrides,
+            ],
+        )
     model = instantiate(cfg.model)(fields=[spec], n_params=3)
     model.log = lambda *args, **kwargs: None  # no trainer attached
     return model, spec
@@ -27,8 +35,11 @@ def model_on(h: float, *overrides: str):
 
 def batch(n_nodes: int, b: int = 8) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    return {"params": torch.rand(b, 3, generator=gen), "t": torch.rand(b, generator=gen),
-            "fields": torch.randn(b, n_nodes, generator=gen)}
+    return {
+        "params": torch.rand(b, 3, generator=gen),
+        "t": torch.rand(b, generator=gen),
+        "fields": torch.randn(b, n_nodes, generator=gen),
+    }
 
 
 def saved_bytes(model, data: dict[str, torch.Tensor]) -> int:

@@ -8,14 +8,13 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
+from test_training_error import wave_batches
 from torch.utils.data import DataLoader
 
 from gensim.models import ReducedBasisSurrogate
 from gensim.models.components import MLP, ReducedBasis
 from gensim.models.components.reduced_basis import randomized_svd
 from gensim.simulations import DecayingWave
-
-from test_training_error import wave_batches
 
 
 def low_rank(n: int, d: int, rank: int, seed: int) -> torch.Tensor:
@@ -57,9 +56,15 @@ def test_a_refit_maps_the_output_layer_so_the_prediction_stays():
     snapshots changes the basis but not what the model predicts."""
     torch.manual_seed(0)
     sim = DecayingWave(size=8, n_steps=5)
-    model = ReducedBasisSurrogate(sim.fields, 2, net=partial(MLP, hidden=(16,)), time_features=("t",),
-                                  n_modes=8, basis_rows=64,
-                                  normalizer_warmup_batches=1)
+    model = ReducedBasisSurrogate(
+        sim.fields,
+        2,
+        net=partial(MLP, hidden=(16,)),
+        time_features=("t",),
+        n_modes=8,
+        basis_rows=64,
+        normalizer_warmup_batches=1,
+    )
     first, second = wave_batches(sim, 64, 64, 2, seed=0)
     model.on_train_batch_start(first, 0)
     model.normalized_batch(first)
@@ -80,12 +85,25 @@ def test_a_refit_maps_the_output_layer_so_the_prediction_stays():
 def test_learns_the_decaying_wave_through_its_one_mode(tmp_path, single_threaded):
     torch.manual_seed(0)
     sim = DecayingWave(size=16, n_steps=10)
-    model = ReducedBasisSurrogate(sim.fields, 2, net=partial(MLP, hidden=(32, 32)), n_modes=4,
-                                  basis_rows=256,
-                                  lr=3e-3, warmup_steps=10, normalizer_warmup_batches=5,
-                                  time_features=("t", "log_t"))
-    trainer = L.Trainer(max_steps=400, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path)
+    model = ReducedBasisSurrogate(
+        sim.fields,
+        2,
+        net=partial(MLP, hidden=(32, 32)),
+        n_modes=4,
+        basis_rows=256,
+        lr=3e-3,
+        warmup_steps=10,
+        normalizer_warmup_batches=5,
+        time_features=("t", "log_t"),
+    )
+    trainer = L.Trainer(
+        max_steps=400,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, DataLoader(wave_batches(sim, 4096, 64, 400, seed=0), batch_size=None))
     test = wave_batches(sim, 512, 512, 1, seed=1)[0]
     model.eval()
@@ -101,8 +119,7 @@ def test_learns_the_decaying_wave_through_its_one_mode(tmp_path, single_threaded
 
 def test_log_time_needs_positive_times():
     sim = DecayingWave(size=4, n_steps=2)
-    model = ReducedBasisSurrogate(sim.fields, 2, net=partial(MLP, hidden=(4,)), n_modes=2,
-                                  time_features=("log_t",))
+    model = ReducedBasisSurrogate(sim.fields, 2, net=partial(MLP, hidden=(4,)), n_modes=2, time_features=("log_t",))
     batch = {"params": torch.ones(3, 2), "t": torch.tensor([0.0, 0.5, 1.0]), "fields": torch.ones(3, 4)}
     with pytest.raises(ValueError, match="t <= 0"):
         model.normalized_batch(batch)

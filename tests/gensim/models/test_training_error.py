@@ -26,8 +26,13 @@ def stream_rows(n_sims: int, n_steps: int) -> dict[str, torch.Tensor]:
     """Every (simulation, step) row of a toy stream; fields carry their own sim_id and step."""
     sim_id = torch.arange(n_sims).repeat_interleave(n_steps)
     step = torch.arange(n_steps).repeat(n_sims)
-    return {"sim_id": sim_id, "step": step, "params": torch.stack([sim_id, sim_id], 1).float(),
-            "t": step.float(), "fields": torch.stack([sim_id, step], 1).float()}
+    return {
+        "sim_id": sim_id,
+        "step": step,
+        "params": torch.stack([sim_id, sim_id], 1).float(),
+        "t": step.float(),
+        "fields": torch.stack([sim_id, step], 1).float(),
+    }
 
 
 def draws(rows: dict[str, torch.Tensor], n_batches: int, batch_size: int, seed: int):
@@ -63,7 +68,7 @@ def test_probe_keeps_the_smallest_hashes_of_the_distinct_rows_seen_whatever_the_
     order = torch.randperm(2000, generator=torch.Generator().manual_seed(2))
     replay = TrainingProbe(64)
     for start in range(0, 2000, 50):
-        index = torch.cat([order[start:start + 50], order[:10]])
+        index = torch.cat([order[start : start + 50], order[:10]])
         replay.offer({k: v[index] for k, v in rows.items()})
     assert sorted(replay.hashes.tolist()) == bottom_hashes([rows], 64)
 
@@ -74,7 +79,7 @@ def test_probe_is_uniform_over_the_stream_and_offering_again_changes_nothing():
     rows = stream_rows(1000, 10)
     probe = TrainingProbe(500)
     for start in range(0, 10_000, 100):  # in stream order, each row once
-        probe.offer({k: v[start:start + 100] for k, v in rows.items()})
+        probe.offer({k: v[start : start + 100] for k, v in rows.items()})
     late = (probe.rows["fields"][:, 0] >= 500).float().mean().item()
     # Binomial(500, 1/2) over a hash: sd 0.022; 4 sd either side.
     assert abs(late - 0.5) < 0.09, late
@@ -102,12 +107,18 @@ def wave_batches(sim: DecayingWave, n_rows: int, batch_size: int, n_batches: int
     p = sim.space.from_unit(rng.random((n_rows, 2)))
     steps = rng.integers(0, sim.n_steps, n_rows)
     y = np.stack([sim.exact(pi, sim.times[k]) for pi, k in zip(p, steps)])
-    data = {"params": torch.tensor(p, dtype=torch.float32), "t": torch.tensor(sim.times[steps], dtype=torch.float32),
-            "fields": torch.tensor(y, dtype=torch.float32), "sim_id": torch.arange(n_rows),
-            "step": torch.tensor(steps)}
+    data = {
+        "params": torch.tensor(p, dtype=torch.float32),
+        "t": torch.tensor(sim.times[steps], dtype=torch.float32),
+        "fields": torch.tensor(y, dtype=torch.float32),
+        "sim_id": torch.arange(n_rows),
+        "step": torch.tensor(steps),
+    }
     gen = torch.Generator().manual_seed(seed)
-    return [{k: v[idx] for k, v in data.items()}
-            for idx in (torch.randint(n_rows, (batch_size,), generator=gen) for _ in range(n_batches))]
+    return [
+        {k: v[idx] for k, v in data.items()}
+        for idx in (torch.randint(n_rows, (batch_size,), generator=gen) for _ in range(n_batches))
+    ]
 
 
 def test_training_error_is_logged_beside_the_heldout_error_and_shows_memorization(tmp_path, single_threaded):
@@ -117,11 +128,19 @@ def test_training_error_is_logged_beside_the_heldout_error_and_shows_memorizatio
     sim = DecayingWave(size=16, n_steps=10)
     train = wave_batches(sim, 16, 16, 600, seed=0)
     heldout = wave_batches(sim, 256, 256, 1, seed=1)[0]
-    model = DeterministicSurrogate(sim.fields, 2, net=partial(MLP, hidden=(32, 32)), lr=3e-3, warmup_steps=10,
-                                   normalizer_warmup_batches=5)
-    trainer = L.Trainer(max_steps=600, val_check_interval=600, num_sanity_val_steps=0, logger=False,
-                        enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    model = DeterministicSurrogate(
+        sim.fields, 2, net=partial(MLP, hidden=(32, 32)), lr=3e-3, warmup_steps=10, normalizer_warmup_batches=5
+    )
+    trainer = L.Trainer(
+        max_steps=600,
+        val_check_interval=600,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
     val = DataLoader([{k: heldout[k] for k in ("params", "t", "fields")}], batch_size=None)
     trainer.fit(model, DataLoader(train, batch_size=None), val)
     logged = trainer.callback_metrics
@@ -130,8 +149,11 @@ def test_training_error_is_logged_beside_the_heldout_error_and_shows_memorizatio
     with torch.no_grad():
         rows = model.train_probe.rows
         expected = summarize_errors(relative_l2(model(rows["params"], rows["t"]), rows["fields"], sim.fields))
-    assert metrics == {"train_rel_l2_mean": pytest.approx(expected["mean"], rel=1e-12),
-                       "train_rel_l2_p99": pytest.approx(expected["p99"], rel=1e-12), "train_probe_rows": 16}
+    assert metrics == {
+        "train_rel_l2_mean": pytest.approx(expected["mean"], rel=1e-12),
+        "train_rel_l2_p99": pytest.approx(expected["p99"], rel=1e-12),
+        "train_probe_rows": 16,
+    }
     # Logged in float32 at the last validation (after the last step): the same numbers.
     assert float(logged["train_rel_l2_mean"]) == pytest.approx(expected["mean"], rel=1e-6)
     assert float(logged["train_rel_l2_p99"]) == pytest.approx(expected["p99"], rel=1e-6)
@@ -141,8 +163,13 @@ def test_training_error_is_logged_beside_the_heldout_error_and_shows_memorizatio
 
 
 def test_steps_per_simulation_sets_max_steps_from_the_budget():
-    cfg = OmegaConf.create({"schedule": {"steps_per_simulation": None}, "trainer": {"max_steps": 6000},
-                            "launcher": {"max_simulations": 128}})
+    cfg = OmegaConf.create(
+        {
+            "schedule": {"steps_per_simulation": None},
+            "trainer": {"max_steps": 6000},
+            "launcher": {"max_simulations": 128},
+        }
+    )
     assert scheduled_max_steps(cfg) == 6000
     cfg.schedule.steps_per_simulation = 80
     assert scheduled_max_steps(cfg) == 80 * 128

@@ -19,11 +19,11 @@ import math
 
 import numpy as np
 import pytest
+from simulation_contract import SimulationContract
 
 from gensim.simulations import Burgers2D
 from gensim.simulations.burgers2d import etdrk4_burgers, etdrk4_coefficients, wave_vectors
 from gensim.simulations.plume2d import cell_centres
-from simulation_contract import SimulationContract
 
 
 def last(iterator):
@@ -130,8 +130,9 @@ def test_time_stepping_is_fourth_order():
     u0 = sim.initial_field(rng.uniform(-1, 1, 2 * len(sim.wave_vectors)))
     direction, viscosity = (math.cos(0.4), math.sin(0.4)), 0.03
     reference = last(etdrk4_burgers(u0, direction, viscosity, 0.2 / 640, 640))
-    errors = [np.abs(last(etdrk4_burgers(u0, direction, viscosity, 0.2 / m, m)) - reference).max()
-              for m in (10, 20, 40)]
+    errors = [
+        np.abs(last(etdrk4_burgers(u0, direction, viscosity, 0.2 / m, m)) - reference).max() for m in (10, 20, 40)
+    ]
     orders = np.log2(np.array(errors[:-1]) / errors[1:])
     np.testing.assert_allclose(orders, 4.0, atol=0.3)
     assert errors[-1] < 1e-6
@@ -166,10 +167,15 @@ def test_initial_field_orientation_and_scale():
     sim = Burgers2D(grid=16, n_steps=1, max_wavenumber=1, amplitude=2.0)
     x = cell_centres(16)
     # c_1_0 (k = (1, 0)): a cosine along x, i.e. along the columns; scale A / sqrt(M), M = 2.
-    np.testing.assert_allclose(sim.initial_field([0, 0, 1, 0]), np.tile(np.sqrt(2) * np.cos(2 * np.pi * x), (16, 1)),
-                               rtol=0, atol=1e-14)
-    np.testing.assert_allclose(sim.initial_field([0, 1, 0, 0]), np.tile(np.sqrt(2) * np.sin(2 * np.pi * x)[:, None], (1, 16)),
-                               rtol=0, atol=1e-14)
+    np.testing.assert_allclose(
+        sim.initial_field([0, 0, 1, 0]), np.tile(np.sqrt(2) * np.cos(2 * np.pi * x), (16, 1)), rtol=0, atol=1e-14
+    )
+    np.testing.assert_allclose(
+        sim.initial_field([0, 1, 0, 0]),
+        np.tile(np.sqrt(2) * np.sin(2 * np.pi * x)[:, None], (1, 16)),
+        rtol=0,
+        atol=1e-14,
+    )
 
 
 def test_small_amplitude_limit_decays_each_mode_exactly():

@@ -37,7 +37,8 @@ def test_the_example_solver_matches_the_exact_solution() -> None:
 
 def test_parameters_reach_the_process_as_arguments_environment_and_json(tmp_path: Path) -> None:
     script = tmp_path / "echo.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import json, os, sys
         import numpy as np
         from gensim.client import Client
@@ -51,7 +52,8 @@ def test_parameters_reach_the_process_as_arguments_environment_and_json(tmp_path
             for step in range(int(os.environ["GENSIM_N_STEPS"])):
                 client.send(step, step, {"u": np.full(16, a * 10 + doc["params"]["k"], np.float32)})
             client.end()
-    """))
+    """)
+    )
     sim = external(["{python}", str(script), "{a}", "{params_file}", "{seed}"], n_steps=3)
     params = np.array([1.25, 0.375])  # exact in binary: the values compare exactly
     steps = list(sim.run(params, seed=11))
@@ -91,34 +93,46 @@ def test_a_command_that_sends_no_end_fails() -> None:
         list(sim.run(np.array([1.5, 0.5])))
 
 
-@pytest.mark.parametrize("size, match", [
-    # float64 (4,): a message of the right size, its header checked: the dtype comes first.
-    (4, r"\[dtype\] field 'u': expected dtype float32, got float64 \(header: u float64 \(4,\); "
-        r"expected u float32 \(16,\)\)"),
-    # float64 (48,): a frame of 384 bytes, a message of 528, over twice a valid one (208 bytes):
-    # refused while received, yet the log says what the header claimed. (A single frame over
-    # the limit is dropped by ZeroMQ itself, unseen: test_a_command_that_sends_no_end_fails.)
-    (48, r"too_large.*claims simulation 0 and fields u float64 \(48,\), expected u float32 \(16,\)"),
-], ids=["dtype", "too_large"])
+@pytest.mark.parametrize(
+    "size, match",
+    [
+        # float64 (4,): a message of the right size, its header checked: the dtype comes first.
+        (
+            4,
+            r"\[dtype\] field 'u': expected dtype float32, got float64 \(header: u float64 \(4,\); "
+            r"expected u float32 \(16,\)\)",
+        ),
+        # float64 (48,): a frame of 384 bytes, a message of 528, over twice a valid one (208 bytes):
+        # refused while received, yet the log says what the header claimed. (A single frame over
+        # the limit is dropped by ZeroMQ itself, unseen: test_a_command_that_sends_no_end_fails.)
+        (48, r"too_large.*claims simulation 0 and fields u float64 \(48,\), expected u float32 \(16,\)"),
+    ],
+    ids=["dtype", "too_large"],
+)
 def test_rejected_messages_name_the_expected_and_received_header(tmp_path: Path, size: int, match: str) -> None:
     script = tmp_path / "wrong.py"  # float64 where float32 (16,) is declared
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import numpy as np
         from gensim.client import Client
         with Client.from_env() as client:
             for step in range(10):
                 client.send(step, 0.1 * (step + 1), {{"u": np.ones({size})}})
             client.end()
-    """))
+    """)
+    )
     sim = external(["{python}", str(script)])
     with pytest.raises(ExternalRunError, match=match):
         list(sim.run(np.array([1.5, 0.5])))
 
 
-@pytest.mark.parametrize("command, match", [
-    ("{python} solver.py {nope}", "bad placeholder 'nope'"),
-    ("", "simulation.command is empty"),
-])
+@pytest.mark.parametrize(
+    "command, match",
+    [
+        ("{python} solver.py {nope}", "bad placeholder 'nope'"),
+        ("", "simulation.command is empty"),
+    ],
+)
 def test_bad_commands_are_refused_at_construction(command: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         external(command)

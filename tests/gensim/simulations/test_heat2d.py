@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu, spsolve
+from simulation_contract import SimulationContract
 
 from gensim.simulations import Heat2D
 from gensim.simulations.heat2d import implicit_euler_heat, node_coordinates
-from simulation_contract import SimulationContract
 
 EPS64 = np.finfo(np.float64).eps
 # Casting to float32 rounds by at most half an ulp (2**-16 at 500); compared sides differ by at

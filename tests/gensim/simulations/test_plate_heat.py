@@ -11,8 +11,7 @@ from simulation_contract import SimulationContract
 from skfem import Basis, ElementTriP1, Functional, LinearForm, asm
 
 from gensim.simulations.meshes import plate_with_holes, signed_areas
-from gensim.simulations.plate_heat import (KAPPA_TRANSITION, PlateHeat, conductivity, p1_matrices,
-                                           theta_scheme_heat)
+from gensim.simulations.plate_heat import KAPPA_TRANSITION, PlateHeat, conductivity, p1_matrices, theta_scheme_heat
 
 HOLES_AREA = 2 * math.pi * 0.2**2
 
@@ -74,9 +73,11 @@ def manufactured_l2_error(h: float, t_final: float = 0.5) -> float:
     def decaying(v, w):
         x, y = w.x
         k = conductivity(x, RATIO)
-        return (-(1 + 0.5 * np.sin(np.pi * x) * np.cos(np.pi * y))
-                - kappa_prime(x) * 0.5 * np.pi * np.cos(np.pi * x) * np.cos(np.pi * y)
-                + k * np.pi**2 * np.sin(np.pi * x) * np.cos(np.pi * y)) * v
+        return (
+            -(1 + 0.5 * np.sin(np.pi * x) * np.cos(np.pi * y))
+            - kappa_prime(x) * 0.5 * np.pi * np.cos(np.pi * x) * np.cos(np.pi * y)
+            + k * np.pi**2 * np.sin(np.pi * x) * np.cos(np.pi * y)
+        ) * v
 
     @LinearForm
     def steady(v, w):
@@ -86,8 +87,17 @@ def manufactured_l2_error(h: float, t_final: float = 0.5) -> float:
     fixed = np.unique(np.concatenate([mesh.boundary[k] for k in ("left", "right", "holes")]))
     xf, yf = mesh.nodes[fixed].T
     n = math.ceil(t_final / (h / 2))
-    *_, u = theta_scheme_heat(mass, stiffness, exact(*mesh.nodes.T, 0.0), fixed, lambda t: exact(xf, yf, t),
-                              lambda t: np.exp(-t) * load_a + load_b, t_final / n, n, theta=0.5)
+    *_, u = theta_scheme_heat(
+        mass,
+        stiffness,
+        exact(*mesh.nodes.T, 0.0),
+        fixed,
+        lambda t: exact(xf, yf, t),
+        lambda t: np.exp(-t) * load_a + load_b,
+        t_final / n,
+        n,
+        theta=0.5,
+    )
     fine = Basis(basis.mesh, ElementTriP1(), intorder=4)
 
     @Functional

@@ -13,10 +13,10 @@ import math
 
 import numpy as np
 import pytest
+from simulation_contract import SimulationContract
 
 from gensim.simulations import Plume2D
 from gensim.simulations.plume2d import cell_centres, periodic_gaussian, spectral_advection_diffusion
-from simulation_contract import SimulationContract
 
 EPS64 = np.finfo(np.float64).eps
 ATOL32 = 2 * float(np.spacing(np.float32(1.0)))
@@ -48,7 +48,8 @@ def test_fourier_mode_decays_and_travels_exactly(n, p, q):
     c0 = np.cos(2 * np.pi * (p * X + q * Y))
     for t, c in zip(times, spectral_advection_diffusion(c0, velocity, diffusivity, times), strict=True):
         exact = np.exp(-4 * np.pi**2 * diffusivity * (p**2 + q**2) * t) * np.cos(
-            2 * np.pi * (p * (X - velocity[0] * t) + q * (Y - velocity[1] * t)))
+            2 * np.pi * (p * (X - velocity[0] * t) + q * (Y - velocity[1] * t))
+        )
         np.testing.assert_allclose(c, exact, rtol=0, atol=atol64(1.0))
 
 

@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 import pytest
+from simulation_contract import SimulationContract
 
 from gensim.simulations import StochasticHeat
-from simulation_contract import SimulationContract
 
 M = 400  # realizations per Monte Carlo check
 Z = 5.0  # allowed standard errors
@@ -60,8 +60,9 @@ def test_exact_mean_is_the_decaying_initial_pattern():
     lam = lambda kx, ky: 4 / h**2 * (np.sin(np.pi * kx * h) ** 2 + np.sin(np.pi * ky * h) ** 2)  # noqa: E731
     x = np.arange(12) * h
     xx, yy = np.meshgrid(x, x)
-    expected = (np.exp(-(d * lam(1, 1) + gamma) * t) * np.sin(2 * np.pi * xx) * np.sin(2 * np.pi * yy)
-                + 0.5 * np.exp(-(d * lam(1, 2) + gamma) * t) * np.cos(2 * np.pi * (xx + 2 * yy)))
+    expected = np.exp(-(d * lam(1, 1) + gamma) * t) * np.sin(2 * np.pi * xx) * np.sin(2 * np.pi * yy) + 0.5 * np.exp(
+        -(d * lam(1, 2) + gamma) * t
+    ) * np.cos(2 * np.pi * (xx + 2 * yy))
     mean, std = sim.exact_moments(PARAMS, t)
     np.testing.assert_allclose(mean, expected, rtol=0, atol=1e-13)  # float64 FFT round-off
     assert np.all(std == std[0, 0]) and std[0, 0] > 0  # homogeneous fluctuations
@@ -111,8 +112,9 @@ def test_fourier_mean_and_spectrum_match_the_exact_law(n_steps):
     assert kept.sum() >= 50
     real = self_mirrored(16)
     se_mean = np.sqrt(np.where(real, var, var / 2) / M)  # per real or imaginary part
-    z_mean = np.concatenate([((c.real.mean(0) - mean.real) / se_mean)[kept],
-                             ((c.imag.mean(0) - mean.imag) / se_mean)[kept & ~real]])
+    z_mean = np.concatenate(
+        [((c.real.mean(0) - mean.real) / se_mean)[kept], ((c.imag.mean(0) - mean.imag) / se_mean)[kept & ~real]]
+    )
     assert np.max(np.abs(z_mean)) < Z, np.max(np.abs(z_mean))
     power = (np.abs(c - mean) ** 2 / var).mean(0)
     se_power = np.where(real, np.sqrt(2 / M), 1 / np.sqrt(M))

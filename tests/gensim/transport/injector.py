@@ -52,8 +52,11 @@ def readable_material(run_dir: Path) -> tuple[bytes, list[dict]]:
     for pid, cmdline in cmdlines.items():
         # The study's workers: children of the gensim-train whose command line names run_dir.
         args = cmdline.split(b"\0")
-        if (b"gensim.launch.worker" in args and b"--simulation" in args
-                and str(run_dir).encode() in cmdlines.get(parents.get(pid), b"")):
+        if (
+            b"gensim.launch.worker" in args
+            and b"--simulation" in args
+            and str(run_dir).encode() in cmdlines.get(parents.get(pid), b"")
+        ):
             try:
                 configs.append(json.loads(args[args.index(b"--simulation") + 1]))
             except (IndexError, ValueError):
@@ -142,8 +145,7 @@ def main(address: str, study_hex: str, password: str, run_dir: str, out: str) ->
             sock.close(linger=30_000)  # until the receiver has them all
     finally:
         ctx.term()
-    Path(out).write_text(json.dumps({"sent": sent, "n_keys": len(keys), "ids": ids,
-                                     "material_bytes": len(material)}))
+    Path(out).write_text(json.dumps({"sent": sent, "n_keys": len(keys), "ids": ids, "material_bytes": len(material)}))
     Path(out + ".material").write_bytes(material)  # for the test to audit
 
 

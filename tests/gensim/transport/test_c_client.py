@@ -59,10 +59,14 @@ def test_the_documented_c_client_is_accepted(tmp_path: Path) -> None:
         skip("no C compiler")
     source = tmp_path / "sim.c"
     source.write_text(c_example())
-    build = subprocess.run([cc, "-std=c11", "-Wall", "-Werror", "-O1", str(source), "-o", str(tmp_path / "sim"),
-                            "-lzmq", "-lcrypto"], capture_output=True, text=True)
-    if build.returncode != 0 and ("zmq.h" in build.stderr or "openssl/" in build.stderr
-                                  or "cannot find -l" in build.stderr):
+    build = subprocess.run(
+        [cc, "-std=c11", "-Wall", "-Werror", "-O1", str(source), "-o", str(tmp_path / "sim"), "-lzmq", "-lcrypto"],
+        capture_output=True,
+        text=True,
+    )
+    if build.returncode != 0 and (
+        "zmq.h" in build.stderr or "openssl/" in build.stderr or "cannot find -l" in build.stderr
+    ):
         skip(f"libzmq or OpenSSL development files missing: {build.stderr.strip()[:200]}")
     assert build.returncode == 0, build.stderr
 
@@ -102,16 +106,37 @@ def _wait(pred, timeout=10.0):
 
 def test_the_c_client_sends_the_bytes_of_the_python_client(c_build: Path, tmp_path: Path) -> None:
     program = tmp_path / "fixed_stream"
-    subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", f"-I{CLIENT}", str(Path(__file__).parent / "c_fixed_stream.c"),
-                    "-o", str(program), f"-L{c_build}", "-lgensim_client", "-lzmq", "-lcrypto"], check=True)
+    subprocess.run(
+        [
+            "cc",
+            "-std=c11",
+            "-Wall",
+            "-Werror",
+            f"-I{CLIENT}",
+            str(Path(__file__).parent / "c_fixed_stream.c"),
+            "-o",
+            str(program),
+            f"-L{c_build}",
+            "-lgensim_client",
+            "-lzmq",
+            "-lcrypto",
+        ],
+        check=True,
+    )
     key, sim_id = wire.new_key(), -(2**62) + 12345  # a negative id: the int64 goes through as is
 
     def python_stream(address: str) -> None:
         fields = (FieldSpec("u", (3, 4), "float32"), FieldSpec("velocity", (5,), "float64"))
         with Client(address, key, sim_id, fields=fields) as client:
             for step in range(3):
-                client.send(step, 0.5 * (step + 1), {"u": 0.25 * np.arange(12, dtype=np.float32).reshape(3, 4) + step,
-                                                     "velocity": np.arange(5) / 8.0 - step})
+                client.send(
+                    step,
+                    0.5 * (step + 1),
+                    {
+                        "u": 0.25 * np.arange(12, dtype=np.float32).reshape(3, 4) + step,
+                        "velocity": np.arange(5) / 8.0 - step,
+                    },
+                )
             client.end()
 
     def c_stream(address: str) -> None:
@@ -162,13 +187,20 @@ def test_the_c_heat2d_example_matches_its_exact_solution(c_build: Path) -> None:
     params = {"wall": 300.0, "amplitude": 80.0, "log10_diffusivity": -0.5}
     key, n, n_steps = wire.new_key(), 12, 5
     got = []
-    with Receiver((FieldSpec("u", (n, n), "float32"),), key, n_steps=n_steps,
-                  times=0.02 * np.arange(1, n_steps + 1)) as rx:
+    with Receiver(
+        (FieldSpec("u", (n, n), "float32"),), key, n_steps=n_steps, times=0.02 * np.arange(1, n_steps + 1)
+    ) as rx:
         rx.register(3, np.zeros(3), got.append)
-        env = {**os.environ, "GENSIM_ADDRESS": rx.address, "GENSIM_TOKEN": key.hex(), "GENSIM_SIM_ID": "3",
-               **{f"GENSIM_PARAM_{k}": repr(v) for k, v in params.items()}}
-        run = subprocess.run([str(c_build / "heat2d"), str(n), str(n_steps), "0.1"], env=env,
-                             capture_output=True, text=True, timeout=60)
+        env = {
+            **os.environ,
+            "GENSIM_ADDRESS": rx.address,
+            "GENSIM_TOKEN": key.hex(),
+            "GENSIM_SIM_ID": "3",
+            **{f"GENSIM_PARAM_{k}": repr(v) for k, v in params.items()},
+        }
+        run = subprocess.run(
+            [str(c_build / "heat2d"), str(n), str(n_steps), "0.1"], env=env, capture_output=True, text=True, timeout=60
+        )
         assert run.returncode == 0, run.stderr
         assert rx.wait_finished([3], timeout=10)
         assert rx.stats().rejected == {}
@@ -182,29 +214,43 @@ def test_the_c_heat2d_example_matches_its_exact_solution(c_build: Path) -> None:
 
 
 @pytest.mark.slow
-
-
 def test_the_c_heat2d_example_trains_a_study_from_a_config_folder_of_its_own(c_build: Path, tmp_path: Path) -> None:
     """As docs/your-own-solver.md says: the solver's description in a folder outside the package,
     selected with --config-dir; the study is named after it."""
     (tmp_path / "conf" / "simulation").mkdir(parents=True)
-    (tmp_path / "conf" / "simulation" / "heat2d_c.yaml").write_text(textwrap.dedent(f"""
+    (tmp_path / "conf" / "simulation" / "heat2d_c.yaml").write_text(
+        textwrap.dedent(f"""
         defaults:
           - external
           - _self_
-        command: "{c_build / 'heat2d'} 8 5 0.1"
+        command: "{c_build / "heat2d"} 8 5 0.1"
         parameters: {{wall: [100.0, 500.0], amplitude: [0.0, 100.0], log10_diffusivity: [-2.5, -0.5]}}
         fields: [{{name: u, shape: [8, 8], dtype: float32}}]
         n_steps: 5
-    """))
+    """)
+    )
     overrides = [
-        "--config-dir", str(tmp_path / "conf"), "simulation=heat2d_c",
-        "launcher.max_simulations=16", "data.n_validation=2", "data.watermark=32", "data.batch_size=16",
-        "data.steps_per_epoch=20", "buffer.capacity=64", "model.net.hidden=[32]", "model.warmup_steps=5",
-        "model.normalizer_warmup_batches=2", "trainer.max_steps=40",
+        "--config-dir",
+        str(tmp_path / "conf"),
+        "simulation=heat2d_c",
+        "launcher.max_simulations=16",
+        "data.n_validation=2",
+        "data.watermark=32",
+        "data.batch_size=16",
+        "data.steps_per_epoch=20",
+        "buffer.capacity=64",
+        "model.net.hidden=[32]",
+        "model.warmup_steps=5",
+        "model.normalizer_warmup_batches=2",
+        "trainer.max_steps=40",
     ]
-    proc = subprocess.Popen([sys.executable, "-m", "gensim.train", *overrides], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gensim.train", *overrides],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         out, _ = proc.communicate(timeout=150)
     finally:

@@ -22,8 +22,9 @@ SKIP = pytest.fail if os.environ.get("CI") == "true" else pytest.skip
 def test_the_fortran_example_streams_the_exact_solution(tmp_path: Path) -> None:
     if shutil.which("gfortran") is None or shutil.which("cc") is None:
         SKIP("gfortran or a C compiler missing")
-    build = subprocess.run([str(ROOT / "clients" / "fortran" / "build.sh"), str(tmp_path)], capture_output=True,
-                           text=True, timeout=180)
+    build = subprocess.run(
+        [str(ROOT / "clients" / "fortran" / "build.sh"), str(tmp_path)], capture_output=True, text=True, timeout=180
+    )
     if build.returncode != 0 and any(m in build.stderr for m in ("zmq.h", "openssl/", "cannot find -l")):
         SKIP(f"libzmq or OpenSSL development files missing: {build.stderr.strip()[:200]}")
     assert build.returncode == 0, build.stderr
@@ -31,8 +32,14 @@ def test_the_fortran_example_streams_the_exact_solution(tmp_path: Path) -> None:
     params, key, got = np.array([1.75, 0.625]), wire.new_key(), []
     with Receiver(sim.fields, key, n_steps=sim.n_steps, times=sim.times) as rx:
         rx.register(11, params, got.append)
-        env = {**os.environ, "GENSIM_ADDRESS": rx.address, "GENSIM_TOKEN": key.hex(), "GENSIM_SIM_ID": "11",
-               "GENSIM_PARAM_a": repr(float(params[0])), "GENSIM_PARAM_k": repr(float(params[1]))}
+        env = {
+            **os.environ,
+            "GENSIM_ADDRESS": rx.address,
+            "GENSIM_TOKEN": key.hex(),
+            "GENSIM_SIM_ID": "11",
+            "GENSIM_PARAM_a": repr(float(params[0])),
+            "GENSIM_PARAM_k": repr(float(params[1])),
+        }
         run = subprocess.run([str(tmp_path / "decay"), "12", "6"], env=env, capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
         assert rx.wait_finished([11], timeout=10)

@@ -77,8 +77,14 @@ def frame_of(step: int, sim_id: int, value: float = 1.0) -> np.ndarray:
     return np.full((16, 16), value + step + 1000 * sim_id, np.float32)
 
 
-def message(sim_id: int, step: int, t: float | None = None, key: bytes = KEY, study: bytes | None = None,
-            u: np.ndarray | None = None) -> list[bytes]:
+def message(
+    sim_id: int,
+    step: int,
+    t: float | None = None,
+    key: bytes = KEY,
+    study: bytes | None = None,
+    u: np.ndarray | None = None,
+) -> list[bytes]:
     t = TIMES[min(step, N_STEPS - 1)] if t is None else t
     header = wire.encode_header(STUDY if study is None else study, sim_id, step, t, FIELDS)
     return wire.sign(key, [header, (frame_of(step, sim_id) if u is None else u).tobytes()])
@@ -91,8 +97,17 @@ def end_message(sim_id: int, key: bytes = KEY) -> list[bytes]:
 REPLAYS = [message(REPLAYED, step) for step in range(N_STEPS)]
 #: Reasons that neither random bytes nor a garbled header can produce (they need a valid tag and
 #: a registered simulation): counted exactly.
-CERTAIN = ("duplicate", "duplicate_end", "finished_sim", "step_range", "time_range", "non_finite",
-           "fields", "shape", "frame_size")
+CERTAIN = (
+    "duplicate",
+    "duplicate_end",
+    "finished_sim",
+    "step_range",
+    "time_range",
+    "non_finite",
+    "fields",
+    "shape",
+    "frame_size",
+)
 
 # ------------------------------------------------------------------ hostile messages
 # Each strategy draws (frames, reason): reason is the one reason the receiver must give, or None
@@ -109,7 +124,7 @@ def garbled_header(draw):
     frames = message(UNKNOWN, draw(st.integers(0, N_STEPS - 1)))
     header = bytearray(frames[0])
     if draw(st.booleans()):
-        del header[draw(st.integers(0, len(header) - 1)):]  # truncated
+        del header[draw(st.integers(0, len(header) - 1)) :]  # truncated
     else:
         offsets = [*range(0, 24), *range(48, len(header))]
         for _ in range(draw(st.integers(1, 4))):
@@ -149,9 +164,25 @@ def wrong_tag(draw):
 @st.composite
 def impossible(draw):
     """Authentic (signed with the key) but impossible: the checks after the tag must catch it."""
-    kind = draw(st.sampled_from(["replay", "step", "time", "nan_time", "nan_field", "after_end",
-                                 "second_end", "unknown", "other_study", "shape", "dtype", "frame_size",
-                                 "names"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "replay",
+                "step",
+                "time",
+                "nan_time",
+                "nan_field",
+                "after_end",
+                "second_end",
+                "unknown",
+                "other_study",
+                "shape",
+                "dtype",
+                "frame_size",
+                "names",
+            ]
+        )
+    )
     if kind == "replay":
         return list(draw(st.sampled_from(REPLAYS))), "duplicate"
     if kind == "step":
@@ -343,10 +374,19 @@ def test_fuzzed_hostile_traffic_is_all_rejected_and_the_valid_stream_arrives():
         # The large senders, in parallel with everything below.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         password = wire.zap_password(KEY).decode()
-        for role, pw in (("frames", password), ("frames", password), ("huge", password), ("huge", password),
-                         ("stranger", "-"), ("stranger", wire.zap_password(OTHER_KEY).decode())):
-            children.append(subprocess.Popen([sys.executable, "-c", LARGE_SENDER, address, pw, role],
-                                             stdout=subprocess.PIPE, text=True, env=env))
+        for role, pw in (
+            ("frames", password),
+            ("frames", password),
+            ("huge", password),
+            ("huge", password),
+            ("stranger", "-"),
+            ("stranger", wire.zap_password(OTHER_KEY).decode()),
+        ):
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", LARGE_SENDER, address, pw, role], stdout=subprocess.PIPE, text=True, env=env
+                )
+            )
         errors: list = []
         valid = threading.Thread(target=stream_valid, args=(address, errors), daemon=True)
         valid.start()
@@ -354,8 +394,14 @@ def test_fuzzed_hostile_traffic_is_all_rejected_and_the_valid_stream_arrives():
         expected: dict[str, int] = {}
         sent = {"n": 0}
 
-        @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-                  phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(st.lists(hostile, min_size=PER_EXAMPLE, max_size=PER_EXAMPLE))
         def fuzz(batch):
             for frames, reason in batch:
@@ -397,10 +443,12 @@ def test_fuzzed_hostile_traffic_is_all_rejected_and_the_valid_stream_arrives():
         assert "internal" not in final.rejected and "sink_error" not in final.rejected
         # The strangers never got in: each of their (re)connections was refused.
         assert final.refused_connections >= 2
-        print(f"\n{n_hostile} hostile messages + {n_frames_msgs} messages of 128 frames (200 MiB) + "
-              f"2 frames of 150 MiB + 300 MiB from 2 strangers, in {elapsed:.1f} s; "
-              f"rejected {final.rejected}; refused connections {final.refused_connections}; trainer "
-              f"RSS growth {growth / 2**20:.1f} MiB (bound {RSS_BOUND / 2**20:.0f} MiB)")
+        print(
+            f"\n{n_hostile} hostile messages + {n_frames_msgs} messages of 128 frames (200 MiB) + "
+            f"2 frames of 150 MiB + 300 MiB from 2 strangers, in {elapsed:.1f} s; "
+            f"rejected {final.rejected}; refused connections {final.refused_connections}; trainer "
+            f"RSS growth {growth / 2**20:.1f} MiB (bound {RSS_BOUND / 2**20:.0f} MiB)"
+        )
         assert growth <= RSS_BOUND, f"RSS grew by {growth / 2**20:.1f} MiB"
     finally:
         for child in children:

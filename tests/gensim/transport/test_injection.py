@@ -14,7 +14,6 @@ the connections without the password refused, and the key nowhere in what the pr
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -45,8 +44,11 @@ def _wait_for_worker(proc: subprocess.Popen, timeout: float) -> psutil.Process:
 
 def _receiver_address(pid: int) -> str:
     """The study's loopback TCP listener (the defender's view: the attacker would scan for it)."""
-    ports = {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp")
-             if c.status == psutil.CONN_LISTEN and c.laddr.ip == "127.0.0.1"}
+    ports = {
+        c.laddr.port
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.ip == "127.0.0.1"
+    }
     assert len(ports) == 1, f"expected one receiver port, got {ports}"
     return f"tcp://127.0.0.1:{ports.pop()}"
 
@@ -55,8 +57,12 @@ def _receiver_address(pid: int) -> str:
 @pytest.mark.slow
 def test_a_local_attacker_gets_no_sample_accepted(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "gensim.train", *TINY, f"hydra.run.dir={run_dir}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gensim.train", *TINY, f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         worker = _wait_for_worker(proc, 90)
         t0 = time.monotonic()
@@ -65,16 +71,28 @@ def test_a_local_attacker_gets_no_sample_accepted(tmp_path: Path) -> None:
         address = _receiver_address(proc.pid)
         out = tmp_path / "injector.json"
         attack = subprocess.run(
-            [sys.executable, str(HERE / "injector.py"), address, wire.study_id(key).hex(),
-             wire.zap_password(key).decode(), str(run_dir), str(out)],
-            capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                str(HERE / "injector.py"),
+                address,
+                wire.study_id(key).hex(),
+                wire.zap_password(key).decode(),
+                str(run_dir),
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert attack.returncode == 0, attack.stderr[-4000:]
         # Still training: every forged message was sent to a live receiver (raise
         # trainer.max_steps above if a slow machine makes this fail).
         assert proc.poll() is None, "the study ended before the attack did"
         attack_s = time.monotonic() - t0
         log, _ = proc.communicate(timeout=240)
-        print(f"attack took {attack_s:.1f} s; the study ended {time.monotonic() - t0:.1f} s after its first worker started")
+        print(
+            f"attack took {attack_s:.1f} s; the study ended {time.monotonic() - t0:.1f} s after its first worker started"
+        )
     finally:
         stop_process_tree(proc)
     assert proc.returncode == 0, log[-4000:]

@@ -47,12 +47,15 @@ def test_mesh_sent_once_and_data_carry_node_values_only(stream):
     assert rx.expected_message_bytes == wire.header_size(1) + wire.TAG_BYTES + 5 * 4
 
 
-@pytest.mark.parametrize(("mesh", "expected"), [
-    (FieldMesh(NODES[[1, 0, 2, 3, 4]], CELLS), "2 of 5 node coordinates differ"),
-    (FieldMesh(NODES + 1e-3, CELLS), "node coordinates differ"),
-    (FieldMesh(NODES, CELLS[:2]), "other cells"),
-    (FieldMesh(NODES[:, :1]), "1-D"),
-])
+@pytest.mark.parametrize(
+    ("mesh", "expected"),
+    [
+        (FieldMesh(NODES[[1, 0, 2, 3, 4]], CELLS), "2 of 5 node coordinates differ"),
+        (FieldMesh(NODES + 1e-3, CELLS), "node coordinates differ"),
+        (FieldMesh(NODES, CELLS[:2]), "other cells"),
+        (FieldMesh(NODES[:, :1]), "1-D"),
+    ],
+)
 def test_another_mesh_is_rejected_with_the_difference(stream, mesh, expected):
     rx, client, samples = stream
     # Sent raw: the client's own check would refuse a mesh of another size first.

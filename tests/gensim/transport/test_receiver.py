@@ -241,8 +241,10 @@ BAD_MESSAGES = {
     "short_tag": (lambda: valid_frames()[:-1] + [valid_frames()[-1][:16]], "auth"),
     "flipped_data_bit": (_flipped_data_bit, "auth"),
     "tag_of_another_step": (lambda: body() + valid_frames(step=1)[-1:], "auth"),
-    "frames_reshuffled": (lambda: [valid_frames()[0], *(lambda f: [f[1] + f[2][:8], f[2][8:]])(valid_frames()),
-                                   valid_frames()[-1]], "auth"),
+    "frames_reshuffled": (
+        lambda: [valid_frames()[0], *(lambda f: [f[1] + f[2][:8], f[2][8:]])(valid_frames()), valid_frames()[-1]],
+        "auth",
+    ),
     "unknown_sim": (lambda: valid_frames(sim_id=99), "unknown_sim"),
     "wrong_shape": (_wrong_shape, "shape"),
     "wrong_dtype": (_wrong_dtype, "dtype"),
@@ -471,8 +473,10 @@ def test_wait_finished_waiters_are_independent(make_receiver, raw_push):
         rx.register(sim_id, PARAMS, lambda s: None)
     push = raw_push(rx.address)
     results = {}
-    waiters = [threading.Thread(target=lambda key=key, ids=ids: results.__setitem__(key, rx.wait_finished(ids, 5)))
-               for key, ids in (("first", [0]), ("first_two", [0, 1]))]
+    waiters = [
+        threading.Thread(target=lambda key=key, ids=ids: results.__setitem__(key, rx.wait_finished(ids, 5)))
+        for key, ids in (("first", [0]), ("first_two", [0, 1]))
+    ]
     for waiter in waiters:
         waiter.start()
     for sim_id in (0, 1):

@@ -12,7 +12,16 @@ import time
 import numpy as np
 import pytest
 from test_receiver import (  # noqa: F401
-    PARAMS, TOKEN, body, end_frames, fields_at, make_receiver, raw_push, signed, valid_frames, wait_until,
+    PARAMS,
+    TOKEN,
+    body,
+    end_frames,
+    fields_at,
+    make_receiver,
+    raw_push,
+    signed,
+    valid_frames,
+    wait_until,
 )
 
 from gensim.transport import BatchSink, wire
@@ -208,8 +217,9 @@ def test_tags_of_a_large_batch_are_hashed_on_helper_threads(make_receiver, raw_p
 
 
 def test_tag_threads_must_be_a_positive_integer():
-    from gensim.transport import Receiver
     from test_receiver import SPECS
+
+    from gensim.transport import Receiver
 
     with pytest.raises(ValueError, match="tag_threads must be an integer >= 1"):
         Receiver(SPECS, TOKEN, tag_threads=0)

@@ -6,9 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zmq
-
-from gensim.client import Client
-from gensim.transport import wire
 from test_receiver import (  # noqa: F401 (fixtures)
     PARAMS,
     SPECS,
@@ -23,6 +20,9 @@ from test_receiver import (  # noqa: F401 (fixtures)
     valid_frames,
     wait_until,
 )
+
+from gensim.client import Client
+from gensim.transport import wire
 
 N_STEPS = 6
 TIMES = 0.1 * np.arange(1, N_STEPS + 1)  # a grid like the solvers': (step + 1) * dt

@@ -13,8 +13,15 @@ import zmq
 from gensim.client import Client
 from gensim.simulations import FieldSpec
 from gensim.transport.receiver import Receiver
-from gensim.transport.routing import (Endpoint, RankRouter, Registrar, RoutingRule, advertised,
-                                      control_address, sign_request)
+from gensim.transport.routing import (
+    Endpoint,
+    RankRouter,
+    Registrar,
+    RoutingRule,
+    advertised,
+    control_address,
+    sign_request,
+)
 
 FIELDS = [FieldSpec("u", (4,))]
 TOKEN = bytes(range(32))
@@ -62,8 +69,9 @@ def two_ranks():
     rx1 = Receiver(FIELDS, TOKEN).start()
     registrar = Registrar(rx1, {"train": got["train1"].append}, TOKEN)
     endpoints = [Endpoint(0, rx0.address), Endpoint(1, rx1.address, registrar.address)]
-    router = RankRouter(rx0, {"train": got["train0"].append, "validation": got["validation0"].append},
-                        endpoints, TOKEN, timeout_s=5.0)
+    router = RankRouter(
+        rx0, {"train": got["train0"].append, "validation": got["validation0"].append}, endpoints, TOKEN, timeout_s=5.0
+    )
     try:
         yield router, registrar, got
     finally:
@@ -109,12 +117,14 @@ def test_a_registration_without_a_valid_tag_is_refused(two_ranks):
         req.connect(registrar.address)
         request = {"sim_id": 5, "params": [1.0], "purpose": "train"}
         signed = json.loads(sign_request(TOKEN, request))
-        for bad in [sign_request(bytes(32), request),  # another key
-                    json.dumps({**request, "token": TOKEN.hex()}),  # version 1: the key itself, unsigned
-                    json.dumps({"body": json.dumps({**request, "sim_id": 6}), "mac": signed["mac"]}),  # altered
-                    json.dumps({"body": signed["body"]}),  # no tag
-                    sign_request(TOKEN, {**request, "purpose": "validation"}),  # not served by this rank
-                    json.dumps("not an object")]:
+        for bad in [
+            sign_request(bytes(32), request),  # another key
+            json.dumps({**request, "token": TOKEN.hex()}),  # version 1: the key itself, unsigned
+            json.dumps({"body": json.dumps({**request, "sim_id": 6}), "mac": signed["mac"]}),  # altered
+            json.dumps({"body": signed["body"]}),  # no tag
+            sign_request(TOKEN, {**request, "purpose": "validation"}),  # not served by this rank
+            json.dumps("not an object"),
+        ]:
             req.send_string(bad)
             assert req.poll(5000), "the registrar must answer every request"
             reply = json.loads(req.recv_string())
@@ -132,9 +142,13 @@ def test_a_rank_that_does_not_answer_is_a_clear_error():
     ctx = zmq.Context()
     silent = ctx.socket(zmq.REP)  # bound, never answers: a hung trainer process
     port = silent.bind_to_random_port("tcp://127.0.0.1")
-    router = RankRouter(rx0, {"train": print, "validation": print},
-                        [Endpoint(0, rx0.address), Endpoint(1, "tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}")],
-                        TOKEN, timeout_s=0.3)
+    router = RankRouter(
+        rx0,
+        {"train": print, "validation": print},
+        [Endpoint(0, rx0.address), Endpoint(1, "tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}")],
+        TOKEN,
+        timeout_s=0.3,
+    )
     try:
         router.assign(Record(0, [1.0], "train"))  # rank 0
         with pytest.raises(RuntimeError, match="did not acknowledge"):

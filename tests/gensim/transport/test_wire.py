@@ -196,7 +196,7 @@ def test_every_reason_is_documented():
     from pathlib import Path
 
     doc = (Path(__file__).parents[3] / "docs" / "wire-format.md").read_text()
-    table = doc[doc.index("## Checks (receiver side)"):doc.index("## Memory")]
+    table = doc[doc.index("## Checks (receiver side)") : doc.index("## Memory")]
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M))
     assert documented == set(wire.REASONS)
     assert len(wire.REASONS) == len(set(wire.REASONS))
