@@ -46,7 +46,8 @@ def test_plate_heat_neural_field_study(tmp_path: Path) -> None:
     assert proc.returncode == 0, out[-4000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["samples_rejected"] == 0 and metrics["simulations_failed"] == 0
-    assert metrics["samples_received"] == (4 + 1) * 5
+    assert metrics["samples_received"] == 4 * 5  # training samples; the held-out ones apart
+    assert metrics["heldout_samples_received"] == 1 * 5
     # The geometry went once per worker process (2 by default), not with each of the 25 steps.
     assert 1 <= metrics["meshes_verified"]["temperature"] <= 2
     assert all(math.isfinite(metrics[k]) for k in ("val_rel_l2_mean", "train_rel_l2_mean", "trivial_rel_l2_mean"))
