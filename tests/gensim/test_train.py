@@ -16,7 +16,7 @@ import psutil
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from processes import stop_process_tree
+from processes import run_study, stop_process_tree
 from tiny_study import TINY
 
 # slow: end to end (gensim-train, gensim-report or trainer ranks in processes); pytest -m 'not slow' skips it
@@ -46,18 +46,10 @@ def test_smoke_run_writes_metrics(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     # With the BufferStats callback, whose final numbers go into metrics.json too.
     # schedule.steps_per_simulation=25 x 24 simulations: the 600 steps of TINY's trainer.max_steps.
-    proc = subprocess.Popen(
+    out, metrics = run_study(
         _train_cmd(run_dir, *TINY, "callbacks=buffer_stats", "trainer.max_steps=7", "schedule.steps_per_simulation=25"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        run_dir,
     )
-    try:
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        stop_process_tree(proc)
-    assert proc.returncode == 0, out[-4000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
     assert REQUIRED_KEYS <= metrics.keys()
     assert all(math.isfinite(metrics[k]) for k in REQUIRED_KEYS)
     # The watermark (64 samples = 7 simulations of 10 steps) must have been reached by streaming.

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
-from processes import stop_process_tree
+from processes import run_study
 
 #: 4 training and 1 held-out simulations of 5 steps on the plate meshed at h = 0.1, 20 steps.
 TINY_MESH = [
@@ -33,18 +31,7 @@ TINY_MESH = [
 
 def test_plate_heat_neural_field_study(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gensim.train", *TINY_MESH, f"hydra.run.dir={run_dir}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        stop_process_tree(proc)
-    assert proc.returncode == 0, out[-4000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    _, metrics = run_study([sys.executable, "-m", "gensim.train", *TINY_MESH, f"hydra.run.dir={run_dir}"], run_dir)
     assert metrics["samples_rejected"] == 0 and metrics["simulations_failed"] == 0
     assert metrics["samples_received"] == 4 * 5  # training samples; the held-out ones apart
     assert metrics["heldout_samples_received"] == 1 * 5
