@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 RUNS = Path(__file__).parent / "runs"
-ORDER = ["det3k", "detlog3k", "pod3k_t", "pod3k", "pod3k_m128", "pod3k_fixed", "detlog6k", "pod6k"]
+ORDER = ["det3k", "detlog3k", "pod3k_t", "pod3k", "pod3k_m128", "pod3k_fixed", "detlog6k", "pod6k", "detlog20k"]
 
 print("| run | model overrides | steps | held-out mean | held-out p99 | training mean | training / held-out |")
 print("|---|---|---|---|---|---|---|")
