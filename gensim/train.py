@@ -146,8 +146,7 @@ def study_metrics(datamodule, ranks: list[dict], wall_s: float) -> dict:
     # Held-out simulations stream to rank 0 only: their samples are taken out of its count, so
     # that samples_received counts training samples (a resume that restored the held-out set
     # from its checkpoint received none).
-    validation_ids = {r.sim_id for r in launcher.ledger.records.values() if r.purpose == "validation"}
-    heldout_received = sum(n for sim_id, n in local.accepted_per_sim.items() if sim_id in validation_ids)
+    heldout_received = datamodule.heldout_samples_received(local)
     received = [r["samples_received"] for r in ranks]
     received[0] -= heldout_received
     return {

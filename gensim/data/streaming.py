@@ -26,7 +26,7 @@ from gensim.data.delivered import DeliveredSteps
 from gensim.data.ranks import Ranks
 from gensim.simulations.base import Sample, Simulation
 from gensim.transport import wire
-from gensim.transport.receiver import BatchSink
+from gensim.transport.receiver import BatchSink, ReceiverStats
 from gensim.transport.routing import Endpoint, RankRouter, Registrar, RoutingRule, advertised, control_address
 
 log = logging.getLogger("gensim.data")
@@ -792,10 +792,19 @@ class StreamingDataModule(L.LightningDataModule):
             "done": train["done"],
             "failed": train["failed"],
             "started": sum(train[s] for s in ("running", "done", "failed", "cancelled")),
-            "received": stats.accepted if stats else 0,
+            "received": stats.accepted - self.heldout_samples_received(stats) if stats else 0,
             "rejected": stats.n_rejected if stats else 0,
             "buffer": len(self.buffer),
         }
+
+    def heldout_samples_received(self, stats: ReceiverStats) -> int:
+        """How many of the samples counted in ``stats`` came from held-out simulations.
+
+        Held-out simulations stream to rank 0 only, so elsewhere this is 0; taking them out of
+        ``stats.accepted`` leaves the training samples received.
+        """
+        validation_ids = self.launcher.sim_ids("validation")
+        return sum(n for sim_id, n in stats.accepted_per_sim.items() if sim_id in validation_ids)
 
     def shutdown(self) -> None:
         """Stop the launcher (and every simulation process), the buffer and the receiver. Idempotent."""

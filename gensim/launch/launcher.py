@@ -231,6 +231,11 @@ class Launcher:
         with self._lock:
             return self.ledger.counts(purpose)
 
+    def sim_ids(self, purpose: str) -> set[int]:
+        """The ids of the ledger's simulations of one purpose ("train" or "validation")."""
+        with self._lock:
+            return {r.sim_id for r in self.ledger.records.values() if r.purpose == purpose}
+
     @property
     def exhausted(self) -> bool:
         """True when no more training data will come: budget spent and nothing running, or an error."""

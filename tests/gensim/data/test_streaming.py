@@ -123,6 +123,12 @@ def test_validation_set_is_the_fixed_sobol_design(datamodule):
     sim = datamodule.simulation
     expected = np.stack([sim.exact(p, t) for p in design for t in sim.times])
     np.testing.assert_allclose(val["fields"].numpy(), expected, rtol=1e-6)
+    # The progress bar's count of received samples is of training samples: the 4 x 5 held-out
+    # samples are counted apart (training simulations may stream meanwhile: status comes first).
+    received = datamodule.status()["received"]
+    stats = datamodule.receiver.stats()
+    assert datamodule.heldout_samples_received(stats) == 20
+    assert 0 <= received <= stats.accepted - 20
 
 
 class FakeBuffer:
