@@ -11,8 +11,9 @@ Used inside simulation processes (it never imports torch)::
 
 A full send queue blocks ``send`` (back-pressure from a busy trainer); after ``send_timeout_s``
 seconds without the trainer accepting anything, ``send`` raises :class:`TimeoutError`.
-Every message carries an HMAC-SHA256 tag keyed by the study key (``GENSIM_TOKEN``), and the
-connection presents the study's ZeroMQ PLAIN password; the trainer refuses anything else.
+Every message carries a tag made with the study key (``GENSIM_TOKEN``): a fresh random nonce
+and a GMAC (AES-256-GCM) over the message; the connection presents the study's ZeroMQ PLAIN
+password; the trainer refuses anything else.
 The wire format is specified in ``docs/wire-format.md`` (a C or Fortran code can speak it).
 """
 
@@ -248,7 +249,7 @@ class Client:
             raise ValueError(f"simulation {self.sim_id}: time must be finite, got {t} at step {step}")
         descriptors, arrays = self._prepare(fields, copy)
         frames = [wire.encode_preamble(self.study, self.sim_id, step, t, len(arrays)) + descriptors, *arrays]
-        # The tag hashes the arrays in place (no copy), before ZeroMQ reads them.
+        # The tag reads the arrays (one joined copy), before ZeroMQ reads them.
         frames.append(wire.message_tag(self._mac, frames))
         self._send_frames(frames, f"step {step}")
         self._n_sent += 1

@@ -7,16 +7,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <zmq.h>
 
-enum { PREAMBLE = 48, DESCRIPTOR = 64, TAG = 32, KEY = 32, MAX_FIELDS = 1024 };
+/* TAG: the last frame of a message, NONCE random bytes then the GMAC (16 bytes) */
+enum { PREAMBLE = 48, DESCRIPTOR = 64, NONCE = 12, GMAC = 16, TAG = NONCE + GMAC, KEY = 32, MAX_FIELDS = 1024 };
+
+/* Where the nonce of each message comes from: OpenSSL's CSPRNG. The byte-identity test with
+ * the Python client (tests/gensim/transport/c_fixed_stream.c) compiles this file with
+ * -DGENSIM_TEST_NONCE_SOURCE=its_function to fix the nonces; build.sh never does. */
+#ifdef GENSIM_TEST_NONCE_SOURCE
+int GENSIM_TEST_NONCE_SOURCE(uint8_t nonce[NONCE]);
+#define new_nonce GENSIM_TEST_NONCE_SOURCE
+#else
+static int new_nonce(uint8_t nonce[NONCE]) { return RAND_bytes(nonce, NONCE) == 1 ? 0 : -1; }
+#endif
 
 typedef struct {            /* 48 bytes, no padding (docs/wire-format.md, "Header layout") */
     char     magic[4];      /* "GSIM" */
-    uint16_t version;       /* 2 */
+    uint16_t version;       /* 3 */
     uint16_t n_fields;
     uint8_t  study[16];     /* HMAC-SHA256(key, "gensim study id")[:16] */
     int64_t  sim_id;
@@ -39,7 +50,7 @@ _Static_assert(sizeof(descriptor_t) == DESCRIPTOR, "descriptor layout");
 
 struct gensim_client {
     void *context, *socket;
-    EVP_MAC_CTX *mac;        /* HMAC-SHA256 keyed with the study key; duplicated per message */
+    EVP_CIPHER_CTX *gcm;     /* AES-256-GCM keyed with the message key; a new nonce per message */
     uint8_t study[16];
     int64_t sim_id;
     int n_fields;
@@ -76,36 +87,46 @@ static void derive(const uint8_t key[KEY], const char *label, uint8_t out[32]) {
     HMAC(EVP_sha256(), key, KEY, (const unsigned char *)label, strlen(label), out, &len);
 }
 
-static EVP_MAC_CTX *new_mac(const uint8_t key[KEY]) {
-    EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
-                           OSSL_PARAM_construct_end()};
-    EVP_MAC_CTX *mac = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
-    EVP_MAC_free(hmac);
-    if (mac && !EVP_MAC_init(mac, key, KEY, params)) {
-        EVP_MAC_CTX_free(mac);
-        mac = NULL;
+/* AES-256-GCM keyed with the message key HMAC-SHA256(key, "gensim message key"). */
+static EVP_CIPHER_CTX *new_gcm(const uint8_t key[KEY]) {
+    uint8_t message_key[32];
+    derive(key, "gensim message key", message_key);
+    EVP_CIPHER_CTX *gcm = EVP_CIPHER_CTX_new();
+    /* the default IV length of GCM is 12 bytes (NONCE) */
+    if (gcm && EVP_EncryptInit_ex(gcm, EVP_aes_256_gcm(), NULL, message_key, NULL) != 1) {
+        EVP_CIPHER_CTX_free(gcm);
+        gcm = NULL;
     }
-    return mac;
+    memset(message_key, 0, sizeof message_key);
+    return gcm;
 }
 
-/* The tag: HMAC over (le64 length, bytes) of each frame. */
-static int tag_of(EVP_MAC_CTX *mac, int n, const void *const frames[], const size_t sizes[], uint8_t tag[TAG]) {
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(mac);
-    size_t len = 0;
-    int ok = ctx != NULL;
-    for (int i = 0; ok && i < n; i++) {
-        uint64_t size = sizes[i]; /* little-endian host */
-        ok = EVP_MAC_update(ctx, (const unsigned char *)&size, 8) && EVP_MAC_update(ctx, frames[i], sizes[i]);
+/* GCM additional data; EVP_EncryptUpdate takes an int length, so large frames go in pieces. */
+static int gcm_aad(EVP_CIPHER_CTX *gcm, const unsigned char *data, size_t size) {
+    int len = 0;
+    for (size_t done = 0, piece; done < size; done += piece) {
+        piece = size - done < ((size_t)1 << 30) ? size - done : (size_t)1 << 30;
+        if (EVP_EncryptUpdate(gcm, NULL, &len, data + done, (int)piece) != 1) return -1;
     }
-    ok = ok && EVP_MAC_final(ctx, tag, &len, TAG) && len == TAG;
-    EVP_MAC_CTX_free(ctx);
-    return ok ? 0 : -1;
+    return 0;
+}
+
+/* The tag: a fresh nonce, then the GMAC (AES-256-GCM, no plaintext) of (le64 length, bytes) of
+ * each frame under that nonce. */
+static int tag_of(EVP_CIPHER_CTX *gcm, int n, const void *const frames[], const size_t sizes[], uint8_t tag[TAG]) {
+    int len = 0;
+    if (new_nonce(tag) != 0 || EVP_EncryptInit_ex(gcm, NULL, NULL, NULL, tag) != 1) return -1;
+    for (int i = 0; i < n; i++) {
+        uint64_t size = sizes[i]; /* little-endian host */
+        if (gcm_aad(gcm, (const unsigned char *)&size, 8) != 0 || gcm_aad(gcm, frames[i], sizes[i]) != 0) return -1;
+    }
+    if (EVP_EncryptFinal_ex(gcm, tag + NONCE, &len) != 1) return -1; /* no plaintext: writes nothing */
+    return EVP_CIPHER_CTX_ctrl(gcm, EVP_CTRL_GCM_GET_TAG, GMAC, tag + NONCE) == 1 ? 0 : -1;
 }
 
 static int send_signed(gensim_client *c, int n, const void *const frames[], const size_t sizes[], const char *what) {
     uint8_t tag[TAG];
-    if (tag_of(c->mac, n, frames, sizes, tag) != 0) {
+    if (tag_of(c->gcm, n, frames, sizes, tag) != 0) {
         fail(c->error, "simulation %lld: cannot compute the tag of %s (OpenSSL)", (long long)c->sim_id, what);
         return -1;
     }
@@ -129,7 +150,7 @@ static void write_preamble(gensim_client *c, unsigned char *out, uint16_t n_fiel
     preamble_t p;
     memset(&p, 0, sizeof p);
     memcpy(p.magic, "GSIM", 4);
-    p.version = 2;
+    p.version = 3;
     p.n_fields = n_fields;
     memcpy(p.study, c->study, 16);
     p.sim_id = c->sim_id;
@@ -193,13 +214,13 @@ gensim_client *gensim_open(const char *address, const char *key_hex, int64_t sim
     memcpy(c->study, digest, 16);
     derive(key, "gensim zap password", digest);
     for (int i = 0; i < 32; i++) sprintf(password + 2 * i, "%02x", digest[i]);
-    c->mac = new_mac(key);
+    c->gcm = new_gcm(key);
     memset(key, 0, sizeof key); /* only what derives from it is kept */
     c->header_size = PREAMBLE + (size_t)DESCRIPTOR * n_fields;
     c->header = calloc(1, c->header_size);
     c->sizes = calloc((size_t)n_fields, sizeof *c->sizes);
-    if (c->mac == NULL || c->header == NULL || c->sizes == NULL) {
-        fail(last_error, "cannot set up HMAC-SHA256 (OpenSSL) or out of memory");
+    if (c->gcm == NULL || c->header == NULL || c->sizes == NULL) {
+        fail(last_error, "cannot set up AES-256-GCM (OpenSSL) or out of memory");
         gensim_close(c);
         return NULL;
     }
@@ -296,7 +317,7 @@ void gensim_close(gensim_client *c) {
     if (c == NULL) return;
     if (c->socket) zmq_close(c->socket); /* waits up to the linger time for queued messages */
     if (c->context) zmq_ctx_term(c->context);
-    EVP_MAC_CTX_free(c->mac);
+    EVP_CIPHER_CTX_free(c->gcm);
     free(c->header);
     free(c->sizes);
     free(c);

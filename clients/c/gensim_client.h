@@ -1,8 +1,9 @@
 /* gensim C client: stream the time steps of one simulation to a gensim study.
  *
- * Follows docs/wire-format.md (version 2): one ZeroMQ PUSH socket with PLAIN credentials
+ * Follows docs/wire-format.md (version 3): one ZeroMQ PUSH socket with PLAIN credentials
  * derived from the study key, one multipart message per time step (header, one frame per
- * field, HMAC-SHA256 tag), an END message when the simulation finished normally.
+ * field, tag: a random nonce and the GMAC of the message), an END message when the simulation
+ * finished normally.
  * Needs libzmq and OpenSSL 3 (libcrypto); build with clients/c/build.sh.
  *
  *     gensim_field fields[] = {{"u", GENSIM_FLOAT32, 2, {64, 64}}};
@@ -16,7 +17,7 @@
  *     gensim_close(c);                                  // waits up to 5 s for delivery
  *
  * zmq_send copies each frame, so the caller may reuse its arrays right after gensim_send.
- * The key is used to derive the password, the study id and the tag, and is never sent.
+ * The key is used to derive the password, the study id and the key of the tags, and is never sent.
  * This client assumes a little-endian host (x86-64, aarch64), like the wire format.
  */
 #ifndef GENSIM_CLIENT_H

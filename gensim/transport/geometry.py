@@ -15,7 +15,6 @@ float64 of shape ``(M, 3)``, node indices (integers, exact in float64 below 2**5
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,13 +38,13 @@ def _parts(name: str, mesh: FieldMesh) -> list[tuple[wire.FieldDescriptor, np.nd
     return parts
 
 
-def mesh_message(mac: hmac.HMAC, study: bytes, sim_id: int, name: str, mesh: FieldMesh) -> list:
+def mesh_message(mac: wire.MessageMac, study: bytes, sim_id: int, name: str, mesh: FieldMesh) -> list:
     """The signed frames of the MESH message of field ``name``.
 
     Parameters
     ----------
-    mac : hmac.HMAC
-        The study key's HMAC (:func:`gensim.transport.wire.new_mac`).
+    mac : MessageMac
+        The study's keyed GMAC (:func:`gensim.transport.wire.new_mac`).
     study : bytes
         The study id.
     sim_id : int

@@ -7,10 +7,10 @@ rejection is counted by reason and logged (rate-limited) on the ``gensim.transpo
 
 Authentication is always on, whatever the bind address: a peer must present the study's
 ZeroMQ PLAIN password (:func:`gensim.transport.wire.zap_password`) to connect at all, and every
-message must carry the HMAC-SHA256 tag of the study key; nothing reaches a sink before its tag
-is verified. Messages are received frame by frame and refused as soon as their accumulated size
-or frame count is over the limit, without keeping their frames (ZeroMQ itself never allocates a
-single frame over the limit: ``ZMQ_MAXMSGSIZE``).
+message must carry a tag made with the study key (a nonce and a GMAC, wire version 3); nothing
+reaches a sink before its tag is verified. Messages are received frame by frame and refused as
+soon as their accumulated size or frame count is over the limit, without keeping their frames
+(ZeroMQ itself never allocates a single frame over the limit: ``ZMQ_MAXMSGSIZE``).
 
 There is no Python-side queue: the receive thread calls the sink directly, so when the sink
 (a replay buffer insert) is slow, ZeroMQ's high-water marks fill up and the simulations block
@@ -255,9 +255,10 @@ class Receiver:
         matched by field name; the descriptor order in a message is free.
     token : bytes or str
         Study key: 32 bytes, or 64 hex characters (``GENSIM_TOKEN``). A peer must present the
-        ZeroMQ PLAIN password derived from it to connect, and every message must carry its
-        HMAC-SHA256 tag (reason ``"auth"``); a message from another study (another key) is
-        rejected with reason ``"study"``. The key never appears in a log or an error message.
+        ZeroMQ PLAIN password derived from it to connect, and every message must carry a
+        tag made with it (GMAC, :class:`~gensim.transport.wire.MessageMac`; reason ``"auth"``);
+        a message from another study (another key) is rejected with reason ``"study"``. The key
+        never appears in a log or an error message.
     address : str
         ZeroMQ endpoint to bind. Default ``"tcp://127.0.0.1:*"``: loopback, ephemeral port.
         ``"ipc:///private/dir/name"`` works too. Read the actual endpoint from :attr:`address`
@@ -281,11 +282,9 @@ class Receiver:
         held by the socket).
     tag_threads : int
         Threads that compute the authentication tags of a batch: the receive thread and
-        ``tag_threads - 1`` helpers, each hashing a share of the batch's messages (SHA-256
-        releases the GIL), for batches of at least :data:`PARALLEL_TAG_BYTES` bytes. The tag
-        is most of the receive thread's work on large fields (256x256 float32: about 90% of
-        its CPU in ``reports/scaleout/ingest.md``), so on one thread SHA-256's speed on one
-        core caps the receiver whatever the node's cores. 1: everything on the receive thread.
+        ``tag_threads - 1`` helpers, each checking a share of the batch's messages (OpenSSL
+        releases the GIL), for batches of at least :data:`PARALLEL_TAG_BYTES` bytes.
+        1: everything on the receive thread.
 
     Examples
     --------
@@ -805,9 +804,9 @@ class Receiver:
         return tags
 
     def _tags_of(self, messages: list[tuple[list[zmq.Frame] | _Oversize, int]]) -> list[bytes | None]:
-        """The expected tag of each message (over every frame but its last), None when it has no tag frame."""
-        tag = self._mac.tag
-        return [tag(frames[:-1]) if type(frames) is list and len(frames) > 1 else None for frames, _ in messages]
+        """The tag each message must end with (:meth:`MessageMac.expected`), None when it has no tag frame."""
+        expected = self._mac.expected
+        return [expected(frames) if type(frames) is list else None for frames, _ in messages]
 
     def _oversize(self, message: _Oversize) -> _Rejected:
         # What the refused message's header says (unauthenticated: its frames are gone), so
@@ -955,11 +954,10 @@ class Receiver:
                 f"fields, tag), got {len(frames)}",
                 claimed=sim_id,
             )
-        tag = frames[-1]
-        # The frame itself: compare_digest reads its buffer (no copy of the tag into bytes).
         if expected_tag is None:
-            expected_tag = self._mac.tag(frames[:-1])
-        if len(tag) != wire.TAG_BYTES or not hmac.compare_digest(tag, expected_tag):
+            expected_tag = self._mac.expected(frames)  # None: no last frame of a tag's size
+        # The frame itself: compare_digest reads its buffer (no copy of the tag into bytes).
+        if expected_tag is None or not hmac.compare_digest(frames[-1], expected_tag):
             raise _Rejected(
                 "auth",
                 f"authentication tag does not match (claims to be simulation {sim_id}, step "

@@ -3,15 +3,16 @@
 Frame 0 is a little-endian header with a fixed layout that a C program reads with a plain
 ``struct`` (every field is naturally aligned, there is no padding); frames ``1..n_fields`` are
 the raw bytes of each field, C order, little-endian, in descriptor order; the last frame is a
-32-byte HMAC-SHA256 tag over every frame before it, keyed by the study key. The full
-specification, with a C example, is ``docs/wire-format.md``.
+28-byte authenticator: a random 12-byte nonce and the 16-byte GMAC (AES-256-GCM with no
+plaintext) of every frame before it, keyed by the study's message key. The full specification,
+with a C example, is ``docs/wire-format.md``.
 
-Header layout (version 2)::
+Header layout (version 3)::
 
     preamble, 48 bytes
       offset  size  type        field
            0     4  char[4]     magic = b"GSIM"
-           4     2  uint16      version = 2
+           4     2  uint16      version = 3
            6     2  uint16      n_fields (0 for END)
            8    16  uint8[16]   study id (public, derived from the key: study_id(key))
           24     8  int64       simulation id
@@ -26,33 +27,39 @@ Header layout (version 2)::
           36    16  uint32[4]   shape (unused dims 0)
           52    12  uint8[12]   reserved, zero
 
-Tag (last frame, 32 bytes)::
+Tag (last frame, 28 bytes)::
 
-    HMAC-SHA256(key, len(f_0) || f_0 || len(f_1) || f_1 || ... || len(f_n) || f_n)
+    nonce (12 random bytes) || GMAC(message_key, nonce, len(f_0) || f_0 || ... || len(f_n) || f_n)
 
-over the header ``f_0`` and the data frames ``f_1..f_n``, each preceded by its byte length as a
-little-endian uint64 (so that no byte can move from one frame to another).
+GMAC is AES-256-GCM with an empty plaintext and the bytes above as additional authenticated
+data: the 16-byte GCM tag. ``message_key = HMAC-SHA256(key, b"gensim message key")``. The
+header ``f_0`` and the data frames ``f_1..f_n`` are each preceded by their byte length as a
+little-endian uint64 (so that no byte can move from one frame to another). Every message draws
+a fresh nonce from the operating system's random source.
 
-This module imports numpy only (no zmq, no torch), so it can be used by any tool that reads or
-writes the format.
+This module imports numpy and ``cryptography`` only (no zmq, no torch), so it can be used by any
+tool that reads or writes the format.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 #: First four bytes of every header.
 MAGIC = b"GSIM"
 #: Version of the wire format written by this module and the only one it accepts.
-VERSION = 2
+VERSION = 3
 #: Message kinds.
 KIND_DATA = 0
 KIND_END = 1
@@ -64,13 +71,18 @@ KINDS = (KIND_DATA, KIND_END, KIND_MESH)
 KEY_BYTES = 32
 #: Length of the public study id in the header (derived from the key by :func:`study_id`).
 STUDY_ID_BYTES = 16
-#: Length of the authentication tag, the last frame of every message (HMAC-SHA256).
-TAG_BYTES = 32
-#: What :func:`study_id` and :func:`zap_password` authenticate with the key: fixed ASCII
-#: strings, which can never equal a tag's input (that starts with a uint64 frame length < 2**56,
-#: so with a zero byte at offset 7).
+#: Length of a message's nonce: the first bytes of its last frame (random, fresh for each message).
+NONCE_BYTES = 12
+#: Length of the GMAC (AES-256-GCM tag) that follows the nonce.
+GMAC_BYTES = 16
+#: Length of the last frame of every message: nonce then GMAC.
+TAG_BYTES = NONCE_BYTES + GMAC_BYTES
+#: What :func:`study_id`, :func:`zap_password` and :func:`message_key` authenticate with the
+#: key (HMAC-SHA256): distinct fixed ASCII strings, so that each derived value reveals nothing
+#: of the others or of the key.
 STUDY_ID_LABEL = b"gensim study id"
 ZAP_LABEL = b"gensim zap password"
+MESSAGE_KEY_LABEL = b"gensim message key"
 #: ZeroMQ PLAIN user name that simulations present (the password is :func:`zap_password`).
 ZAP_USERNAME = b"gensim"
 #: Longest field name in UTF-8 bytes (the 32-byte slot keeps a terminating NUL).
@@ -79,7 +91,10 @@ MAX_NDIM = 4
 
 _PREAMBLE = struct.Struct("<4sHH16sqIId")
 _LENGTH = struct.Struct("<Q")
-_SHA256_BLOCK = 64  # bytes: HMAC pads the key to SHA-256's block
+#: Messages of at most this many bytes are joined into one buffer and tagged in one call; larger
+#: ones are fed piece by piece to a GCM context, whose set-up (6-10 us measured) then costs less
+#: than the copy (about 40 us for 256 KiB not in cache; reports/transport/mac_cost.py).
+_JOIN_MAX_BYTES = 2**16
 _DESCRIPTOR = struct.Struct("<32sBB2s4I12s")
 #: Size of the fixed preamble in bytes.
 PREAMBLE_SIZE = _PREAMBLE.size
@@ -97,7 +112,7 @@ _NUMPY_DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 REASONS = (
     "too_large",  # message over the receiver's size limit (refused while it is being received)
     "malformed",  # frame count, header size, magic, kind, descriptor layout, bad reserved bytes
-    "version",  # wire-format version other than VERSION
+    "version",  # wire-format version other than VERSION (e.g. a client of an older gensim)
     "study",  # study id is not the receiver's (a simulation of another study or run)
     "auth",  # the authentication tag is wrong: not sent by a holder of the study key
     "duplicate_end",  # a second END of a simulation
@@ -279,56 +294,119 @@ def zap_password(key: bytes | str) -> bytes:
     return hmac.new(parse_key(key), ZAP_LABEL, hashlib.sha256).hexdigest().encode("ascii")
 
 
-class MessageMac:
-    """HMAC-SHA256 keyed by the study key, ready to tag messages (RFC 2104, computed in two passes).
+def message_key(key: bytes | str) -> bytes:
+    """The AES-256 key of the message tags: ``HMAC-SHA256(key, b"gensim message key")`` (32 bytes).
 
-    The key's inner and outer padded blocks are hashed once, here; a tag then costs one copy of
-    each SHA-256 state and one C-level ``update`` per piece. The result is exactly
-    ``hmac.new(key, message, hashlib.sha256).digest()``; this only avoids the Python layer of
-    :mod:`hmac` (measured on a loaded 2-core machine: 16.6 us against 19.8 us for the tag of a
-    64x64 float32 message, of which 15.0 us is SHA-256 itself).
+    The study key itself is used only through HMAC-SHA256 with fixed labels; the block cipher
+    gets a key of its own.
+    """
+    return hmac.new(parse_key(key), MESSAGE_KEY_LABEL, hashlib.sha256).digest()
+
+
+#: A source of nonces: ``source(n)`` returns ``n`` fresh bytes. The default is the operating
+#: system's random source (``os.urandom``), never a seeded generator: simulations started with
+#: equal seeds, or the restarts of one simulation, would repeat each other's nonces.
+NonceSource = Callable[[int], bytes]
+
+
+class MessageMac:
+    """GMAC keyed by a study's message key, ready to tag messages and to check their tags.
+
+    A tag (a message's last frame, :data:`TAG_BYTES` bytes) is a nonce followed by the 16-byte
+    tag of AES-256-GCM over an empty plaintext, with the message's frames, each preceded by its
+    length as a little-endian uint64, as the additional authenticated data (NIST SP 800-38D's
+    GMAC). GCM requires that a nonce never repeats under one key: each message draws 12 random
+    bytes (``os.urandom``), and a study's key is new for each study; with random nonces, NIST
+    SP 800-38D allows 2**32 messages per key (a study sends far fewer), which keeps the chance
+    of any repeat under 2**-32.
+
+    Cost (OpenSSL's AES-NI and carry-less multiplication; ``reports/transport/mac_cost.py``):
+    a small message is joined into one buffer and authenticated in one call, a large one fed
+    piece by piece without a copy (:data:`_JOIN_MAX_BYTES`). docs/wire-format.md gives the
+    measured times, against the HMAC-SHA256 of wire version 2.
 
     Parameters
     ----------
     key : bytes or str
-        The study key (see :func:`parse_key`).
+        The study key (see :func:`parse_key`); the message key is derived from it.
+    nonce_source : callable, optional
+        ``nonce_source(n)`` returns ``n`` fresh bytes; default ``os.urandom``. Tests pass a
+        deterministic one to compare byte streams; anything else must be a cryptographic
+        random source.
     """
 
-    __slots__ = ("_inner", "_outer")
+    __slots__ = ("_aead", "_aes", "_nonces")
 
-    def __init__(self, key: bytes | str) -> None:
-        block = parse_key(key).ljust(_SHA256_BLOCK, b"\0")  # 32-byte keys: padded, never hashed
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+    def __init__(self, key: bytes | str, nonce_source: NonceSource | None = None) -> None:
+        secret = message_key(key)
+        self._aead = AESGCM(secret)
+        self._aes = algorithms.AES(secret)
+        self._nonces = os.urandom if nonce_source is None else nonce_source
+
+    def _gmac(self, nonce: bytes, frames: Iterable) -> bytes:
+        """The 16-byte GMAC of ``frames`` (lengths and bytes) under ``nonce``."""
+        pieces, total = [], 0
+        for frame in frames:
+            view = memoryview(frame)
+            if view.ndim != 1 or view.format != "B":
+                view = view.cast("B")  # a C-contiguous array's bytes
+            pieces.append(_LENGTH.pack(view.nbytes))
+            pieces.append(view)
+            total += view.nbytes
+        if total <= _JOIN_MAX_BYTES:
+            return self._aead.encrypt(nonce, b"", b"".join(pieces))  # the GCM tag of no plaintext
+        gcm = Cipher(self._aes, modes.GCM(nonce)).encryptor()
+        for piece in pieces:
+            gcm.authenticate_additional_data(piece)
+        gcm.finalize()
+        return gcm.tag
 
     def tag(self, frames: Iterable) -> bytes:
-        """The authentication tag of a message: HMAC-SHA256 over each frame's length and bytes.
+        """The last frame of a message: a fresh nonce, then the GMAC of the frames.
 
         Parameters
         ----------
         frames : iterable of bytes-like
             The header and the data frames, in order, without the tag (C-contiguous buffers:
-            bytes, numpy arrays, ZeroMQ frames; hashed in place, without copies).
+            bytes, numpy arrays, ZeroMQ frames).
 
         Returns
         -------
         bytes
-            32 bytes: the message's last frame.
+            :data:`TAG_BYTES` bytes: the nonce, then the 16-byte GMAC.
         """
-        inner = self._inner.copy()
-        update = inner.update
-        for frame in frames:
-            buf = memoryview(frame)  # any C-contiguous buffer; hashed in place
-            update(_LENGTH.pack(buf.nbytes))
-            update(buf)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
+        nonce = bytes(self._nonces(NONCE_BYTES))
+        if len(nonce) != NONCE_BYTES:
+            raise ValueError(f"the nonce source returned {len(nonce)} bytes, expected {NONCE_BYTES}")
+        return nonce + self._gmac(nonce, frames)
+
+    def expected(self, frames: Sequence) -> bytes | None:
+        """The tag that a received message must end with, for the nonce its last frame carries.
+
+        Parameters
+        ----------
+        frames : sequence of bytes-like
+            A whole message: header, data frames, and its last frame (the tag to check).
+
+        Returns
+        -------
+        bytes or None
+            :data:`TAG_BYTES` bytes to compare with the last frame in constant time
+            (``hmac.compare_digest``); None when the message has no last frame of the size of a
+            tag (it is not authentic).
+        """
+        if len(frames) < 2:
+            return None
+        last = memoryview(frames[-1]).cast("B")
+        if last.nbytes != TAG_BYTES:
+            return None
+        nonce = bytes(last[:NONCE_BYTES])
+        return nonce + self._gmac(nonce, frames[:-1])
 
 
-def new_mac(key: bytes | str) -> MessageMac:
-    """The keyed MAC of a study, fed nothing yet: keep it and tag every message with it."""
-    return MessageMac(key)
+def new_mac(key: bytes | str, nonce_source: NonceSource | None = None) -> MessageMac:
+    """The keyed GMAC of a study (:class:`MessageMac`): keep it and tag every message with it."""
+    return MessageMac(key, nonce_source)
 
 
 def message_tag(mac: MessageMac, frames: Iterable) -> bytes:
@@ -337,14 +415,14 @@ def message_tag(mac: MessageMac, frames: Iterable) -> bytes:
     Parameters
     ----------
     mac : MessageMac
-        From :func:`new_mac` (not modified).
+        From :func:`new_mac`.
     frames : iterable of bytes-like
         The header and the data frames, in order, without the tag.
 
     Returns
     -------
     bytes
-        32 bytes: the message's last frame.
+        :data:`TAG_BYTES` bytes: the message's last frame.
     """
     return mac.tag(frames)
 
@@ -468,6 +546,21 @@ def match_data_header(buf: bytes, descriptors: bytes) -> tuple[bytes, int, int, 
     return study, sim_id, step, time
 
 
+def version_mismatch(version: int) -> str:
+    """What a receiver says of a message of another wire-format version: which side is old, and the fix."""
+    if version < VERSION:
+        return (
+            f"wire-format version {version}, this receiver speaks version {VERSION} (version 3 replaced "
+            "version 2's HMAC-SHA256 tags with a nonce and GMAC): the simulation uses a client of an "
+            "older gensim; update it to this gensim (Python: gensim.client; C and Fortran: rebuild "
+            "clients/c and clients/fortran from this gensim, and rebuild the solver against them)"
+        )
+    return (
+        f"wire-format version {version}, this receiver speaks version {VERSION}: the simulation uses a "
+        "client of a newer gensim than the trainer; run both from the same gensim version"
+    )
+
+
 def decode_header(buf: bytes | bytearray | memoryview) -> Header:
     """Decode and check a header (frame 0).
 
@@ -500,11 +593,7 @@ def decode_header(buf: bytes | bytearray | memoryview) -> Header:
     if magic != MAGIC:
         raise WireError("malformed", f"magic is {bytes(magic)!r}, expected {MAGIC!r}")
     if version != VERSION:
-        raise WireError(
-            "version",
-            f"wire-format version {version}, this receiver speaks version {VERSION}; "
-            "use a client of the same gensim version",
-        )
+        raise WireError("version", version_mismatch(version))
     expected = header_size(n_fields)
     if n != expected:
         raise WireError(

@@ -16,6 +16,11 @@ an END) over loopback TCP into one of four receiving ends, in the trainer's proc
   sample or a batch at a time),
   which is what a study runs on the receive thread.
 
+And, in the same rounds, ``bare_v2`` and ``buffer_v2``: the bare loop and the buffer with the
+senders and the receiver computing wire version 2's tag instead (HMAC-SHA256 over the same
+bytes, 32 bytes, :class:`HmacV2`; the headers are version 3's), so that the tag's share of the
+ratio is measured in one run, not against another run on another load.
+
 Trials are interleaved: each round runs every variant once at every size, in an order that
 rotates from round to round, so that the machine's load drifts over all of them alike. The
 senders are started once and only wait for the next trial's address, so no trial pays for
@@ -26,12 +31,15 @@ in the same round.
 
     python reports/scaleout/ingest.py                 # writes ingest.json and ingest.md here
     python reports/scaleout/ingest.py --before old.json --before-label "commit 7cdf2a4"
+    python reports/scaleout/ingest.py --no-v2     # without the wire-version-2 tag variants
     python reports/scaleout/ingest.py --rounds 2 --sims 2 --out /tmp/ingest   # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import multiprocessing as mp
 import os
@@ -49,9 +57,33 @@ import zmq
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 VARIANTS = ("bare", "receiver", "buffer", "train_sink")
+#: The same bare loop and buffer with wire version 2's tag (HmacV2) on both sides.
+V2_VARIANTS = ("bare_v2", "buffer_v2")
 N_SENDERS = 2
 RCVHWM = 64  # the Receiver's default high-water mark, used by the bare loop too
 TRIAL_TIMEOUT_S = 600.0
+
+
+class HmacV2:
+    """Wire version 2's tag, for comparison: HMAC-SHA256(key, le64(len(f_i)) || f_i ...), 32 bytes.
+
+    The interface of :class:`gensim.transport.wire.MessageMac` (``tag``, ``expected``), so that a
+    sender signs with it and a :class:`Receiver` checks with it (its ``_mac`` replaced).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def tag(self, frames) -> bytes:
+        mac = hmac.new(self._key, digestmod=hashlib.sha256)
+        for frame in frames:
+            view = memoryview(frame)
+            mac.update(view.nbytes.to_bytes(8, "little"))
+            mac.update(view if view.ndim == 1 and view.format == "B" else view.cast("B"))
+        return mac.digest()
+
+    def expected(self, frames) -> bytes | None:
+        return self.tag(frames[:-1]) if len(frames) > 1 else None
 
 
 # --- sender processes ---------------------------------------------------------------------------
@@ -60,7 +92,8 @@ TRIAL_TIMEOUT_S = 600.0
 def sender_main(conn, token: bytes, n_steps: int) -> None:
     """One sender process: for each trial, stream whole simulations to the address it is given.
 
-    Commands on ``conn``: ``(address, grid, sim_ids)`` connects a PUSH socket, answers
+    Commands on ``conn``: ``(address, grid, sim_ids, v2)`` connects a PUSH socket (tags of
+    wire version 2 when ``v2``, :class:`HmacV2`), answers
     ``"ready"``, waits for ``"go"``, sends ``n_steps`` DATA messages then an END for each
     simulation in turn and answers ``"sent"``; ``None`` stops the process.
     """
@@ -70,11 +103,12 @@ def sender_main(conn, token: bytes, n_steps: int) -> None:
     context = zmq.Context()
     try:
         while (command := conn.recv()) is not None:
-            address, grid, sim_ids = command
+            address, grid, sim_ids, v2 = command
             # Fixed random values: the receiver's work does not depend on them, only on sizes.
             field = np.random.default_rng(grid).random((grid, grid), dtype=np.float32)
             descriptors = wire.encode_descriptors([FieldSpec("temperature", (grid, grid), "float32")])
-            study, mac = wire.study_id(token), wire.new_mac(token)  # wire version 2: signed messages
+            study = wire.study_id(token)
+            mac = HmacV2(wire.parse_key(token)) if v2 else wire.new_mac(token)  # a fresh nonce per message
             sock = context.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 5000)
             sock.setsockopt(zmq.PLAIN_USERNAME, wire.ZAP_USERNAME)
@@ -85,9 +119,9 @@ def sender_main(conn, token: bytes, n_steps: int) -> None:
             for sim_id in sim_ids:
                 for step in range(n_steps):
                     header = wire.encode_preamble(study, sim_id, step, 0.01 * step, 1) + descriptors
-                    sock.send_multipart(wire.sign(mac, [header, field]), copy=False)
+                    sock.send_multipart([header, field, mac.tag([header, field])], copy=False)
                 end = wire.encode_preamble(study, sim_id, n_steps, 0.01 * (n_steps - 1), 0, wire.KIND_END)
-                sock.send_multipart(wire.sign(mac, [end]))
+                sock.send_multipart([end, mac.tag([end])])
             sock.close()  # lingers until every message is handed over
             conn.send("sent")
     finally:
@@ -107,9 +141,9 @@ class Senders:
             self.conns.append(parent)
             self.procs.append(proc)
 
-    def prepare(self, address: str, grid: int, sim_ids: list[list[int]]) -> None:
+    def prepare(self, address: str, grid: int, sim_ids: list[list[int]], v2: bool = False) -> None:
         for conn, ids in zip(self.conns, sim_ids):
-            conn.send((address, grid, ids))
+            conn.send((address, grid, ids, v2))
         for conn in self.conns:
             self._expect(conn, "ready")
 
@@ -149,9 +183,10 @@ def thread_cpu_s(ident: int) -> float:
 
 
 def bare_trial(
-    senders: Senders, grid: int, sim_ids: list[list[int]], n_steps: int, token: bytes
+    senders: Senders, grid: int, sim_ids: list[list[int]], n_steps: int, token: bytes, v2: bool = False
 ) -> tuple[float, float]:
-    """Seconds for a bare PULL loop to receive every message of the trial, and its thread's CPU seconds."""
+    """Seconds for a bare PULL loop to receive every message of the trial (sent with wire version
+    2's tags when ``v2``), and its thread's CPU seconds."""
     from zmq.auth.thread import ThreadAuthenticator
 
     from gensim.transport import wire
@@ -191,7 +226,7 @@ def bare_trial(
     thread = threading.Thread(target=loop, daemon=True)
     try:
         sock.bind("tcp://127.0.0.1:*")
-        senders.prepare(sock.getsockopt_string(zmq.LAST_ENDPOINT), grid, sim_ids)
+        senders.prepare(sock.getsockopt_string(zmq.LAST_ENDPOINT), grid, sim_ids, v2)
         start = time.perf_counter()
         thread.start()
         senders.go()
@@ -210,17 +245,27 @@ def bare_trial(
 
 
 def receiver_trial(
-    senders: Senders, grid: int, sim_ids: list[list[int]], n_steps: int, token: bytes, fields, params: np.ndarray, sink
+    senders: Senders,
+    grid: int,
+    sim_ids: list[list[int]],
+    n_steps: int,
+    token: bytes,
+    fields,
+    params: np.ndarray,
+    sink,
+    v2: bool = False,
 ) -> tuple[float, float]:
     """Seconds for a :class:`Receiver` with ``sink`` to take every message, and the CPU seconds of
-    its receive thread and tag helper threads."""
+    its receive thread and tag helper threads; with wire version 2's tags on both sides when ``v2``."""
     from gensim.transport import Receiver
 
     flat_ids = [i for ids in sim_ids for i in ids]
     with Receiver(fields, token) as rx:
+        if v2:
+            rx._mac = HmacV2(token)  # private: the receiver checks every tag with it from here on
         for sim_id in flat_ids:
             rx.register(sim_id, params[sim_id % len(params)], sink)
-        senders.prepare(rx.address, grid, sim_ids)
+        senders.prepare(rx.address, grid, sim_ids, v2)
         thread = rx._thread.ident  # the receive thread (private: the benchmark looks inside)
         cpu = thread_cpu_s(thread)
         start = time.perf_counter()
@@ -308,12 +353,19 @@ def main() -> None:
     parser.add_argument(
         "--before-label", default="before", help="what the --before results were measured with (e.g. a commit)"
     )
+    parser.add_argument(
+        "--no-v2", action="store_true", help="leave out bare_v2 and buffer_v2 (wire version 2's HMAC tags)"
+    )
     args = parser.parse_args()
     if len(args.sims) != len(args.grids):
         parser.error(f"--sims needs one value per grid ({len(args.grids)}), got {args.sims}")
 
+    import cryptography
+
     from gensim.transport import BatchSink, wire
     from sampling import Sobol
+
+    variants = VARIANTS if args.no_v2 else VARIANTS + V2_VARIANTS
 
     token = wire.new_key()
     setups = {}
@@ -342,20 +394,21 @@ def main() -> None:
     assert len(n_steps) == 1
     n_steps = n_steps.pop()
 
-    rates: dict[str, dict[str, list[float]]] = {str(g): {v: [] for v in VARIANTS} for g in args.grids}
-    cpu_us: dict[str, dict[str, list[float]]] = {str(g): {v: [] for v in VARIANTS} for g in args.grids}
+    rates: dict[str, dict[str, list[float]]] = {str(g): {v: [] for v in variants} for g in args.grids}
+    cpu_us: dict[str, dict[str, list[float]]] = {str(g): {v: [] for v in variants} for g in args.grids}
     senders = Senders(token, n_steps)
     next_sim = 0
     try:
         for rnd in range(args.rounds):
             for grid, sims in zip(args.grids, args.sims):
                 setup = setups[grid]
-                shift = rnd % len(VARIANTS)
-                for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+                shift = rnd % len(variants)
+                for variant in variants[shift:] + variants[:shift]:
                     sim_ids = [list(range(next_sim + k * sims, next_sim + (k + 1) * sims)) for k in range(N_SENDERS)]
                     next_sim += N_SENDERS * sims
-                    if variant == "bare":
-                        seconds, cpu = bare_trial(senders, grid, sim_ids, n_steps, token)
+                    v2 = variant in V2_VARIANTS
+                    if variant.startswith("bare"):
+                        seconds, cpu = bare_trial(senders, grid, sim_ids, n_steps, token, v2)
                     else:
                         seconds, cpu = receiver_trial(
                             senders,
@@ -365,7 +418,8 @@ def main() -> None:
                             token,
                             setup["simulation"].fields,
                             setup["params"],
-                            setup["sinks"][variant],
+                            setup["sinks"][variant.removesuffix("_v2")],
+                            v2,
                         )
                     n_messages = N_SENDERS * sims * n_steps
                     rate = n_messages / seconds
@@ -380,17 +434,22 @@ def main() -> None:
     finally:
         senders.close()
 
+    def bare_of(variant: str) -> str:
+        """The bare loop a variant is compared with: the one whose senders compute the same tags."""
+        return "bare_v2" if variant in V2_VARIANTS else "bare"
+
+    compared = [v for v in variants if not v.startswith("bare")]
     summary = {}
     for grid in args.grids:
         r = rates[str(grid)]
         summary[str(grid)] = {
-            "messages_per_s_median": {v: statistics.median(r[v]) for v in VARIANTS},
+            "messages_per_s_median": {v: statistics.median(r[v]) for v in variants},
             "ratio_to_bare_median": {
-                v: statistics.median(x / b for x, b in zip(r[v], r["bare"])) for v in VARIANTS[1:]
+                v: statistics.median(x / b for x, b in zip(r[v], r[bare_of(v)])) for v in compared
             },
-            "ratio_to_bare_per_round": {v: [x / b for x, b in zip(r[v], r["bare"])] for v in VARIANTS[1:]},
+            "ratio_to_bare_per_round": {v: [x / b for x, b in zip(r[v], r[bare_of(v)])] for v in compared},
             "receiving_thread_cpu_us_per_message_median": {
-                v: statistics.median(cpu_us[str(grid)][v]) for v in VARIANTS
+                v: statistics.median(cpu_us[str(grid)][v]) for v in variants
             },
             "message_bytes": wire.header_size(1) + 4 * grid * grid,
         }
@@ -402,6 +461,8 @@ def main() -> None:
             "steps_per_simulation": n_steps,
             "simulations_per_sender_per_trial": dict(zip(map(str, args.grids), args.sims)),
             "transport": "tcp://127.0.0.1 (loopback)",
+            "wire_version": wire.VERSION,
+            "tag": "nonce (12 B) + GMAC (AES-256-GCM, 16 B); bare_v2/buffer_v2: HMAC-SHA256 (32 B)",
             "rcvhwm": RCVHWM,
             "buffer": {
                 "policy": buffer_cfg.policy._target_,
@@ -415,6 +476,7 @@ def main() -> None:
             "pyzmq": zmq.pyzmq_version(),
             "libzmq": zmq.zmq_version(),
             "numpy": np.__version__,
+            "cryptography": cryptography.__version__,
         },
         "rates": rates,
         "receiving_thread_cpu_us_per_message": cpu_us,
@@ -444,7 +506,9 @@ def markdown(result: dict) -> str:
             f"steps per simulation then END, loopback TCP; {s['rounds']} interleaved rounds, medians. "
             f"Default buffer: `conf/buffer/distribution.yaml` through Hydra ({s['buffer']['policy']}, capacity "
             f"{s['buffer']['capacity']}), full before the first trial. `python reports/scaleout/ingest.py`; "
-            f"raw numbers in `ingest.json`. {s['cpus']} CPUs, load average at the end "
+            f"raw numbers in `ingest.json`. Wire version {s['wire_version']}: every message ends with a "
+            f"random nonce and its GMAC (AES-256-GCM), computed by the senders and checked by the receiver "
+            f"(cryptography {s['cryptography']}). {s['cpus']} CPUs, load average at the end "
             f"{', '.join(f'{x:.1f}' for x in s['load_average_at_end'])}."
         ),
         "",
@@ -482,6 +546,27 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {grid}x{grid} | {c['bare']:.1f} | {c['receiver']:.1f} | {c['buffer']:.1f} | {c['train_sink']:.1f} |"
         )
+    v2 = [(grid, row) for grid, row in result["summary"].items() if "buffer_v2" in row["ratio_to_bare_median"]]
+    if v2:
+        lines += [
+            "",
+            (
+                "In the same rounds, with wire version 2's tag instead (HMAC-SHA256 over the same bytes, "
+                "computed by the senders and checked by the receiver; `bare_v2` and `buffer_v2`): "
+                "each buffer is compared with the bare loop whose senders compute the same tags."
+            ),
+            "",
+            "| field | tag | bare msg/s | + default buffer msg/s | buffer / bare | CPU bare | CPU + buffer |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for grid, row in v2:
+            m, q = row["messages_per_s_median"], row["ratio_to_bare_median"]
+            c = row["receiving_thread_cpu_us_per_message_median"]
+            for tag, suffix in (("HMAC-SHA256 (version 2)", "_v2"), ("GMAC (version 3)", "")):
+                lines.append(
+                    f"| {grid}x{grid} | {tag} | {m['bare' + suffix]:.0f} | {m['buffer' + suffix]:.0f} | "
+                    f"{q['buffer' + suffix]:.2f} | {c['bare' + suffix]:.1f} | {c['buffer' + suffix]:.1f} |"
+                )
     if "before" in result:
         before = result["before"]
         lines += [
@@ -513,24 +598,25 @@ def markdown(result: dict) -> str:
             "queued (up to 64 messages), validates every message, and hands the accepted samples "
             "to the sink's batch method (`ReplayBuffer.add_many`, the data module's `train_sink`): "
             "one lock, one stats update, one notify and one metadata copy per batch instead of per "
-            "message. The tags of a batch of at least 256 KiB are hashed on two threads (the "
+            "message. The tags of a batch of at least 256 KiB are computed on two threads (the "
             "receive thread and one helper; `transport.tag_threads`). The default buffer's policy "
             "draws the random integers of a whole batch in one call (each arrival takes exactly one "
             "draw whose bound no draw changes), and checks the batch's shapes on a fast path."
         ),
         "",
         (
-            "What bounds each size: the authentication tag, HMAC-SHA256 over every byte of every "
-            "message, which the bare loop does not compute (and which every message must carry). "
-            "SHA-256 ran at 1.15-1.3 GB/s on one core of this machine under load 7 (SHA-NI; "
-            "`hashlib`, 16 and 256 KiB buffers): 12.5 us for a 64x64 message, 228 us for a 256x256 "
-            "one, against 8-25 us of CPU for everything the bare loop does. At 256x256 the tag is "
-            "nearly all of the receiver's CPU beyond the bare loop's; at 64x64 about half, the rest "
-            "being the per-message Python of validation (header, registry, numpy view, finiteness, "
-            "Sample) and of the insert (about 7 us with the default buffer). The tag can be hashed "
-            "on a second core (`transport.tag_threads`), which helps only where a core is idle: on "
-            "this 2-core machine the senders (which compute the same tags), ZeroMQ's I/O threads, "
-            "the receiver and other jobs share the cores, so the ratios depend on the load (above)."
+            "The tag: wire version 3 replaced version 2's HMAC-SHA256 (SHA-256 over every byte, "
+            "about 26-30 us for a 64x64 message and 290-310 us for a 256x256 one on this machine under "
+            "load) with a GMAC (AES-256-GCM with no plaintext, through OpenSSL's AES and carry-less "
+            "multiplication instructions: about 10 us and 23-43 us; `python "
+            "reports/transport/mac_cost.py`, docs/wire-format.md). The senders compute it too, so the "
+            "bare loop of the same senders also speeds up: the table of version 2's tag above compares "
+            "each buffer with its own bare loop, in the same rounds. What is left at 64x64 is mostly "
+            "Python per message on the receive thread: of its CPU (table above), about 10 us is the "
+            "tag, the rest the validation (header, registry, numpy view, finiteness, Sample) and the "
+            "insert; at 256x256 the tag, the finiteness pass over the values and the insert. On this "
+            "2-core machine the senders, ZeroMQ's I/O threads, the receiver and other jobs share the "
+            "cores, so the ratios depend on the load (above)."
         ),
         "",
     ]

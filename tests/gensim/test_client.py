@@ -186,7 +186,7 @@ def test_subprocess_simulation(receiver):
 
 
 def test_messages_are_signed_and_the_key_never_sent(make_client):
-    """What leaves the client: header, fields and the HMAC tag; never the key, not even in the
+    """What leaves the client: header, fields and the tag (nonce, GMAC); never the key, not even in the
     ZeroMQ handshake (only the derived PLAIN password)."""
     import zmq
     from zmq.auth.thread import ThreadAuthenticator
@@ -211,6 +211,8 @@ def test_messages_are_signed_and_the_key_never_sent(make_client):
         ctx.term()
     assert len(data) == 3 and len(end) == 2
     assert data[0][8:24] == wire.study_id(TOKEN)
-    assert data[-1] == wire.sign(TOKEN, data[:-1])[-1]
-    assert end[-1] == wire.sign(TOKEN, end[:-1])[-1]
+    mac = wire.new_mac(TOKEN)  # the receiver's check: the tag right for the nonce it carries
+    assert len(data[-1]) == wire.TAG_BYTES and mac.expected(data) == data[-1]
+    assert len(end[-1]) == wire.TAG_BYTES and mac.expected(end) == end[-1]
+    assert data[-1][: wire.NONCE_BYTES] != end[-1][: wire.NONCE_BYTES]  # a fresh nonce per message
     assert all(TOKEN not in frame and TOKEN.hex().encode() not in frame for frame in data + end)

@@ -1,9 +1,22 @@
 /* Sends a fixed stream through the gensim C client, for the byte-identity test with the Python
  * client (tests/gensim/transport/test_c_client.py): 3 steps of two fields of exactly
- * representable values, then END. Stream from GENSIM_ADDRESS, GENSIM_TOKEN, GENSIM_SIM_ID. */
+ * representable values, then END. Stream from GENSIM_ADDRESS, GENSIM_TOKEN, GENSIM_SIM_ID.
+ * Compiled with clients/c/gensim_client.c and -DGENSIM_TEST_NONCE_SOURCE=fixed_nonce: the
+ * nonces count 1, 2, 3, ... (12-byte little-endian), as the test's Python client's do; never
+ * do this outside a test (a nonce must never repeat under a study's key). */
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "gensim_client.h"
+
+int fixed_nonce(uint8_t nonce[12]) {
+    static uint64_t count = 0;
+    count++;
+    memset(nonce, 0, 12);
+    for (int i = 0; i < 8; i++) nonce[i] = (uint8_t)(count >> (8 * i));
+    return 0;
+}
 
 int main(void) {
     gensim_field fields[] = {{"u", GENSIM_FLOAT32, 2, {3, 4}}, {"velocity", GENSIM_FLOAT64, 1, {5}}};

@@ -5,6 +5,7 @@ solution and trains a study."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -105,19 +106,23 @@ def _wait(pred, timeout=10.0):
 
 
 def test_the_c_client_sends_the_bytes_of_the_python_client(c_build: Path, tmp_path: Path) -> None:
-    program = tmp_path / "fixed_stream"
+    # The library's source with the test's nonce source compiled in (build.sh has none), so that
+    # both clients tag with the same nonces; everything else is the library as built.
+    program, production = tmp_path / "fixed_stream", tmp_path / "random_stream"
     subprocess.run(
         [
             "cc",
             "-std=c11",
+            "-D_DEFAULT_SOURCE",
             "-Wall",
+            "-Wextra",
             "-Werror",
+            "-DGENSIM_TEST_NONCE_SOURCE=fixed_nonce",
             f"-I{CLIENT}",
             str(Path(__file__).parent / "c_fixed_stream.c"),
+            str(CLIENT / "gensim_client.c"),
             "-o",
             str(program),
-            f"-L{c_build}",
-            "-lgensim_client",
             "-lzmq",
             "-lcrypto",
         ],
@@ -128,6 +133,10 @@ def test_the_c_client_sends_the_bytes_of_the_python_client(c_build: Path, tmp_pa
     def python_stream(address: str) -> None:
         fields = (FieldSpec("u", (3, 4), "float32"), FieldSpec("velocity", (5,), "float64"))
         with Client(address, key, sim_id, fields=fields) as client:
+            # The C program's nonces 1, 2, 3, ... (12-byte little-endian), through the client's
+            # own MAC (private: tests only).
+            counter = itertools.count(1)
+            client._mac = wire.new_mac(key, nonce_source=lambda n: next(counter).to_bytes(n, "little"))
             for step in range(3):
                 client.send(
                     step,
@@ -147,6 +156,19 @@ def test_the_c_client_sends_the_bytes_of_the_python_client(c_build: Path, tmp_pa
     got = [_raw_messages(send, key, 4) for send in (python_stream, c_stream)]
     assert len(got[0]) == 4 and [len(m) for m in got[0]] == [4, 4, 4, 2]  # 3 DATA (header, 2 fields, tag), END
     assert got[1] == got[0]  # every frame, tags included, byte for byte
+    assert [m[-1][: wire.NONCE_BYTES] for m in got[0]] == [i.to_bytes(12, "little") for i in range(1, 5)]
+
+    # The library as built (clients/c/build.sh) draws random nonces: the same stream, other tags.
+    subprocess.run(
+        ["cc", "-std=c11", "-Wall", "-Werror", f"-I{CLIENT}", str(Path(__file__).parent / "c_fixed_stream.c"),
+         "-o", str(production), f"-L{c_build}", "-lgensim_client", "-lzmq", "-lcrypto"],
+        check=True,
+    )  # fmt: skip
+    program = production
+    randomized = _raw_messages(c_stream, key, 4)
+    assert [m[:-1] for m in randomized] == [m[:-1] for m in got[0]]
+    nonces = {m[-1][: wire.NONCE_BYTES] for m in randomized}
+    assert len(nonces) == 4 and not nonces & {m[-1][: wire.NONCE_BYTES] for m in got[0]}
 
 
 def _raw_messages(send, key: bytes, n: int) -> list[list[bytes]]:

@@ -142,7 +142,7 @@ def wrong_tag(draw):
     frames = message(sim_id, step)
     how = draw(st.sampled_from(["random", "other_key", "flip_data", "flip_tag", "short", "empty"]))
     if how == "random":
-        frames[-1] = draw(st.binary(min_size=32, max_size=32))
+        frames[-1] = draw(st.binary(min_size=wire.TAG_BYTES, max_size=wire.TAG_BYTES))
     elif how == "other_key":
         frames = message(sim_id, step, key=OTHER_KEY)  # right study id, wrong key
     elif how == "flip_data":
@@ -151,13 +151,13 @@ def wrong_tag(draw):
         frames[1] = bytes(u)
     elif how == "flip_tag":
         tag = bytearray(frames[-1])
-        tag[draw(st.integers(0, 31))] ^= 1 << draw(st.integers(0, 7))
+        tag[draw(st.integers(0, wire.TAG_BYTES - 1))] ^= 1 << draw(st.integers(0, 7))  # nonce or GMAC
         frames[-1] = bytes(tag)
     elif how == "short":
-        frames[-1] = frames[-1][: draw(st.integers(0, 31))]
+        frames[-1] = frames[-1][: draw(st.integers(0, wire.TAG_BYTES - 1))]
     else:
         frames[-1] = b""
-    # A random tag equal to the right one has probability 2**-256.
+    # A random tag right for its own random nonce has probability 2**-128.
     return frames, "auth"
 
 

@@ -139,7 +139,7 @@ def test_end_to_end(make_receiver, make_client):
     assert st.accepted_per_sim == {4: n}
     assert st.finished == frozenset({4})
     assert st.bytes_accepted == n * rx.expected_message_bytes
-    assert rx.expected_message_bytes == 48 + 2 * 64 + 30 * 4 + 7 * 8 + 32
+    assert rx.expected_message_bytes == 48 + 2 * 64 + 30 * 4 + 7 * 8 + 28
 
 
 def test_several_simulations_and_ipc(make_receiver, make_client, tmp_path):
@@ -281,6 +281,31 @@ def test_rejection_counted_never_delivered(case, make_receiver, raw_push, caplog
     assert any(reason in r.getMessage() for r in caplog.records)
 
 
+def test_one_flipped_bit_anywhere_is_rejected(make_receiver, raw_push):
+    """A valid message with one bit flipped, in every byte of every frame in turn (header, data,
+    the tag's nonce and its GMAC): nothing accepted; where the header's own checks do not catch
+    the change (simulation id, step, time), the tag does."""
+    rx = make_receiver()
+    got = []
+    rx.register(0, PARAMS, got.append)
+    push = raw_push(rx.address)
+    frames = valid_frames()
+    n = 0
+    for i, frame in enumerate(frames):
+        for offset in range(len(frame)):
+            flipped = bytearray(frame)
+            flipped[offset] ^= 1 << (offset % 8)
+            push.send_multipart([*frames[:i], bytes(flipped), *frames[i + 1 :]])
+            n += 1
+    assert n == 176 + 120 + 56 + wire.TAG_BYTES
+    assert wait_until(lambda: rx.stats().n_rejected == n, timeout=30)
+    st = rx.stats()
+    assert got == [] and st.accepted == 0
+    # sim_id, step, time (24 bytes of the preamble), the data frames and the whole tag: auth.
+    assert st.rejected["auth"] >= 24 + 120 + 56 + wire.TAG_BYTES
+    assert set(st.rejected) <= {"auth", "malformed", "version", "study", "dtype", "fields", "shape"}
+
+
 def test_fields_in_any_wire_order_are_accepted(make_receiver, raw_push):
     # The declared order takes the fast path, another order the full decode: same samples.
     rx = make_receiver()
@@ -327,7 +352,7 @@ def test_unregister(make_receiver, raw_push):
 
 
 def test_custom_size_limit(make_receiver, make_client):
-    # Frames of 176 (header), 120, 56 and 32 bytes: each under the limit, the second one takes
+    # Frames of 176 (header), 120, 56 and 28 bytes: each under the limit, the second one takes
     # the message over it.
     rx = make_receiver(max_message_bytes=200)
     rx.register(0, PARAMS, lambda s: None)

@@ -46,7 +46,7 @@ def test_fixed_offsets_as_c_reads_them():
     """The layout documented in docs/wire-format.md, byte for byte."""
     raw = encode_header(TOKEN, 5, 6, 1.25, SPECS[:1])
     assert raw[0:4] == b"GSIM"
-    assert struct.unpack_from("<H", raw, 4)[0] == 2
+    assert struct.unpack_from("<H", raw, 4)[0] == 3
     assert struct.unpack_from("<H", raw, 6)[0] == 1
     assert raw[8:24] == TOKEN
     assert struct.unpack_from("<q", raw, 24)[0] == 5
@@ -98,6 +98,17 @@ def test_wrong_version():
     struct.pack_into("<H", raw, 4, 1)
     err = _expect(bytes(raw), "version")
     assert "version 1" in err.message
+
+
+def test_a_version_2_message_is_refused_with_its_fix():
+    """A simulation built with an older gensim (HMAC tags) is told to update its client."""
+    raw = bytearray(encode_header(TOKEN, 1, 0, 0.0, SPECS))
+    struct.pack_into("<H", raw, 4, 2)
+    err = _expect(bytes(raw), "version")
+    assert "version 2" in err.message and "older gensim" in err.message
+    assert "rebuild clients/c" in err.message and "gensim.client" in err.message
+    struct.pack_into("<H", raw, 4, wire.VERSION + 1)
+    assert "newer gensim" in _expect(bytes(raw), "version").message
 
 
 def test_bad_kind_and_end_with_fields():
@@ -162,32 +173,81 @@ def test_parse_key():
 
 
 def test_derived_values_are_independent_of_each_other():
-    # The study id and the ZAP password are public or semi-public: each is a different HMAC
-    # of the key, so neither gives the other or the key.
-    study, password = wire.study_id(KEY), wire.zap_password(KEY)
-    assert len(study) == 16 and len(password) == 64
+    # The study id and the ZAP password are public or semi-public, the message key secret: each
+    # is a different HMAC of the key, so none gives another or the key.
+    study, password, message_key = wire.study_id(KEY), wire.zap_password(KEY), wire.message_key(KEY)
+    assert len(study) == 16 and len(password) == 64 and len(message_key) == 32
     assert study.hex() not in password.decode() and KEY.hex() not in password.decode()
+    assert message_key.hex() not in password.decode() and message_key[:16] != study and message_key != KEY
     assert wire.study_id(KEY.hex()) == study and wire.study_id(bytes(32)) != study
     assert study == hmac.new(KEY, b"gensim study id", hashlib.sha256).digest()[:16]
     assert password == hmac.new(KEY, b"gensim zap password", hashlib.sha256).hexdigest().encode()
+    assert message_key == hmac.new(KEY, b"gensim message key", hashlib.sha256).digest()
 
 
-def test_tag_is_hmac_over_lengths_and_frames():
+def _gmac(key: bytes, nonce: bytes, pieces: list[bytes]) -> bytes:
+    """GMAC through cryptography's incremental GCM (another code path than wire's one-shot call)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    ctx = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+    for piece in pieces:
+        ctx.authenticate_additional_data(piece)
+    ctx.finalize()
+    return ctx.tag
+
+
+def test_gmac_is_aes_256_gcm_of_the_standard():
+    # NIST's GCM specification (McGrew and Viega), test case 13: AES-256, zero key and nonce,
+    # nothing to encrypt or authenticate.
+    assert _gmac(bytes(32), bytes(12), []).hex() == "530f8afbc74536b9a963b4f1c4cb738b"
+
+
+def test_tag_is_a_nonce_and_the_gmac_over_lengths_and_frames():
     """The tag as docs/wire-format.md defines it, computed independently."""
     header = encode_header(TOKEN, 3, 4, 0.5, SPECS)
     a = np.arange(64 * 32, dtype="<f4").reshape(64, 32)
     b = np.linspace(0, 1, 360).reshape(3, 4, 5, 6)
-    expected = hmac.new(KEY, digestmod=hashlib.sha256)
-    for frame in (header, a.tobytes(), b.tobytes()):
-        expected.update(struct.pack("<Q", len(frame)) + frame)
-    frames = wire.sign(KEY, [header, a, b])  # arrays hashed in place
-    assert len(frames) == 4 and frames[-1] == expected.digest()
-    assert wire.message_tag(wire.new_mac(KEY), [header, a.tobytes(), b.tobytes()]) == expected.digest()
+    nonce = bytes(range(100, 112))
+    mac = wire.new_mac(KEY, nonce_source=lambda n: nonce[:n])
+    message_key = hmac.new(KEY, b"gensim message key", hashlib.sha256).digest()
+    pieces = [piece for frame in (header, a.tobytes(), b.tobytes()) for piece in (struct.pack("<Q", len(frame)), frame)]
+    expected = nonce + _gmac(message_key, nonce, pieces)
+    frames = wire.sign(mac, [header, a, b])  # arrays read in place
+    assert len(frames) == 4 and len(frames[-1]) == wire.TAG_BYTES == 28 and frames[-1] == expected
+    assert wire.message_tag(mac, [header, a.tobytes(), b.tobytes()]) == expected
+    assert mac.expected(frames) == expected  # the receiver's side: the nonce read from the tag
     # The lengths are in the tag: moving bytes between frames changes it.
     raw = a.tobytes() + b.tobytes()
-    moved = [header, raw[:100], raw[100:]]
-    assert wire.message_tag(wire.new_mac(KEY), moved) != expected.digest()
-    assert wire.sign(bytes(32), [header, a, b])[-1] != expected.digest()
+    assert wire.message_tag(mac, [header, raw[:100], raw[100:]]) != expected
+    assert wire.sign(wire.new_mac(bytes(32), nonce_source=lambda n: nonce[:n]), [header, a, b])[-1] != expected
+    # The nonce is in the tag: another nonce, another GMAC (and a flipped nonce bit fails).
+    flipped = bytes([nonce[0] ^ 1]) + expected[1:]
+    assert mac.expected([header, a, b, flipped]) != flipped
+    # No tag frame of the right size: nothing to compare with.
+    assert mac.expected([header, a, b, expected[:-1]]) is None and mac.expected([header]) is None
+
+
+@pytest.mark.parametrize("n", [10, 200])  # 0.4 and 160 KiB: one joined buffer, or fed piece by piece
+def test_small_and_large_messages_get_the_same_gmac_as_one_shot_gcm(n):
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    header = encode_header(TOKEN, 3, 4, 0.5, [FieldSpec("a", (n, n), "float32"), FieldSpec("b", (n,), "float64")])
+    a, b = np.arange(n * n, dtype="<f4").reshape(n, n), np.linspace(0, 1, n)
+    nonce = bytes(range(12))
+    joined = b"".join(struct.pack("<Q", len(f)) + f for f in (header, a.tobytes(), b.tobytes()))
+    expected = AESGCM(wire.message_key(KEY)).encrypt(nonce, b"", joined)
+    assert wire.new_mac(KEY, nonce_source=lambda k: nonce).tag([header, a, b]) == nonce + expected
+
+
+def test_every_message_draws_a_fresh_nonce():
+    """The default nonce source is the OS's: two tags of the same frames differ in nonce and GMAC."""
+    mac = wire.new_mac(KEY)
+    header = encode_header(TOKEN, 3, 4, 0.5, SPECS[:1])
+    tags = {mac.tag([header]) for _ in range(64)}
+    assert len(tags) == 64 and len({t[: wire.NONCE_BYTES] for t in tags}) == 64
+    assert all(mac.expected([header, t]) == t for t in tags)
+    with pytest.raises(ValueError, match="nonce source returned 8 bytes"):
+        wire.new_mac(KEY, nonce_source=lambda n: bytes(8)).tag([header])
 
 
 def test_every_reason_is_documented():
