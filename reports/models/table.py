@@ -18,9 +18,10 @@ ORDER = [
     "traj6k_plain",
     "pod6k_lin",
     "traj20k",
+    "pod20k_lin",
 ]
 #: Kriging (reports/models/kriging.py) on the simulations of a study.
-KRIGING = ["kriging128"]
+KRIGING = ["kriging128", "kriging512"]
 
 print("| run | model overrides | steps | held-out mean | held-out p99 | training mean | training / held-out |")
 print("|---|---|---|---|---|---|---|")
