@@ -197,8 +197,9 @@ class ReducedBasisSurrogate(StreamBasisSurrogate):
     n_params : int
         Length of the parameter vector.
     net : callable
-        ``net(in_features, n_modes) -> nn.Module`` whose last module is an ``nn.Linear`` (a Hydra
-        partial such as :class:`gensim.models.components.MLP`).
+        ``net(in_features, out_features) -> nn.Module`` whose last module is an ``nn.Linear`` of
+        ``n_modes`` outputs (``n_modes x (n_params + 1)`` with ``param_linear``), a Hydra partial
+        such as :class:`gensim.models.components.MLP`.
     time_features : sequence of str
         Features of t in the condition, as :class:`~gensim.models.DeterministicSurrogate`'s
         (no default: ``conf/model/pod.yaml``'s ``[t, log_t]`` differs from the other models').

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from gensim.models.components.decoder import NetFactory
-from gensim.models.reduced_basis import StreamBasisSurrogate, last_linear
+from gensim.models.reduced_basis import StreamBasisSurrogate
 from gensim.simulations.base import FieldSpec
 
 
@@ -22,7 +22,7 @@ class TrajectorySurrogate(StreamBasisSurrogate):
     with ``h = net(normalized parameters)`` (``rank`` values, computed once per trajectory),
     ``g = time_net(normalized time features)`` (``rank`` smooth functions of t shared by every
     trajectory), ``*`` the elementwise product and ``W``, ``b`` the output layer (``n_modes``
-    outputs). ``h(p)`` is a low-rank space-time code of the trajectory: ``trajectory(p, times)``
+    outputs, ``n_modes x (n_params + 1)`` with ``param_linear``). ``h(p)`` is a low-rank space-time code of the trajectory: ``trajectory(p, times)``
     decodes it at every time at once, ``forward(p, t)`` at one time. A training row (p, t, field)
     supervises the code at its time; the basis, its refits and the loss are those of
     :class:`~gensim.models.reduced_basis.StreamBasisSurrogate`.
@@ -88,7 +88,7 @@ class TrajectorySurrogate(StreamBasisSurrogate):
 
     def output_layer(self) -> nn.Linear:
         """The output layer ``W, b``."""
-        return last_linear(self.head)
+        return self.head
 
     def coefficients_of(self, cond: torch.Tensor) -> torch.Tensor:
         """Coefficients (B, k) of a normalized condition (B, n_cond): parameters, then time features."""
