@@ -8,6 +8,7 @@ from gensim.models.flow import FlowMatchingSurrogate
 from gensim.models.generative import DistributionCheck
 from gensim.models.neural_field import NeuralFieldSurrogate
 from gensim.models.reduced_basis import ReducedBasisSurrogate
+from gensim.models.trajectory import TrajectorySurrogate
 
 __all__ = [
     "Autoencoder",
@@ -18,4 +19,5 @@ __all__ = [
     "FlowMatchingSurrogate",
     "NeuralFieldSurrogate",
     "ReducedBasisSurrogate",
+    "TrajectorySurrogate",
 ]

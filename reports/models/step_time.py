@@ -1,5 +1,5 @@
-"""Side-by-side step time of the deterministic and reduced-basis surrogates (one process, 1 thread):
-OMP_NUM_THREADS=1 python reports/models/step_time.py"""
+"""Side-by-side step time of the deterministic, reduced-basis and trajectory surrogates (one process,
+1 thread, 6 parameters as heat2d's): OMP_NUM_THREADS=1 python reports/models/step_time.py"""
 
 import time
 from functools import partial
@@ -8,18 +8,19 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from gensim.models import DeterministicSurrogate, ReducedBasisSurrogate
+from gensim.models import DeterministicSurrogate, ReducedBasisSurrogate, TrajectorySurrogate
 from gensim.models.components import MLP
 from gensim.simulations.base import FieldSpec
 
 torch.set_num_threads(1)
+N_PARAMS = 6
 
 
 def batches(d, n, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [
         {
-            "params": torch.rand(128, 2, generator=g) + 1,
+            "params": torch.rand(128, N_PARAMS, generator=g) + 1,
             "t": torch.rand(128, generator=g) + 0.01,
             "fields": torch.randn(128, d, generator=g),
             "sim_id": torch.randint(10**6, (128,), generator=g),
@@ -45,12 +46,16 @@ def fit_time(make, data, steps):
 
 
 net = partial(MLP, hidden=(256, 256, 256))
+time_net = partial(MLP, hidden=(64, 64))
 times = ("t", "log_t")
 for d in (1024, 4096):
     fields = [FieldSpec("u", (d,), "float32")]
     makers = {
-        "deterministic": lambda fields=fields: DeterministicSurrogate(fields, 2, net, time_features=times),
-        "pod": lambda fields=fields: ReducedBasisSurrogate(fields, 2, net, n_modes=64, time_features=times),
+        "deterministic": lambda fields=fields: DeterministicSurrogate(fields, N_PARAMS, net, time_features=times),
+        "pod": lambda fields=fields: ReducedBasisSurrogate(fields, N_PARAMS, net, n_modes=64, time_features=times),
+        "trajectory": lambda fields=fields: TrajectorySurrogate(
+            fields, N_PARAMS, net, time_net, time_features=times, rank=256, param_linear=True, n_modes=64
+        ),
     }
     data = batches(d, 600)
     per = {k: [] for k in makers}
@@ -62,5 +67,7 @@ for d in (1024, 4096):
         {k: [round(1e3 * v, 2) for v in vs] for k, vs in per.items()},
         "ratio det/pod",
         round(sum(per["deterministic"]) / sum(per["pod"]), 2),
+        "det/trajectory",
+        round(sum(per["deterministic"]) / sum(per["trajectory"]), 2),
         flush=True,
     )

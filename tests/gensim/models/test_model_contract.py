@@ -40,7 +40,7 @@ def build(name: str, overrides: tuple[str, ...] = ()):
                 "simulation.grid=6",
                 "simulation.n_steps=4",
                 *SMALL,
-                *(["model.n_modes=8"] if name in ("pod", "flow") else []),
+                *(["model.n_modes=8"] if name in ("pod", "flow", "trajectory") else []),
                 *overrides,
             ],
         )

@@ -51,9 +51,11 @@ def test_basis_decodes_its_projections_and_floors_the_scale_of_missing_modes():
         ReducedBasis(20, 21)
 
 
-def test_a_refit_maps_the_output_layer_so_the_prediction_stays():
+@pytest.mark.parametrize("param_linear", [False, True])
+def test_a_refit_maps_the_output_layer_so_the_prediction_stays(param_linear):
     """With as many modes as field values the new basis spans the old prediction: a refit on other
-    snapshots changes the basis but not what the model predicts."""
+    snapshots changes the basis but not what the model predicts (with coefficients affine in the
+    parameters too: each group of outputs is mapped)."""
     torch.manual_seed(0)
     sim = DecayingWave(size=8, n_steps=5)
     model = ReducedBasisSurrogate(
@@ -64,7 +66,9 @@ def test_a_refit_maps_the_output_layer_so_the_prediction_stays():
         n_modes=8,
         basis_rows=64,
         normalizer_warmup_batches=1,
+        param_linear=param_linear,
     )
+    assert model.output_layer().out_features == 8 * (3 if param_linear else 1)
     first, second = wave_batches(sim, 64, 64, 2, seed=0)
     model.on_train_batch_start(first, 0)
     model.normalized_batch(first)
