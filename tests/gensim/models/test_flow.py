@@ -92,9 +92,45 @@ def test_bad_settings_are_named():
         make_flow(solver="dopri5")
     with pytest.raises(ValueError, match="sampling_steps"):
         make_flow(sampling_steps=0)
+    with pytest.raises(ValueError, match="time_grid_power"):
+        make_flow(time_grid_power=0.0)
     with pytest.raises(ValueError, match="space"):
         make_flow(space="latent")
     with pytest.raises(ValueError, match="basis_refits must include step 0"):
         make_flow(space="reduced", n_modes=3, basis_refits=(10, 20))
     with pytest.raises(ValueError, match="n_modes"):
         make_flow(space="reduced", n_modes=9)  # the toy's field has 8 values
+
+
+def test_time_grid_shortens_the_steps_towards_the_end():
+    # The solver evaluates the velocity at the grid's flow times: s_i = 1 - (1 - i / n)^power.
+    model = make_flow(sampling_steps=4, solver="euler", time_grid_power=2.0)
+    assert torch.allclose(model.time_grid(), torch.tensor([0.0, 0.4375, 0.75, 0.9375, 1.0]))
+    assert torch.allclose(make_flow(sampling_steps=4).time_grid(), torch.linspace(0, 1, 5))
+    seen = []
+    model.velocity = lambda x, s, cond: (seen.append(float(s[0])), torch.ones_like(x))[1]
+    cond, z = torch.zeros(2, model.n_cond), torch.zeros(2, model.n_out)
+    assert torch.allclose(model.generate(cond, z), torch.ones_like(z))  # dx/ds = 1 over [0, 1]
+    assert seen == pytest.approx([0.0, 0.4375, 0.75, 0.9375])
+
+
+def test_weight_average_follows_the_trained_net_and_samples_outside_training():
+    torch.manual_seed(0)
+    model = make_flow(ema_decay=0.75)
+    before = [p.detach().clone() for p in model.decoder_ema.parameters()]
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.add_(1.0)  # as if an optimizer step moved every weight by 1
+    model.on_train_batch_end(None, {}, 0)
+    for avg, old in zip(model.decoder_ema.parameters(), before):
+        assert torch.allclose(avg, old + 0.25)  # a quarter of the way to the new weights
+    cond, x, s = torch.zeros(3, model.n_cond), torch.randn(3, model.n_out), torch.full((3,), 0.5)
+    model.train()
+    trained = model.velocity(x, s, cond)
+    model.eval()
+    averaged = model.velocity(x, s, cond)
+    assert not torch.allclose(trained, averaged)
+    gain, offset = model.decoder_ema(torch.cat([cond, model.time_embedding(s)], 1), x).chunk(2, 1)
+    assert torch.allclose(averaged, gain * x + offset)
+    with pytest.raises(ValueError, match="ema_decay"):
+        make_flow(ema_decay=1.0)
