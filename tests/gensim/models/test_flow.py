@@ -26,7 +26,9 @@ def make_flow(**kwargs) -> FlowMatchingSurrogate:
 #: The toy's fields span 3 directions (the mean's and the two fluctuations'): 3 modes hold the
 #: law exactly, so the reduced flow is held to the field flow's bounds. Its default sampler
 #: (4 midpoint steps) is used there.
-SPACES = {"field": {}, "reduced": {"space": "reduced", "n_modes": 3, "sampling_steps": 4, "basis_refits": (0, 10, 40)}}
+#: ``reduced_mean``: the same with a mean network, the flow on the residual.
+REDUCED = {"space": "reduced", "n_modes": 3, "sampling_steps": 4, "basis_refits": (0, 10, 40)}
+SPACES = {"field": {}, "reduced": REDUCED, "reduced_mean": REDUCED | {"mean_weight_decay": 0.01}}
 
 
 @pytest.mark.parametrize("space", list(SPACES))
@@ -60,7 +62,7 @@ def test_learns_the_toy_law_and_restores_from_checkpoint(space, tmp_path, single
     path = tmp_path / "flow.ckpt"
     trainer.save_checkpoint(path)
     restored = FlowMatchingSurrogate.load_from_checkpoint(path, net=NET)
-    if space == "reduced":  # fitted at the listed steps only, then frozen; the checkpoint holds it
+    if space != "field":  # fitted at the listed steps only, then frozen; the checkpoint holds it
         assert int(model.basis.n_fits) == 3 and torch.equal(restored.basis.modes, model.basis.modes)
     restored.eval()
     with torch.no_grad():
@@ -134,3 +136,15 @@ def test_weight_average_follows_the_trained_net_and_samples_outside_training():
     assert torch.allclose(averaged, gain * x + offset)
     with pytest.raises(ValueError, match="ema_decay"):
         make_flow(ema_decay=1.0)
+
+
+def test_mean_network_is_added_to_the_flow_end_point_and_has_its_own_weight_decay():
+    model = make_flow(mean_weight_decay=0.5, weight_decay=0.0, sampling_steps=2, solver="euler")
+    # A zero velocity leaves the start point: the sample is the start plus the mean network's output.
+    model.decoder.forward = lambda cond, z: torch.zeros_like(z).repeat(1, 2)
+    cond, z = torch.randn(4, model.n_cond), torch.randn(4, model.n_out)
+    with torch.no_grad():
+        assert torch.allclose(model.generate(cond, z), z + model.mean_net(cond))
+    groups = make_flow(mean_weight_decay=0.5, weight_decay=0.0).configure_optimizers()["optimizer"].param_groups
+    assert [g["weight_decay"] for g in groups] == [0.0, 0.5]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
