@@ -2,7 +2,9 @@
 
 Reads the finished studies of ``distribution.py`` (``runs/stochastic_2k`` at 32 x 32 and
 ``runs/stochastic_2k_64`` at 64 x 64: the cVAE ``cvae_es02``, the cGAN ``cgan_es4`` and the
-flow ``flow``, each the default config of its model, and the flow over 12 000 steps ``flow_12k``)
+flow ``flow``, each the default config of its model then (the flow's velocity net 256 x 3), the
+flow over 12 000 steps ``flow_12k``, and at 12 000 steps the 128 x 3 net, the default since,
+``flow_h128``, and 64 x 3 ``flow_h64``)
 and writes, for each grid:
 
 - a table of each study's held-out distribution check (its ``metrics.json``: 16 held-out
@@ -48,7 +50,14 @@ from gensim.simulations.base import FieldSpec
 
 HERE = Path(__file__).resolve().parent
 GRIDS = {"32x32": HERE / "runs" / "stochastic_2k", "64x64": HERE / "runs" / "stochastic_2k_64"}
-MODELS = {"cVAE": "cvae_es02", "cGAN": "cgan_es4", "flow": "flow", "flow, 12k steps": "flow_12k"}
+MODELS = {
+    "cVAE": "cvae_es02",
+    "cGAN": "cgan_es4",
+    "flow": "flow",
+    "flow, 12k steps": "flow_12k",
+    "flow 128x3 (default), 12k steps": "flow_h128",
+    "flow 64x3, 12k steps": "flow_h64",
+}
 REPEATS = 7
 #: (metrics.json key, header); a key with a floor is followed by it.
 COLUMNS = [
