@@ -30,6 +30,7 @@ pointwise variance at 32 x 32 and 64 x 64, 64 modes all but 1e-4 of it.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -106,6 +107,11 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         Sinusoidal frequencies of the flow-time embedding (2 features each).
     sampling_steps : int
         Fixed steps of the ODE solver from ``s = 0`` to 1.
+    time_grid_power : float
+        Shape of the steps (:meth:`time_grid`): 1 for equal steps, above 1 for steps that
+        shorten towards ``s = 1``. On the stochastic heat field the default sampler is already
+        converged: 4 midpoint steps and rk4 x 16 gave the same energy distance / floor (1.400),
+        powers 1.5 and 2 1.411 and 1.385 (``reports/generative/flow_sampler.py``).
     solver : {"euler", "midpoint", "rk4"}
         torchdiffeq fixed-step method; a sample costs ``sampling_steps`` times 1, 2 or 4
         velocity evaluations.
@@ -114,6 +120,21 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
     normalizer_warmup_batches : int
     n_mean_samples : int
         Samples averaged by the mean prediction (``forward``).
+    mean_weight_decay : float or None
+        None: the flow carries the whole law. Otherwise a second network of the same ``net``
+        factory regresses the conditional mean of the flow's coordinates (least squares on the
+        field, AdamW with this weight decay) and the flow learns the law of the residual about
+        it; a sample is the mean network's output plus the flow's end point (one more network
+        evaluation per sample). On the stochastic heat field (2 000 simulations, 32 x 32, 12 000
+        steps) weight decay 1 gave 1.57 x the floor, the plain flow 1.31 and 1.40: the mean
+        network's error (0.0049 of the exact variance) was three times that of the same regression
+        off-line, and the flow on the residual added its own.
+    ema_decay : float
+        Decay per optimizer step of an exponential moving average of the velocity network's
+        weights, in [0, 1); outside training (samples, the mean prediction, the checks) the
+        averaged network gives the velocity. 0: the trained network itself. 0.999 gave 1.40 x
+        the floor on the stochastic heat field (2 000 simulations, 32 x 32, 12 000 steps), the
+        plain flow 1.31 (one seed each).
     check : DistributionCheck, optional
         Held-out distribution check settings.
     time_features : sequence of {"t", "log_t"}
@@ -136,6 +157,7 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         basis_refits: Sequence[int] = (0, 10, 20, 40, 80, 160, 320, 640),
         time_frequencies: int = 8,
         sampling_steps: int = 4,
+        time_grid_power: float = 1.0,
         solver: str = "midpoint",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -143,6 +165,8 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         final_lr_ratio: float = 0.01,
         normalizer_warmup_batches: int = 100,
         n_mean_samples: int = 8,
+        mean_weight_decay: float | None = None,
+        ema_decay: float = 0.0,
         check: DistributionCheck | None = None,
         time_features: Sequence[str] = ("t",),
     ) -> None:
@@ -154,6 +178,10 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
             raise ValueError(
                 f"expected sampling_steps >= 1 and time_frequencies >= 1, got {sampling_steps} and {time_frequencies}"
             )
+        if not time_grid_power > 0:
+            raise ValueError(f"time_grid_power: expected a positive power, got {time_grid_power}")
+        if not 0 <= ema_decay < 1:
+            raise ValueError(f"ema_decay: expected a value in [0, 1), got {ema_decay}")
         if space not in SPACES:
             raise ValueError(f"space: expected one of {list(SPACES)}, got {space!r}")
         refits = sorted({int(s) for s in basis_refits})
@@ -170,6 +198,8 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         self.time_embedding = FlowTimeEmbedding(time_frequencies)
         # Two outputs per coordinate: the velocity's gain and offset (see velocity).
         self.decoder = Decoder(self.n_cond + 2 * int(time_frequencies), latent, 2 * latent, net)
+        self.mean_net = net(self.n_cond, latent) if mean_weight_decay is not None else None
+        self.decoder_ema = copy.deepcopy(self.decoder).requires_grad_(False) if ema_decay > 0 else None
         self.basis = ReducedBasis(self.n_out, latent) if space == "reduced" else None
         self.basis_refits = refits
         self.snapshots = TrainingProbe(basis_rows) if space == "reduced" else None
@@ -191,21 +221,32 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         coordinates the exact velocity has this form with ``g`` a function of (condition, s)
         alone.
         """
-        gain, offset = self.decoder(torch.cat([cond, self.time_embedding(s)], dim=1), x).chunk(2, dim=1)
+        decoder = self.decoder if self.decoder_ema is None or self.training else self.decoder_ema
+        gain, offset = decoder(torch.cat([cond, self.time_embedding(s)], dim=1), x).chunk(2, dim=1)
         return gain * x + offset
+
+    def time_grid(self) -> torch.Tensor:
+        """The solver's flow times (sampling_steps + 1,): ``s_i = 1 - (1 - i / n)^p`` with
+        ``p = time_grid_power``, from 0 to 1."""
+        u = torch.linspace(0.0, 1.0, int(self.hparams.sampling_steps) + 1, dtype=torch.float64)
+        return (1.0 - (1.0 - u) ** float(self.hparams.time_grid_power)).float()
 
     def generate(self, cond: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Normalized fields (B, D): the ODE solution at ``s = 1`` from ``z`` (B, latent_dim) at
         ``s = 0``, decoded by the basis in reduced space."""
-        steps = int(self.hparams.sampling_steps)
         x = self._solver.sample(
-            x_init=z,
-            step_size=1.0 / steps,
-            method=self.hparams.solver,
-            time_grid=torch.tensor([0.0, 1.0], dtype=z.dtype),
-            cond=cond,
+            x_init=z, step_size=None, method=self.hparams.solver, time_grid=self.time_grid().to(z.dtype), cond=cond
         )
+        if self.mean_net is not None:
+            x = x + self.mean_net(cond)
         return x if self.basis is None else self.basis.decode(x)
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Move the weight average towards the weights of the optimizer step just taken."""
+        if self.decoder_ema is not None:
+            for avg, new in zip(self.decoder_ema.parameters(), self.decoder.parameters()):
+                avg.lerp_(new, 1.0 - self.hparams.ema_decay)
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         super().on_train_batch_start(batch, batch_idx)
@@ -225,9 +266,34 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
             if self.global_step in self.basis_refits:
                 self.refit_basis()
             y = self.basis.project(y)
+        mean_loss = None
+        if self.mean_net is not None:
+            mean = self.mean_net(cond)
+            # Squared error of the field in normalized units (in reduced space the coefficients'
+            # error weighted by their scales, as ReducedBasisSurrogate's loss).
+            weight = 1.0 if self.basis is None else self.basis.scale**2 * (y.shape[1] / self.n_out)
+            mean_loss = self.batch_mean(((mean - y) ** 2 * weight).mean(1), batch)
+            y = y - mean.detach()  # the flow carries the residual's law
         s = torch.rand(y.shape[0], dtype=y.dtype, device=y.device)
         sample = self.path.sample(x_0=torch.randn_like(y), x_1=y, t=s)
         # Per-sample squared error of the velocity, averaged with the buffer's importance weights.
         loss = self.batch_mean(((self.velocity(sample.x_t, s, cond) - sample.dx_t) ** 2).mean(1), batch)
         self.log("train_loss", loss, prog_bar=True)
-        return loss
+        if mean_loss is None:
+            return loss
+        self.log("train_mean_loss", mean_loss)
+        return loss + mean_loss
+
+    def configure_optimizers(self):
+        """AdamW with the warm-up + cosine schedule; the mean network (if any) with its own weight decay."""
+        if self.mean_net is None:
+            return super().configure_optimizers()
+        mean_params = set(self.mean_net.parameters())
+        groups = [
+            {
+                "params": [q for q in self.parameters() if q not in mean_params],
+                "weight_decay": self.hparams.weight_decay,
+            },
+            {"params": list(self.mean_net.parameters()), "weight_decay": self.hparams.mean_weight_decay},
+        ]
+        return self.scheduled(torch.optim.AdamW(groups, lr=self.hparams.lr))

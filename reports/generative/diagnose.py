@@ -17,7 +17,8 @@ part of it in the Fourier modes of wavenumber below 2.5 (the spatial mean, the i
 modes and their neighbours). Written to ``diagnosis.json`` beside each
 study's ``metrics.json``, and tabulated in ``diagnosis.md``::
 
-    python reports/generative/diagnose.py cvae cgan cgan_es4 cgan_es4_6k
+    python reports/generative/diagnose.py cvae cgan cgan_es4 cgan_es4_6k   # studies of runs/stochastic
+    python reports/generative/diagnose.py stochastic_2k/flow_ema           # another comparison's study
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ def diagnose(run_dir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("variants", nargs="+", help="study names under runs/stochastic/")
+    parser.add_argument(
+        "variants", nargs="+", help="study names under runs/stochastic/, or <comparison>/<study> under runs/"
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
@@ -108,7 +111,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in args.variants:
-        run_dir = RUNS / variant / "seed0"
+        run_dir = (RUNS if "/" not in variant else RUNS.parent) / variant / "seed0"
         d = diagnose(run_dir)
         lines.append(
             f"| {variant} | {d['ed_ratio']:.3f} | {d['ed_ratio_mean_fixed']:.3f} "

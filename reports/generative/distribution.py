@@ -73,10 +73,30 @@ COMPARISONS = {
         "variants": {
             "cvae_es02": ["model=cvae", "model.energy_score_weight=0.2", "trainer.max_steps=6000"],
             "cgan_es4": ["model=cgan", "model.energy_score_weight=4.0", "trainer.max_steps=12000"],
-            # The default flow (conf/model/flow.yaml): POD coefficients, 4 midpoint steps.
-            "flow": ["model=flow", "trainer.max_steps=6000"],
+            # The flow as the default was then (conf/model/flow.yaml: POD coefficients, 4 midpoint
+            # steps, a 256 x 3 velocity net; the net pinned since the default became 128 x 3).
+            "flow": ["model=flow", "model.net.hidden=[256,256,256]", "trainer.max_steps=6000"],
             # Its held-out energy distance still fell at 6 000 steps: the cGAN's 12 000.
-            "flow_12k": ["model=flow", "trainer.max_steps=12000"],
+            "flow_12k": ["model=flow", "model.net.hidden=[256,256,256]", "trainer.max_steps=12000"],
+            # Samples from a moving average of the velocity net's weights.
+            "flow_ema": [
+                "model=flow",
+                "model.net.hidden=[256,256,256]",
+                "model.ema_decay=0.999",
+                "trainer.max_steps=12000",
+            ],
+            # The excess energy distance is the conditional mean's error (diagnose.py on flow_ema):
+            # a mean network, least squares with weight decay 1, and the flow on the residual.
+            "flow_mean": [
+                "model=flow",
+                "model.net.hidden=[256,256,256]",
+                "model.mean_weight_decay=1.0",
+                "trainer.max_steps=12000",
+            ],
+            # Narrower nets: off-line, a narrower regression of the mean fitted less of the noise.
+            # 128 x 3 is the default since.
+            "flow_h128": ["model=flow", "model.net.hidden=[128,128,128]", "trainer.max_steps=12000"],
+            "flow_h64": ["model=flow", "model.net.hidden=[64,64,64]", "trainer.max_steps=12000"],
         },
     },
     # The same at the simulation's default 64 x 64 grid.
@@ -90,9 +110,10 @@ COMPARISONS = {
         "variants": {
             "cvae_es02": ["model=cvae", "model.energy_score_weight=0.2", "trainer.max_steps=6000"],
             "cgan_es4": ["model=cgan", "model.energy_score_weight=4.0", "trainer.max_steps=12000"],
-            # The default flow (conf/model/flow.yaml): POD coefficients, 4 midpoint steps.
-            "flow": ["model=flow", "trainer.max_steps=6000"],
-            "flow_12k": ["model=flow", "trainer.max_steps=12000"],
+            # The flow as the default was then (256 x 3 velocity net, pinned since).
+            "flow": ["model=flow", "model.net.hidden=[256,256,256]", "trainer.max_steps=6000"],
+            "flow_12k": ["model=flow", "model.net.hidden=[256,256,256]", "trainer.max_steps=12000"],
+            "flow_h128": ["model=flow", "model.net.hidden=[128,128,128]", "trainer.max_steps=12000"],
         },
     },
     "heat2d": {

@@ -2,7 +2,9 @@
 
 Reads the finished studies of ``distribution.py`` (``runs/stochastic_2k`` at 32 x 32 and
 ``runs/stochastic_2k_64`` at 64 x 64: the cVAE ``cvae_es02``, the cGAN ``cgan_es4`` and the
-flow ``flow``, each the default config of its model, and the flow over 12 000 steps ``flow_12k``)
+flow ``flow``, each the default config of its model then (the flow's velocity net 256 x 3), the
+flow over 12 000 steps ``flow_12k``, and at 12 000 steps the 128 x 3 net, the default since,
+``flow_h128``, and 64 x 3 ``flow_h64``)
 and writes, for each grid:
 
 - a table of each study's held-out distribution check (its ``metrics.json``: 16 held-out
@@ -18,8 +20,12 @@ and writes, for each grid:
   vector at t = 1 the pointwise moments and the power spectrum of the fluctuations
   (``moments_<grid>.png``, ``spectra_<grid>.png``).
 
-A study that has not finished (or lost its checkpoint) is left out of the figures and timings,
-not of the table when its ``metrics.json`` exists::
+A study that has not finished is left out; one whose checkpoint is gone (checkpoints are not
+committed) keeps its row, and its timing (with the simulator run timed in the same session, so
+its speed-up stays a same-session ratio) and rank histogram are carried over from the previous
+``side_by_side.json``, marked *earlier* in the table. The figures of a grid are redrawn only when
+every study of it has its checkpoint; otherwise the previous ones are kept, and the text says
+which studies they show::
 
     python reports/generative/side_by_side.py   # writes side_by_side.md, side_by_side.json, *.png
 """
@@ -44,7 +50,14 @@ from gensim.simulations.base import FieldSpec
 
 HERE = Path(__file__).resolve().parent
 GRIDS = {"32x32": HERE / "runs" / "stochastic_2k", "64x64": HERE / "runs" / "stochastic_2k_64"}
-MODELS = {"cVAE": "cvae_es02", "cGAN": "cgan_es4", "flow": "flow", "flow, 12k steps": "flow_12k"}
+MODELS = {
+    "cVAE": "cvae_es02",
+    "cGAN": "cgan_es4",
+    "flow": "flow",
+    "flow, 12k steps": "flow_12k",
+    "flow 128x3 (default), 12k steps": "flow_h128",
+    "flow 64x3, 12k steps": "flow_h64",
+}
 REPEATS = 7
 #: (metrics.json key, header); a key with a floor is followed by it.
 COLUMNS = [
@@ -100,7 +113,17 @@ def held_out_samples(study, models: dict) -> tuple[dict, dict, float]:
     )
 
 
-def grid_section(grid: str, runs: Path) -> tuple[str, dict]:
+def carried_over(previous: dict, name: str) -> tuple[dict | None, list | None]:
+    """A model's timing ``{"generate_s", "run_s"}`` and rank histogram from a previous ``side_by_side.json``
+    grid section (measured then, or carried over then too), each None when it has none."""
+    timing = previous.get("timing_cpu_s", {})
+    carried = previous.get("timing_cpu_s_carried", {}).get(name)
+    if carried is None and name in timing:
+        carried = {"generate_s": timing[name], "run_s": timing["run_s"]}
+    return carried, previous.get("rank_histograms", {}).get(name)
+
+
+def grid_section(grid: str, runs: Path, previous: dict) -> tuple[str, dict]:
     metrics = {
         name: json.loads((runs / v / "seed0" / "metrics.json").read_text())
         for name, v in MODELS.items()
@@ -119,11 +142,13 @@ def grid_section(grid: str, runs: Path) -> tuple[str, dict]:
         "|---" * (len(COLUMNS) + 4) + "|",
     ]
     timing = {}
+    redraw = bool(trained) and len(trained) == len(metrics)
     if trained:
         study = load_study(runs / MODELS[trained[0]] / "seed0")
         models = {name: load_surrogate(load_study(runs / MODELS[name] / "seed0")) for name in trained}
         pooled, first, t = held_out_samples(study, models)
         spec = study.simulation.fields[0]
+    if redraw:
         plot_moments(first, spec, t, HERE / f"moments_{grid}.png", f"stochastic heat {grid}, first held-out vector")
         plot_spectra(first, spec, t, HERE / f"spectra_{grid}.png", f"stochastic heat {grid}, first held-out vector")
         pooled_spec = FieldSpec(spec.name, (pooled[SIMULATOR].shape[1],))
@@ -134,21 +159,41 @@ def grid_section(grid: str, runs: Path) -> tuple[str, dict]:
             HERE / f"rank_histograms_{grid}.png",
             f"stochastic heat {grid}, all held-out vectors pooled",
         )
+    if trained:
         half = pooled[SIMULATOR].shape[0] // 2
         out["rank_histograms"] = {
             name: rank_histogram(s[:half], pooled[SIMULATOR][half:], 16).round(4).tolist() for name, s in pooled.items()
         }
         timing = time_against_simulation(study.simulation, models, 4, REPEATS)
         out["timing_cpu_s"] = timing
+    carried = {}
+    for name in metrics.keys() - set(trained):
+        carried[name], histogram = carried_over(previous, name)
+        if histogram is not None:
+            out.setdefault("rank_histograms", {})[name] = histogram
+    carried = {name: c for name, c in carried.items() if c is not None}
+    if carried:
+        out["timing_cpu_s_carried"] = carried
     for name, m in metrics.items():
         cells = [f"{m[k]:.4g}" if m.get(k) is not None else "n/a" for k, _ in COLUMNS]
-        gen = f"{timing[name] * 1e6:.1f} | {timing['run_s'] / timing[name]:.0f}x" if name in timing else "n/a | n/a"
+        if name in timing:
+            gen = f"{timing[name] * 1e6:.1f} | {timing['run_s'] / timing[name]:.0f}x"
+        elif name in carried:
+            c = carried[name]
+            gen = f"{c['generate_s'] * 1e6:.1f} (earlier) | {c['run_s'] / c['generate_s']:.0f}x (earlier)"
+        else:
+            gen = "n/a | n/a"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {gen} | runs/{runs.name}/{MODELS[name]}/seed0 |")
-    figures = "".join(
-        f"\n![{kind}]({kind}_{grid}.png)\n" for kind in ("rank_histograms", "moments", "spectra") if trained
-    )
-    run = f"simulator run {timing['run_s'] * 1e3:.2f} CPU ms; " if timing else ""
-    return f"## {grid}\n\n{run}n/a: a metric the study did not log, or no checkpoint.\n\n" + "\n".join(
+    # Before the figures were listed in the json, they showed the models timed then.
+    earlier = previous.get("figures") or [k for k in previous.get("timing_cpu_s", {}) if k != "run_s"]
+    shown = list(metrics) if redraw else earlier
+    out["figures"] = shown
+    figures = "".join(f"\n![{kind}]({kind}_{grid}.png)\n" for kind in ("rank_histograms", "moments", "spectra"))
+    if not redraw:
+        figures = f"\nFigures of an earlier run of this script, of: {', '.join(shown) or 'none listed'}.\n" + figures
+    run = f"simulator run {timing['run_s'] * 1e3:.2f} CPU ms (this session); " if timing else ""
+    notes = "*earlier*: timed in an earlier session (no checkpoint now), against that session's simulator run; "
+    return f"## {grid}\n\n{run}{notes}n/a: a metric the study did not log, or no checkpoint.\n\n" + "\n".join(
         lines
     ) + "\n" + figures, out
 
@@ -167,10 +212,12 @@ def main() -> None:
             }
         },
     )
+    out_json = HERE / "side_by_side.json"
+    previous = json.loads(out_json.read_text()) if out_json.exists() else {}
     for grid, runs in GRIDS.items():
-        text, data[grid] = grid_section(grid, runs)
+        text, data[grid] = grid_section(grid, runs, previous.get(grid, {}))
         sections.append(text)
-    (HERE / "side_by_side.json").write_text(json.dumps(data, indent=2) + "\n")
+    out_json.write_text(json.dumps(data, indent=2) + "\n")
     text = (
         "# Generative surrogates side by side: stochastic heat field, 2 000 simulations\n\n"
         "Produced by `python reports/generative/side_by_side.py` from the studies of `distribution.py` "

@@ -26,7 +26,9 @@ def make_flow(**kwargs) -> FlowMatchingSurrogate:
 #: The toy's fields span 3 directions (the mean's and the two fluctuations'): 3 modes hold the
 #: law exactly, so the reduced flow is held to the field flow's bounds. Its default sampler
 #: (4 midpoint steps) is used there.
-SPACES = {"field": {}, "reduced": {"space": "reduced", "n_modes": 3, "sampling_steps": 4, "basis_refits": (0, 10, 40)}}
+#: ``reduced_mean``: the same with a mean network, the flow on the residual.
+REDUCED = {"space": "reduced", "n_modes": 3, "sampling_steps": 4, "basis_refits": (0, 10, 40)}
+SPACES = {"field": {}, "reduced": REDUCED, "reduced_mean": REDUCED | {"mean_weight_decay": 0.01}}
 
 
 @pytest.mark.parametrize("space", list(SPACES))
@@ -60,7 +62,7 @@ def test_learns_the_toy_law_and_restores_from_checkpoint(space, tmp_path, single
     path = tmp_path / "flow.ckpt"
     trainer.save_checkpoint(path)
     restored = FlowMatchingSurrogate.load_from_checkpoint(path, net=NET)
-    if space == "reduced":  # fitted at the listed steps only, then frozen; the checkpoint holds it
+    if space != "field":  # fitted at the listed steps only, then frozen; the checkpoint holds it
         assert int(model.basis.n_fits) == 3 and torch.equal(restored.basis.modes, model.basis.modes)
     restored.eval()
     with torch.no_grad():
@@ -92,9 +94,57 @@ def test_bad_settings_are_named():
         make_flow(solver="dopri5")
     with pytest.raises(ValueError, match="sampling_steps"):
         make_flow(sampling_steps=0)
+    with pytest.raises(ValueError, match="time_grid_power"):
+        make_flow(time_grid_power=0.0)
     with pytest.raises(ValueError, match="space"):
         make_flow(space="latent")
     with pytest.raises(ValueError, match="basis_refits must include step 0"):
         make_flow(space="reduced", n_modes=3, basis_refits=(10, 20))
     with pytest.raises(ValueError, match="n_modes"):
         make_flow(space="reduced", n_modes=9)  # the toy's field has 8 values
+
+
+def test_time_grid_shortens_the_steps_towards_the_end():
+    # The solver evaluates the velocity at the grid's flow times: s_i = 1 - (1 - i / n)^power.
+    model = make_flow(sampling_steps=4, solver="euler", time_grid_power=2.0)
+    assert torch.allclose(model.time_grid(), torch.tensor([0.0, 0.4375, 0.75, 0.9375, 1.0]))
+    assert torch.allclose(make_flow(sampling_steps=4).time_grid(), torch.linspace(0, 1, 5))
+    seen = []
+    model.velocity = lambda x, s, cond: (seen.append(float(s[0])), torch.ones_like(x))[1]
+    cond, z = torch.zeros(2, model.n_cond), torch.zeros(2, model.n_out)
+    assert torch.allclose(model.generate(cond, z), torch.ones_like(z))  # dx/ds = 1 over [0, 1]
+    assert seen == pytest.approx([0.0, 0.4375, 0.75, 0.9375])
+
+
+def test_weight_average_follows_the_trained_net_and_samples_outside_training():
+    torch.manual_seed(0)
+    model = make_flow(ema_decay=0.75)
+    before = [p.detach().clone() for p in model.decoder_ema.parameters()]
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.add_(1.0)  # as if an optimizer step moved every weight by 1
+    model.on_train_batch_end(None, {}, 0)
+    for avg, old in zip(model.decoder_ema.parameters(), before):
+        assert torch.allclose(avg, old + 0.25)  # a quarter of the way to the new weights
+    cond, x, s = torch.zeros(3, model.n_cond), torch.randn(3, model.n_out), torch.full((3,), 0.5)
+    model.train()
+    trained = model.velocity(x, s, cond)
+    model.eval()
+    averaged = model.velocity(x, s, cond)
+    assert not torch.allclose(trained, averaged)
+    gain, offset = model.decoder_ema(torch.cat([cond, model.time_embedding(s)], 1), x).chunk(2, 1)
+    assert torch.allclose(averaged, gain * x + offset)
+    with pytest.raises(ValueError, match="ema_decay"):
+        make_flow(ema_decay=1.0)
+
+
+def test_mean_network_is_added_to_the_flow_end_point_and_has_its_own_weight_decay():
+    model = make_flow(mean_weight_decay=0.5, weight_decay=0.0, sampling_steps=2, solver="euler")
+    # A zero velocity leaves the start point: the sample is the start plus the mean network's output.
+    model.decoder.forward = lambda cond, z: torch.zeros_like(z).repeat(1, 2)
+    cond, z = torch.randn(4, model.n_cond), torch.randn(4, model.n_out)
+    with torch.no_grad():
+        assert torch.allclose(model.generate(cond, z), z + model.mean_net(cond))
+    groups = make_flow(mean_weight_decay=0.5, weight_decay=0.0).configure_optimizers()["optimizer"].param_groups
+    assert [g["weight_decay"] for g in groups] == [0.0, 0.5]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
