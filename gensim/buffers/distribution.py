@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from gensim.buffers.draw import DrawRule, UniformDraw
-from gensim.buffers.policies import InsertPolicy
+from gensim.buffers.policies import InsertPolicy, bounded_integers
 from gensim.buffers.storage import Storage
 from gensim.buffers.strata import Strata
 from gensim.simulations.base import Sample
@@ -197,8 +197,8 @@ class DistributionAware(InsertPolicy):
         it draws ``v = rng.integers(a_s)`` and replaces member ``v`` of its own stratum when
         ``v < n_s``, else is discarded. The counts move only with the first kind (a replacement
         inside a stratum leaves ``n_s`` as it is), so the bounds of the whole batch are known
-        before any draw, and ``rng.integers(0, bounds)`` draws them in one call: the same
-        integers, and the same generator state after, as one scalar call per bound in order.
+        before any draw, and :func:`~gensim.buffers.policies.bounded_integers` draws them: the
+        same integers, and the same generator state after, as one scalar call per bound in order.
 
         Parameters
         ----------
@@ -229,7 +229,7 @@ class DistributionAware(InsertPolicy):
                 donors.append(-1)
                 bounds.append(arrivals[s])
                 kept.append(n_s)
-        draws = self.rng.integers(0, np.array(bounds, dtype=np.int64)).tolist()
+        draws = bounded_integers(self.rng, bounds)
         # Second pass, in arrival order: the slots, from the slot lists as they are then.
         members, slot_stratum = self._members, self.slot_stratum
         slots: list[int | None] = []

@@ -20,6 +20,34 @@ from gensim.buffers.draw import ConsumeOldest, DrawRule, UniformDraw
 from gensim.buffers.storage import Storage
 from gensim.simulations.base import Sample
 
+#: Below this many bounds, :func:`bounded_integers` calls the generator once per bound: numpy's
+#: array-bound path has a fixed cost of about four scalar calls (measured 26 us against 7 us
+#: a call on the loaded 2-core machine), and a receiver that keeps up hands the buffer batches of
+#: one or two samples.
+SCALAR_DRAWS_BELOW = 4
+
+
+def bounded_integers(rng: np.random.Generator, bounds: Sequence[int]) -> list[int]:
+    """One uniform integer in ``[0, b)`` for each bound ``b``, in order.
+
+    ``rng.integers(0, bounds)`` with an array of bounds gives the same integers, and leaves the
+    generator in the same state, as one scalar call per bound in order; this picks whichever is
+    cheaper for the number of bounds, so the draws do not depend on how arrivals are batched.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    bounds : sequence of int, length n
+        Exclusive upper bounds, each >= 1.
+
+    Returns
+    -------
+    list of int, length n
+    """
+    if len(bounds) < SCALAR_DRAWS_BELOW:
+        return [int(rng.integers(bound)) for bound in bounds]
+    return rng.integers(0, np.asarray(bounds, dtype=np.int64)).tolist()
+
 
 class InsertPolicy(ABC):
     """Decides the slot of each arriving sample.
@@ -224,15 +252,14 @@ class Reservoir(InsertPolicy):
     def select_slots(self, samples: Sequence[Sample], first_seq: int, storage: Storage) -> list[int | None]:
         """:meth:`select_slot` for consecutive arrivals, with one vectorized draw.
 
-        ``rng.integers(0, highs)`` with an array of bounds gives the same integers, and leaves
-        the generator in the same state, as one scalar call per bound in order.
+        The draws of :func:`bounded_integers`: the same integers, and the same generator
+        state after, as one :meth:`select_slot` per arrival.
         """
-        seqs = np.arange(first_seq, first_seq + len(samples))
-        slots: list[int | None] = seqs[seqs < self.capacity].tolist()
-        full = seqs[len(slots) :]
-        if len(full):
-            index = self.rng.integers(0, full + 1)
-            slots += [i if i < self.capacity else None for i in index.tolist()]
+        n_filling = min(max(self.capacity - first_seq, 0), len(samples))
+        slots: list[int | None] = list(range(first_seq, first_seq + n_filling))
+        bounds = range(first_seq + n_filling + 1, first_seq + len(samples) + 1)
+        if len(bounds):
+            slots += [i if i < self.capacity else None for i in bounded_integers(self.rng, bounds)]
         return slots
 
     def default_draw_rule(self) -> DrawRule:

@@ -174,3 +174,15 @@ def test_add_many_after_close_stores_nothing():
     buf.close()
     assert buf.add_many(online_stream(0)[:3]) == [False] * 3
     assert buf.stats()["n_seen"] == 0
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 17])
+def test_bounded_integers_draws_what_one_scalar_call_per_bound_draws(n):
+    """The scalar path (few bounds) and the array path (many) give the integers and the generator state
+    of one ``rng.integers(b)`` per bound, so what a buffer holds does not depend on its batch sizes."""
+    from gensim.buffers.policies import bounded_integers
+
+    bounds = [int(b) for b in np.random.default_rng(n).integers(1, 10**6, size=n)]
+    fast, slow = np.random.default_rng(7), np.random.default_rng(7)
+    assert bounded_integers(fast, bounds) == [int(slow.integers(b)) for b in bounds]
+    assert fast.bit_generator.state == slow.bit_generator.state
