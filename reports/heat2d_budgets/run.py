@@ -216,15 +216,17 @@ def markdown(rows: list[dict], cfg: dict, info: dict) -> str:
     lines += [
         "",
         "| N | Kriging held-out mean | p99 | training mean | POD modes | hyperparameter rows / rows | "
-        "restarted modes | collapsed modes | largest jitter | simulate (s) | fit (s) | wall (s) | neural / Kriging (held-out mean) |",
+        "restarted modes | collapsed modes | largest jitter | simulate (s) | fit (s) | wall (s) | "
+        "neural / Kriging (held-out mean) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         k, n = r["kriging"], r["neural"]
         lines.append(
-            f"| {r['budget']} | {k['val_rel_l2_mean']:.6f} | {k['val_rel_l2_p99']:.6f} | {k['train_rel_l2_mean']:.2e} | "
-            f"{k['n_components_']} | {k['n_samples_hyper_']} / {k['n_samples_fit_']} | "
-            f"{k['restarted_modes_'] or '-'} | {k['collapsed_modes_'] or '-'} | {max(k['jitter_']):.0e} | {k['simulate_s']:.1f} | {k['fit_s']:.1f} | {k['wall_s']:.1f} | "
+            f"| {r['budget']} | {k['val_rel_l2_mean']:.6f} | {k['val_rel_l2_p99']:.6f} | "
+            f"{k['train_rel_l2_mean']:.2e} | {k['n_components_']} | {k['n_samples_hyper_']} / {k['n_samples_fit_']} | "
+            f"{k['restarted_modes_'] or '-'} | {k['collapsed_modes_'] or '-'} | {max(k['jitter_']):.0e} | "
+            f"{k['simulate_s']:.1f} | {k['fit_s']:.1f} | {k['wall_s']:.1f} | "
             f"{n['val_rel_l2_mean'] / k['val_rel_l2_mean']:.1f} |"
         )
     lines.append("")
