@@ -21,6 +21,7 @@ ORDER = [
     "pod20k_lin",
     "pod512_lin",
     "traj512",
+    "conv6k",
     "burgers128_podlin",
     "burgers512_det",
     "burgers512_podlin",
