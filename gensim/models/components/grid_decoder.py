@@ -50,7 +50,8 @@ class GridDecoder(nn.Module):
     2 x 2 blocks of the last doubling) gives ``out_channels`` maps, cropped to ``shape``. Its
     weights do not grow with the grid but its activations do (about ``min_channels`` values per
     grid cell and sample). Transposed convolutions rather than interpolation then a 3 x 3
-    convolution: on one CPU thread, a 32 x 32 grid and 128 samples, the step costs about half.
+    convolution: on one CPU thread, a 32 x 32 grid and 128 samples, the step cost about half
+    (one measurement on a loaded machine, 204 against 382 ms with 64 -> 16 maps).
 
     Parameters
     ----------
