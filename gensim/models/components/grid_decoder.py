@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from gensim.models.components.decoder import NetFactory
 from gensim.models.components.mlp import _ACTIVATIONS
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -72,7 +73,7 @@ class GridDecoder(nn.Module):
     min_channels : int
         Fewest maps of a stage.
     kernel : int
-        Odd convolution size (same-size padding).
+        Odd size of the last convolution (same-size padding).
     activation : str
         As in :class:`~gensim.models.components.MLP`.
 
@@ -86,7 +87,7 @@ class GridDecoder(nn.Module):
         in_features: int,
         out_channels: int,
         shape: Sequence[int],
-        net,
+        net: NetFactory,
         latent_size: int,
         channels: int,
         min_channels: int,
