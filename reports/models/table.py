@@ -22,6 +22,7 @@ ORDER = [
     "pod512_lin",
     "traj512",
     "conv6k",
+    "conv3k_l8",
     "burgers128_podlin",
     "burgers512_det",
     "burgers512_podlin",
