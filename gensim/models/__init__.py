@@ -2,6 +2,7 @@
 
 from gensim.models.autoencoder import Autoencoder
 from gensim.models.cgan import ConditionalGAN
+from gensim.models.conv_decoder import ConvDecoderSurrogate
 from gensim.models.cvae import ConditionalVAE
 from gensim.models.deterministic import DeterministicSurrogate
 from gensim.models.flow import FlowMatchingSurrogate
@@ -14,6 +15,7 @@ __all__ = [
     "Autoencoder",
     "ConditionalGAN",
     "ConditionalVAE",
+    "ConvDecoderSurrogate",
     "DeterministicSurrogate",
     "DistributionCheck",
     "FlowMatchingSurrogate",

@@ -1,11 +1,15 @@
-"""Side-by-side step time of the deterministic, reduced-basis and trajectory surrogates (one process,
-1 thread, 6 parameters as heat2d's): OMP_NUM_THREADS=1 python reports/models/step_time.py"""
+"""Side-by-side step time of the deterministic, reduced-basis, trajectory and convolutional surrogates
+(one process, 1 thread, 6 parameters as heat2d's, a 32 x 32 and a 64 x 64 grid field):
+OMP_NUM_THREADS=1 python reports/models/step_time.py"""
 
 import time
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from gensim.models import DeterministicSurrogate, ReducedBasisSurrogate, TrajectorySurrogate
@@ -48,14 +52,18 @@ def fit_time(make, data, steps):
 net = partial(MLP, hidden=(256, 256, 256))
 time_net = partial(MLP, hidden=(64, 64))
 times = ("t", "log_t")
-for d in (1024, 4096):
-    fields = [FieldSpec("u", (d,), "float32")]
+#: The convolutional surrogate as conf/model/conv.yaml builds it (its time features are [t, log_t]).
+conv = instantiate(OmegaConf.load(Path(__file__).parents[2] / "conf" / "model" / "conv.yaml"))
+for side in (32, 64):
+    d = side * side
+    fields = [FieldSpec("u", (side, side), "float32")]
     makers = {
         "deterministic": lambda fields=fields: DeterministicSurrogate(fields, N_PARAMS, net, time_features=times),
         "pod": lambda fields=fields: ReducedBasisSurrogate(fields, N_PARAMS, net, n_modes=64, time_features=times),
         "trajectory": lambda fields=fields: TrajectorySurrogate(
             fields, N_PARAMS, net, time_net, time_features=times, rank=256, param_linear=True, n_modes=64
         ),
+        "conv": lambda fields=fields: conv(fields=fields, n_params=N_PARAMS),
     }
     data = batches(d, 600)
     per = {k: [] for k in makers}
@@ -69,5 +77,7 @@ for d in (1024, 4096):
         round(sum(per["deterministic"]) / sum(per["pod"]), 2),
         "det/trajectory",
         round(sum(per["deterministic"]) / sum(per["trajectory"]), 2),
+        "det/conv",
+        round(sum(per["deterministic"]) / sum(per["conv"]), 2),
         flush=True,
     )

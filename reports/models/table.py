@@ -21,6 +21,8 @@ ORDER = [
     "pod20k_lin",
     "pod512_lin",
     "traj512",
+    "conv6k",
+    "conv3k_l8",
     "burgers128_podlin",
     "burgers512_det",
     "burgers512_podlin",
