@@ -24,9 +24,10 @@ since the machine may be shared.
 
     OMP_NUM_THREADS=1 python reports/online_offline/benchmark.py            # writes results.md/.json
     OMP_NUM_THREADS=1 python reports/online_offline/benchmark.py --budget 16 --steps 200 --out /tmp/oo
+    # the setting of README.md (about 7 min on 2 shared cores):
     OMP_NUM_THREADS=1 python reports/online_offline/benchmark.py --problem plate_heat --model pod \
-        --budget 256 --steps 5000 --extra model.param_linear=true simulation.substeps=80 \
-        buffer.capacity=12800 --out reports/online_offline/plate_heat_pod
+        --budget 768 --steps 3500 --online-steps 6000 --extra model.param_linear=true \
+        simulation.substeps=12 buffer.capacity=38400 --out reports/online_offline/plate_heat_n768
 """
 
 from __future__ import annotations
