@@ -135,15 +135,6 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         averaged network gives the velocity. 0: the trained network itself. 0.999 gave 1.40 x
         the floor on the stochastic heat field (2 000 simulations, 32 x 32, 12 000 steps), the
         plain flow 1.31 (one seed each).
-    condition_noise : float
-        Standard deviation of a Gaussian jitter added to the normalized parameters (not the time
-        features) of every training row, fresh at every step; 0: none. Training with input noise
-        is a Tikhonov penalty on the velocity's derivatives in the parameters (Bishop 1995): a
-        parameter vector is seen with one realization of the field, and a net free to vary
-        sharply between nearby vectors learns that realization's fluctuation as part of the
-        conditional mean. The jitter widens the learnt law by the mean's variation over it,
-        ``|d mean / d params|^2 condition_noise^2`` in variance, negligible when the jitter is
-        small against the parameters' spread (1 in normalized units).
     check : DistributionCheck, optional
         Held-out distribution check settings.
     time_features : sequence of {"t", "log_t"}
@@ -176,7 +167,6 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         n_mean_samples: int = 8,
         mean_weight_decay: float | None = None,
         ema_decay: float = 0.0,
-        condition_noise: float = 0.0,
         check: DistributionCheck | None = None,
         time_features: Sequence[str] = ("t",),
     ) -> None:
@@ -192,8 +182,6 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
             raise ValueError(f"time_grid_power: expected a positive power, got {time_grid_power}")
         if not 0 <= ema_decay < 1:
             raise ValueError(f"ema_decay: expected a value in [0, 1), got {ema_decay}")
-        if not condition_noise >= 0:
-            raise ValueError(f"condition_noise: expected a standard deviation >= 0, got {condition_noise}")
         if space not in SPACES:
             raise ValueError(f"space: expected one of {list(SPACES)}, got {space!r}")
         refits = sorted({int(s) for s in basis_refits})
@@ -274,10 +262,6 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         cond, y = self.normalized_batch(batch)
-        if self.hparams.condition_noise > 0:
-            jitter = torch.zeros_like(cond)
-            jitter[:, : self.n_params] = torch.randn_like(cond[:, : self.n_params])
-            cond = cond + self.hparams.condition_noise * jitter
         if self.basis is not None:
             if self.global_step in self.basis_refits:
                 self.refit_basis()
