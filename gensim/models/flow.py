@@ -27,8 +27,8 @@ to relearn. The field's law off the basis is not modelled, so the basis must hol
 fluctuations: on the stochastic heat field (smoothed noise) 32 modes carry 99.9% of the exact
 pointwise variance at 32 x 32 and 64 x 64, 64 modes all but 1e-4 of it.
 
-What limits the flow there (2 000 simulations, 32 x 32, 12 000 steps: 1.25 x the energy
-distance's floor) is its conditional mean, learnt from one realization per parameter vector:
+What limits the flow there (2 000 simulations, 32 x 32, 12 000 steps: 1.25 and 1.31 x the energy
+distance's floor on two seeds) is its conditional mean, learnt from one realization per vector:
 with the samples shifted to the exact mean the ratio is 0.88. Neither the sampler nor the basis
 adds to it, and none of these moved it: a weight average, a separate mean network, other
 widths, 18 000 steps, a jitter of the parameters in training; off-line, nor did a flow time
