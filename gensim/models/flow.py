@@ -26,6 +26,14 @@ after the last one: a refit changes the space the velocity lives in, which the n
 to relearn. The field's law off the basis is not modelled, so the basis must hold the fields'
 fluctuations: on the stochastic heat field (smoothed noise) 32 modes carry 99.9% of the exact
 pointwise variance at 32 x 32 and 64 x 64, 64 modes all but 1e-4 of it.
+
+What limits the flow there (2 000 simulations, 32 x 32, 12 000 steps: 1.25 and 1.31 x the energy
+distance's floor on two seeds) is its conditional mean, learnt from one realization per vector:
+with the samples shifted to the exact mean it is 0.88 and 0.91. Neither the sampler nor the basis
+adds to it, and none of these moved it: a weight average, a separate mean network, other
+widths, 18 000 steps, a jitter of the parameters in training; off-line, nor did a flow time
+weighted towards s = 0, a larger batch or a closed-form (ridge) mean
+(``reports/generative/README.md``).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ study's ``metrics.json``, and tabulated in ``diagnosis.md``::
 
     python reports/generative/diagnose.py cvae cgan cgan_es4 cgan_es4_6k   # studies of runs/stochastic
     python reports/generative/diagnose.py stochastic_2k/flow_ema           # another comparison's study
+    python reports/generative/diagnose.py stochastic_2k/flow_h128/seed1    # another seed than 0
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def diagnose(run_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "variants", nargs="+", help="study names under runs/stochastic/, or <comparison>/<study> under runs/"
+        "variants",
+        nargs="+",
+        help="study names under runs/stochastic/, or <comparison>/<study>[/seed<k>] under runs/ (default seed 0)",
     )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -111,7 +114,8 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in args.variants:
-        run_dir = (RUNS if "/" not in variant else RUNS.parent) / variant / "seed0"
+        path = (RUNS if "/" not in variant else RUNS.parent) / variant
+        run_dir = path if path.name.startswith("seed") else path / "seed0"  # seed 0 unless one is named
         d = diagnose(run_dir)
         lines.append(
             f"| {variant} | {d['ed_ratio']:.3f} | {d['ed_ratio_mean_fixed']:.3f} "
