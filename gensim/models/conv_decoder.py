@@ -6,15 +6,15 @@ from collections.abc import Sequence
 
 import torch
 
-from gensim.models.base import FieldSurrogate
 from gensim.models.components.decoder import NetFactory
 from gensim.models.components.grid_decoder import GridDecoder
+from gensim.models.deterministic import RegressionSurrogate
 from gensim.simulations.base import FieldSpec
 
 __all__ = ["ConvDecoderSurrogate"]
 
 
-class ConvDecoderSurrogate(FieldSurrogate):
+class ConvDecoderSurrogate(RegressionSurrogate):
     """Regress grid fields on (parameters, t) with a convolutional decoder, MSE in normalized units.
 
     The fields share one grid (1 to 3 axes, any sizes) and are the decoder's output maps
@@ -22,9 +22,10 @@ class ConvDecoderSurrogate(FieldSurrogate):
     condition gives a latent grid of ``latent_size`` cells along the longest axis, which
     transposed convolutions bring to the field's grid (cropped when the grid is not the latent
     grid times a power of two). The output is in the per-value normalized units of ``out_norm``,
-    as the deterministic surrogate's; the loss and schedule are that model's too, only the
-    network differs: its weights do not grow with the grid, where the MLP's last layer holds
-    ``hidden[-1] x D`` of them.
+    as the deterministic surrogate's; the loss and schedule are that model's too
+    (:class:`~gensim.models.deterministic.RegressionSurrogate`), only the network differs: its
+    weights do not grow with the grid, where the MLP's last layer holds ``hidden[-1] x D`` of
+    them.
 
     Parameters
     ----------
@@ -88,24 +89,3 @@ class ConvDecoderSurrogate(FieldSurrogate):
     def normalized_prediction(self, cond: torch.Tensor) -> torch.Tensor:
         """Fields in normalized units (B, D) from the normalized condition (B, n_cond)."""
         return self.decoder(cond).flatten(1)
-
-    def forward(self, params: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Predict fields in physical units.
-
-        Parameters
-        ----------
-        params : Tensor, shape (B, n_params)
-        t : Tensor, shape (B,)
-
-        Returns
-        -------
-        Tensor, shape (B, D)
-        """
-        return self.out_norm.denormalize(self.normalized_prediction(self.condition(params, t)))
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        cond, y = self.normalized_batch(batch)
-        # Per-sample squared error, so that a replay policy's importance weights apply per sample.
-        loss = self.batch_mean((self.normalized_prediction(cond) - y).pow(2).mean(dim=1), batch)
-        self.log("train_loss", loss, prog_bar=True)
-        return loss

@@ -12,7 +12,40 @@ from gensim.models.components.decoder import NetFactory
 from gensim.simulations.base import FieldSpec
 
 
-class DeterministicSurrogate(FieldSurrogate):
+class RegressionSurrogate(FieldSurrogate):
+    """A surrogate that regresses the fields on (parameters, t): MSE in normalized units.
+
+    Subclasses build the network and give :meth:`normalized_prediction`; the prediction in
+    physical units and the training loss are the same for all of them.
+    """
+
+    def normalized_prediction(self, cond: torch.Tensor) -> torch.Tensor:
+        """Fields in normalized units, shape (B, D), from the normalized condition, shape (B, n_cond)."""
+        raise NotImplementedError
+
+    def forward(self, params: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Predict fields in physical units.
+
+        Parameters
+        ----------
+        params : Tensor, shape (B, n_params)
+        t : Tensor, shape (B,)
+
+        Returns
+        -------
+        Tensor, shape (B, D)
+        """
+        return self.out_norm.denormalize(self.normalized_prediction(self.condition(params, t)))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        cond, y = self.normalized_batch(batch)
+        # Per-sample squared error, so that a replay policy's importance weights apply per sample.
+        loss = self.batch_mean((self.normalized_prediction(cond) - y).pow(2).mean(dim=1), batch)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+
+class DeterministicSurrogate(RegressionSurrogate):
     """Regress the flattened fields on (parameters, t) with a mean-squared error in normalized units.
 
     The network is a :class:`~gensim.models.components.Decoder` without latent. Inputs and outputs
@@ -63,23 +96,6 @@ class DeterministicSurrogate(FieldSurrogate):
         self.record_fields()
         self.decoder = Decoder(self.n_cond, 0, self.n_out, net)
 
-    def forward(self, params: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Predict fields in physical units.
-
-        Parameters
-        ----------
-        params : Tensor, shape (B, n_params)
-        t : Tensor, shape (B,)
-
-        Returns
-        -------
-        Tensor, shape (B, D)
-        """
-        return self.out_norm.denormalize(self.decoder(self.condition(params, t)))
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        cond, y = self.normalized_batch(batch)
-        # Per-sample squared error, so that a replay policy's importance weights apply per sample.
-        loss = self.batch_mean((self.decoder(cond) - y).pow(2).mean(dim=1), batch)
-        self.log("train_loss", loss, prog_bar=True)
-        return loss
+    def normalized_prediction(self, cond: torch.Tensor) -> torch.Tensor:
+        """Fields in normalized units, shape (B, D), from the normalized condition, shape (B, n_cond)."""
+        return self.decoder(cond)
