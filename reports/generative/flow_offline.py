@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from flow_matching.solver import ODESolver
 from flow_matching.utils import ModelWrapper
+from offline_set import exact_moments, simulate
 
 from gensim.models.components import MLP, ReducedBasis
 from gensim.models.flow import FlowTimeEmbedding
@@ -45,15 +46,8 @@ rng = np.random.default_rng(0)
 lo, hi = np.array(sim.space.lower), np.array(sim.space.upper)
 cache = os.path.join(tempfile.gettempdir(), "gensim_flow_offline.npz")
 if not os.path.exists(cache):
-    P, T, Y = [], [], []
-    for i in range(2000):
-        p = lo + (hi - lo) * rng.random(4)
-        for _, t, f in sim.run(p, seed=50_000 + i):
-            P.append(p)
-            T.append(t)
-            Y.append(f["u"].reshape(-1))
-    hp = lo + (hi - lo) * rng.random((16, 4))
-    np.savez(cache, P=np.array(P), T=np.array(T), Y=np.array(Y), hp=hp)
+    P, T, Y, hp = simulate(sim, rng)
+    np.savez(cache, P=P, T=T, Y=Y, hp=hp)
 d = np.load(cache)
 P, T, Y = torch.tensor(d["P"], dtype=torch.float32), torch.tensor(d["T"], dtype=torch.float32), torch.tensor(d["Y"])
 mu, sd = Y.mean(0), Y.std(0)
@@ -69,15 +63,9 @@ def cond(p, t):
 
 
 X = cond(P, T)
-ex_m, ex_s, hc = [], [], []
-for p in d["hp"]:
-    for t in (0.5, 1.0):
-        m, s = sim.exact_moments(p, t)
-        ex_m.append(m.reshape(-1))
-        ex_s.append(s.reshape(-1))
-        hc.append(np.r_[p, t])
-ex_m, ex_s = torch.tensor(np.array(ex_m)), torch.tensor(np.array(ex_s))
-hc = torch.tensor(np.array(hc), dtype=torch.float32)
+ex_m, ex_s, hc = exact_moments(sim, d["hp"])
+ex_m, ex_s = torch.tensor(ex_m), torch.tensor(ex_s)
+hc = torch.tensor(hc, dtype=torch.float32)
 HX = cond(hc[:, :4], hc[:, 4])
 emb = FlowTimeEmbedding(8)
 net = MLP(5 + 16 + 64, 128, hidden=[hidden] * 3)

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+from offline_set import exact_moments, simulate
 
 from gensim.models.components import MLP, ReducedBasis
 from gensim.simulations import StochasticHeat
@@ -27,17 +28,11 @@ torch.manual_seed(0)
 sim = StochasticHeat(grid=32)
 rng = np.random.default_rng(0)
 lo, hi = np.array(sim.space.lower), np.array(sim.space.upper)
-P, T, Y = [], [], []
 t0 = time.time()
-for i in range(2000):
-    p = lo + (hi - lo) * rng.random(4)
-    for _, t, f in sim.run(p, seed=50_000 + i):
-        P.append(p)
-        T.append(t)
-        Y.append(f["u"].reshape(-1))
-P = torch.tensor(np.array(P), dtype=torch.float32)
+P, T, Y, hp = simulate(sim, rng)
+P = torch.tensor(P, dtype=torch.float32)
 T = torch.tensor(T, dtype=torch.float32)
-Y = torch.tensor(np.array(Y))
+Y = torch.tensor(Y)
 print("simulated", time.time() - t0)
 mu, sd = Y.mean(0), Y.std(0)
 N = (Y - mu) / sd
@@ -52,16 +47,9 @@ def cond(p, t):
 
 
 X = cond(P, T)
-hp = lo + (hi - lo) * rng.random((16, 4))
-ex_m, ex_s, hc = [], [], []
-for p in hp:
-    for t in (0.5, 1.0):
-        m, s = sim.exact_moments(p, t)
-        ex_m.append(m.reshape(-1))
-        ex_s.append(s.reshape(-1))
-        hc.append(np.r_[p, t])
-ex_m, ex_s = torch.tensor(np.array(ex_m)), torch.tensor(np.array(ex_s))
-hc = torch.tensor(np.array(hc), dtype=torch.float32)
+ex_m, ex_s, hc = exact_moments(sim, hp)
+ex_m, ex_s = torch.tensor(ex_m), torch.tensor(ex_s)
+hc = torch.tensor(hc, dtype=torch.float32)
 HX = cond(hc[:, :4], hc[:, 4])
 
 

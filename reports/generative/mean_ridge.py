@@ -18,6 +18,7 @@ import itertools
 
 import numpy as np
 import torch
+from offline_set import exact_moments, simulate
 
 from gensim.models.components import ReducedBasis
 from gensim.simulations import StochasticHeat
@@ -27,16 +28,10 @@ torch.manual_seed(0)
 sim = StochasticHeat(grid=32)
 rng = np.random.default_rng(0)
 lo, hi = np.array(sim.space.lower), np.array(sim.space.upper)
-P, T, Y = [], [], []
-for i in range(2000):
-    p = lo + (hi - lo) * rng.random(4)
-    for _, t, f in sim.run(p, seed=50_000 + i):
-        P.append(p)
-        T.append(t)
-        Y.append(f["u"].reshape(-1))
-P = torch.tensor(np.array(P), dtype=torch.float64)
+P, T, Y, hp = simulate(sim, rng)
+P = torch.tensor(P, dtype=torch.float64)
 T = torch.tensor(T, dtype=torch.float64)
-Y = torch.tensor(np.array(Y), dtype=torch.float64)
+Y = torch.tensor(Y, dtype=torch.float64)
 mu, sd = Y.mean(0), Y.std(0)
 N = ((Y - mu) / sd).float()
 basis = ReducedBasis(N.shape[1], 64)
@@ -58,16 +53,7 @@ def features(x, degree):
 
 
 X = cond(P, T)
-hp = lo + (hi - lo) * rng.random((16, 4))
-ex_m, ex_s, hc = [], [], []
-for p in hp:
-    for t in (0.5, 1.0):
-        m, s = sim.exact_moments(p, t)
-        ex_m.append(m.reshape(-1))
-        ex_s.append(s.reshape(-1))
-        hc.append(np.r_[p, t])
-ex_m, ex_s = torch.tensor(np.array(ex_m)), torch.tensor(np.array(ex_s))
-hc = torch.tensor(np.array(hc))
+ex_m, ex_s, hc = (torch.tensor(a) for a in exact_moments(sim, hp))
 HX = cond(hc[:, :4], hc[:, 4])
 
 
