@@ -115,8 +115,13 @@ def main() -> None:
     ]
     for variant in args.variants:
         path = (RUNS if "/" not in variant else RUNS.parent) / variant
-        run_dir = path if path.name.startswith("seed") else path / "seed0"  # seed 0 unless one is named
-        d = diagnose(run_dir)
+        diagnose(path if path.name.startswith("seed") else path / "seed0")  # seed 0 unless one is named
+    # The table holds every study diagnosed so far (its diagnosis.json), not only today's.
+    for found in sorted(RUNS.parent.rglob("diagnosis.json")):
+        run_dir = found.parent
+        d = json.loads(found.read_text())
+        name = str(run_dir.relative_to(RUNS if run_dir.is_relative_to(RUNS) else RUNS.parent))
+        variant = name.removesuffix("/seed0")
         lines.append(
             f"| {variant} | {d['ed_ratio']:.3f} | {d['ed_ratio_mean_fixed']:.3f} "
             f"| {d['ed_ratio_moments_fixed']:.3f} | {d['bias2']:.4f} | {d['bias2_floor']:.4f} "
@@ -125,10 +130,8 @@ def main() -> None:
         )
     text = (
         "# Where the excess energy distance comes from (stochastic heat field)\n\n"
-        "Produced by `python reports/generative/diagnose.py " + " ".join(args.variants) + "` from each "
-        "study's final checkpoint and its distribution check (see the script's docstring).\n\n"
-        + "\n".join(lines)
-        + "\n"
+        "Every study diagnosed so far, each by `python reports/generative/diagnose.py <variant>` from its "
+        "final checkpoint and its distribution check (see the script's docstring).\n\n" + "\n".join(lines) + "\n"
     )
     (HERE / "diagnosis.md").write_text(text)
     print(text)

@@ -12,7 +12,14 @@ Options (``key=value``): ``steps`` (12000), ``bs`` (128), ``seed`` (0), ``hidden
 ``wd`` (AdamW weight decay, 0), ``law`` (flow-time law: ``uniform``, ``p0_F`` a fraction F of
 every batch at s = 0, ``beta_B`` Beta(1, B)), ``cnoise`` (std of a Gaussian jitter of the
 parameters, scaled to [-1, 1], in training; 0), ``stream`` (the 2 000 simulations become
-available evenly over the first ``stream`` steps; 0: all from the start)::
+available evenly over the first ``stream`` steps; 0: all from the start), ``heldout`` (``random``:
+16 uniform random vectors from the data set's generator; ``study``: the studies' held-out design,
+16 points of ``sampling.Sobol`` with ``conf/data/streaming.yaml``'s seed), ``members`` (K flows from seeds
+``seed`` to ``seed + K - 1`` on the same data; K > 1 also prints the bias2 of their averaged sample
+means: how much of the error is the optimizer's rather than the data's; 1), ``per_condition``
+(``1``: the last flow's bias2 at every held-out condition; 0), ``vweight`` (the power p of
+``model.variance_weight_power``: a variance network trained with the flow weighs each row by its
+predicted total variance^-p; 0)::
 
     python reports/generative/flow_offline.py steps=12000 law=p0_0.25
 
@@ -34,13 +41,19 @@ from offline_set import exact_moments, simulate
 from gensim.models.components import MLP, ReducedBasis
 from gensim.models.flow import FlowTimeEmbedding
 from gensim.simulations import StochasticHeat
+from sampling import Sobol
+
+STUDY_HELDOUT_SEED = 20240917
 
 torch.set_num_threads(1)
 args = dict(a.split("=") for a in sys.argv[1:])
 seed, steps, bs = int(args.get("seed", 0)), int(args.get("steps", 12000)), int(args.get("bs", 128))
 law, cnoise, stream = args.get("law", "uniform"), float(args.get("cnoise", 0)), int(args.get("stream", 0))
 hidden, wd = int(args.get("hidden", 128)), float(args.get("wd", 0))
-torch.manual_seed(seed)
+heldout = args.get("heldout", "random")
+vweight = float(args.get("vweight", 0))
+members, per_condition = int(args.get("members", 1)), args.get("per_condition", "0") == "1"
+
 sim = StochasticHeat(grid=32)
 rng = np.random.default_rng(0)
 lo, hi = np.array(sim.space.lower), np.array(sim.space.upper)
@@ -63,30 +76,12 @@ def cond(p, t):
 
 
 X = cond(P, T)
-ex_m, ex_s, hc = exact_moments(sim, d["hp"])
+# The studies' held-out design: conf/data/streaming.yaml's validation_sampler.
+hp = d["hp"] if heldout == "random" else Sobol(sim.space, seed=STUDY_HELDOUT_SEED).sample(16)
+ex_m, ex_s, hc = exact_moments(sim, hp)
 ex_m, ex_s = torch.tensor(ex_m), torch.tensor(ex_s)
 hc = torch.tensor(hc, dtype=torch.float32)
 HX = cond(hc[:, :4], hc[:, 4])
-emb = FlowTimeEmbedding(8)
-net = MLP(5 + 16 + 64, 128, hidden=[hidden] * 3)
-
-
-def vel(x, s, c):
-    g, h = net(torch.cat([c, emb(s), x], 1)).chunk(2, 1)
-    return g * x + h
-
-
-class Velocity(ModelWrapper):
-    def forward(self, x, t, **extras):
-        return vel(x, t.expand(x.shape[0]), extras["cond"])
-
-
-solver = ODESolver(velocity_model=Velocity(None))
-opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=wd)
-
-
-def sched(k):
-    return min(1, (k + 1) / 200) * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * k / steps)))
 
 
 def draw_s(n):
@@ -101,38 +96,89 @@ def draw_s(n):
     raise ValueError(law)
 
 
+def sched(k):
+    return min(1, (k + 1) / 200) * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * k / steps)))
+
+
+class Flow(ModelWrapper):
+    """The gain-and-offset velocity of ``model=flow`` on the 64 coefficients."""
+
+    def __init__(self):
+        super().__init__(None)
+        self.emb = FlowTimeEmbedding(8)
+        self.net = MLP(5 + 16 + 64, 128, hidden=[hidden] * 3)
+
+    def velocity(self, x, s, c):
+        g, h = self.net(torch.cat([c, self.emb(s), x], 1)).chunk(2, 1)
+        return g * x + h
+
+    def forward(self, x, t, **extras):
+        return self.velocity(x, t.expand(x.shape[0]), extras["cond"])
+
+
 @torch.no_grad()
-def evaluate():
-    b2, se = 0.0, 0.0
+def sample_means(flow):
+    """Each held-out condition's sample mean minus the exact mean, in exact std units (32, 1024);
+    the mean relative error of the pixel std (32,)."""
+    solver = ODESolver(velocity_model=flow)
+    err, se = [], []
     for i in range(len(HX)):
         z = torch.randn(2048, 64)
-        grid = torch.linspace(0, 1, 5)
         x = solver.sample(
-            x_init=z, step_size=None, method="midpoint", time_grid=grid, cond=HX[i : i + 1].expand(2048, -1)
+            x_init=z,
+            step_size=None,
+            method="midpoint",
+            time_grid=torch.linspace(0, 1, 5),
+            cond=HX[i : i + 1].expand(2048, -1),
         )
         f = basis.decode(x).double() * sd + mu
-        b2 += float((((f.mean(0) - ex_m[i]) / ex_s[i]) ** 2).mean())
-        se += float((f.std(0) / ex_s[i] - 1).abs().mean())
-    n = len(HX)
-    return b2 / n - 1 / 2048, se / n  # bias2 less its Monte Carlo part
+        err.append(((f.mean(0) - ex_m[i]) / ex_s[i]).numpy())
+        se.append(float((f.std(0) / ex_s[i] - 1).abs().mean()))
+    return np.array(err), np.array(se)
 
 
-t0 = time.time()
-for k in range(steps):
-    for g in opt.param_groups:
-        g["lr"] = 1e-3 * sched(k)
-    avail = len(X) if stream == 0 else min(len(X), 10 * max(1, (k + 1) * (len(X) // 10) // stream))
-    idx = torch.randint(0, avail, (bs,))
-    x1 = C[idx]
-    x0 = torch.randn_like(x1)
-    s = draw_s(bs)
-    xs = (1 - s[:, None]) * x0 + s[:, None] * x1
-    c = X[idx].clone()
-    c[:, :4] += cnoise * torch.randn(bs, 4)  # drawn also at cnoise=0, as in the runs of flow_offline.json
-    loss = ((vel(xs, s, c) - (x1 - x0)) ** 2).mean()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    if (k + 1) % (steps // 4) == 0:
-        b2, se = evaluate()
-        print(sys.argv[1:], k + 1, f"bias2 {b2:.5f} std_err {se:.4f} {time.time() - t0:.0f}s", flush=True)
+def train(member_seed, tag):
+    """Train one flow from ``member_seed``; print its bias2 and std error at every quarter."""
+    torch.manual_seed(member_seed)
+    flow = Flow()
+    # The variance network of model.variance_weight_power (only if used: the other runs draw as before).
+    vnet = MLP(5, 128, hidden=[hidden] * 3) if vweight else None
+    params = [*flow.parameters(), *(vnet.parameters() if vweight else [])]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=wd)
+    t0 = time.time()
+    for k in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = 1e-3 * sched(k)
+        avail = len(X) if stream == 0 else min(len(X), 10 * max(1, (k + 1) * (len(X) // 10) // stream))
+        idx = torch.randint(0, avail, (bs,))
+        x1 = C[idx]
+        x0 = torch.randn_like(x1)
+        s = draw_s(bs)
+        xs = (1 - s[:, None]) * x0 + s[:, None] * x1
+        c = X[idx].clone()
+        c[:, :4] += cnoise * torch.randn(bs, 4)  # drawn also at cnoise=0, as in the runs of flow_offline.json
+        loss = (flow.velocity(xs, s, c) - (x1 - x0)) ** 2
+        if vweight:  # as FlowMatchingSurrogate.variance_weights
+            m, lv = vnet(c).chunk(2, 1)
+            w = torch.exp(-vweight * torch.logsumexp(lv.detach(), 1, keepdim=True))
+            loss = (loss * w / w.mean()).mean() + (0.5 * lv + 0.5 * (x1 - m) ** 2 * torch.exp(-lv)).mean()
+        else:
+            loss = loss.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (k + 1) % (steps // 4) == 0:
+            err, se = sample_means(flow)
+            # bias2 less its Monte Carlo part (1 / 2 048)
+            b2 = float((err**2).mean()) - 1 / 2048
+            print(tag, k + 1, f"bias2 {b2:.5f} std_err {se.mean():.4f} {time.time() - t0:.0f}s", flush=True)
+    return err
+
+
+errors = [train(seed + m, sys.argv[1:] + ([f"member {m}"] if members > 1 else [])) for m in range(members)]
+if per_condition:  # the last member's bias2 at each held-out condition (parameters, t)
+    for i, c in enumerate(hc.tolist()):
+        print("condition", i, [round(v, 3) for v in c], f"bias2 {float((errors[-1][i] ** 2).mean()) - 1 / 2048:.5f}")
+if members > 1:  # the members' sample means averaged: the Monte Carlo part is 1 / (2 048 K)
+    avg = np.mean(errors, 0)
+    print(sys.argv[1:], f"ensemble of {members}", f"bias2 {float((avg**2).mean()) - 1 / (2048 * members):.5f}")
