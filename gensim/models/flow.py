@@ -143,20 +143,6 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         averaged network gives the velocity. 0: the trained network itself. 0.999 gave 1.40 x
         the floor on the stochastic heat field (2 000 simulations, 32 x 32, 12 000 steps), the
         plain flow 1.31 (one seed each).
-    variance_weight_power : float
-        0: every training row weighs the same in the flow's loss. p > 0: a second network of the
-        same ``net`` factory learns the conditional mean and log variance of every coordinate of
-        the flow's space (Gaussian negative log-likelihood, trained with the flow), and a row
-        with condition ``c`` weighs ``V(c)^-p`` in the flow's loss, ``V`` the sum of its predicted
-        variances, normalized to mean 1 over the batch (no gradient through the weights). The
-        flow's optimum at each condition is unchanged (the weights depend on the condition
-        alone); what changes is which conditions the shared network fits best: without them the
-        noisiest conditions dominate the gradient, and the conditional mean is learnt with about
-        the same absolute error everywhere, which is a large error relative to the spread where
-        the spread is small. Samples cost nothing more. On the stochastic heat field (2 000
-        simulations, 32 x 32, 12 000 steps, two seeds) p = 0.5 lowered the mean's error
-        (bias^2 0.0069 and 0.0075 against 0.0083 and 0.0083) but raised the energy distance /
-        floor (1.366 and 1.430 against 1.250 and 1.314).
     check : DistributionCheck, optional
         Held-out distribution check settings.
     time_features : sequence of {"t", "log_t"}
@@ -189,7 +175,6 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         n_mean_samples: int = 8,
         mean_weight_decay: float | None = None,
         ema_decay: float = 0.0,
-        variance_weight_power: float = 0.0,
         check: DistributionCheck | None = None,
         time_features: Sequence[str] = ("t",),
     ) -> None:
@@ -203,10 +188,6 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
             )
         if not time_grid_power > 0:
             raise ValueError(f"time_grid_power: expected a positive power, got {time_grid_power}")
-        if not variance_weight_power >= 0:
-            raise ValueError(
-                f"variance_weight_power: expected a power >= 0 (0: no weights), got {variance_weight_power}"
-            )
         if not 0 <= ema_decay < 1:
             raise ValueError(f"ema_decay: expected a value in [0, 1), got {ema_decay}")
         if space not in SPACES:
@@ -226,8 +207,6 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         # Two outputs per coordinate: the velocity's gain and offset (see velocity).
         self.decoder = Decoder(self.n_cond + 2 * int(time_frequencies), latent, 2 * latent, net)
         self.mean_net = net(self.n_cond, latent) if mean_weight_decay is not None else None
-        # Conditional mean and log variance of each coordinate, for the loss weights only.
-        self.variance_net = net(self.n_cond, 2 * latent) if variance_weight_power > 0 else None
         self.decoder_ema = copy.deepcopy(self.decoder).requires_grad_(False) if ema_decay > 0 else None
         self.basis = ReducedBasis(self.n_out, latent) if space == "reduced" else None
         self.basis_refits = refits
@@ -306,46 +285,12 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         s = torch.rand(y.shape[0], dtype=y.dtype, device=y.device)
         sample = self.path.sample(x_0=torch.randn_like(y), x_1=y, t=s)
         # Per-sample squared error of the velocity, averaged with the buffer's importance weights.
-        per_sample = ((self.velocity(sample.x_t, s, cond) - sample.dx_t) ** 2).mean(1)
-        variance_loss = None
-        if self.variance_net is not None:
-            weight, variance_loss = self.variance_weights(cond, y, batch)
-            per_sample = per_sample * weight
-        loss = self.batch_mean(per_sample, batch)
+        loss = self.batch_mean(((self.velocity(sample.x_t, s, cond) - sample.dx_t) ** 2).mean(1), batch)
         self.log("train_loss", loss, prog_bar=True)
-        for name, extra in (("train_mean_loss", mean_loss), ("train_variance_nll", variance_loss)):
-            if extra is not None:
-                self.log(name, extra)
-                loss = loss + extra
-        return loss
-
-    def variance_weights(
-        self, cond: torch.Tensor, y: torch.Tensor, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The flow loss's row weights and the variance network's loss (see ``variance_weight_power``).
-
-        Parameters
-        ----------
-        cond : Tensor, shape (B, C)
-            Normalized conditions.
-        y : Tensor, shape (B, L)
-            The rows in the flow's space (its ``x_1``).
-        batch : dict
-            The training batch (its importance weights, if any, weigh the likelihood too).
-
-        Returns
-        -------
-        weight : Tensor, shape (B,)
-            ``V(c)^-p`` normalized to mean 1 over the batch, without gradient.
-        nll : Tensor, shape ()
-            Gaussian negative log-likelihood per coordinate (up to a constant) of ``y``.
-        """
-        mean, log_var = self.variance_net(cond).chunk(2, dim=1)
-        nll = self.batch_mean((0.5 * log_var + 0.5 * (y - mean) ** 2 * torch.exp(-log_var)).mean(1), batch)
-        # In log space: the summed variance of a row spans decades across conditions.
-        log_weight = -float(self.hparams.variance_weight_power) * torch.logsumexp(log_var.detach(), dim=1)
-        weight = torch.exp(log_weight - log_weight.max())
-        return weight / weight.mean(), nll
+        if mean_loss is None:
+            return loss
+        self.log("train_mean_loss", mean_loss)
+        return loss + mean_loss
 
     def configure_optimizers(self):
         """AdamW with the warm-up + cosine schedule; the mean network (if any) with its own weight decay."""

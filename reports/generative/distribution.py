@@ -100,14 +100,6 @@ COMPARISONS = {
             # 1.5 x the steps: the held-out curve of the 6 000 and 12 000-step flows still fell at
             # their end, and off-line the flow's mean error fell from 6 000 to 12 000 steps.
             "flow_18k": ["model=flow", "model.net.hidden=[128,128,128]", "trainer.max_steps=18000"],
-            # The mean's error is largest, relative to the spread, where the spread is small: rows
-            # weighted by their predicted conditional variance^-0.5 (off-line, flow_offline.py).
-            "flow_vw05": [
-                "model=flow",
-                "model.net.hidden=[128,128,128]",
-                "model.variance_weight_power=0.5",
-                "trainer.max_steps=12000",
-            ],
         },
     },
     # The same at the simulation's default 64 x 64 grid.

@@ -17,9 +17,8 @@ available evenly over the first ``stream`` steps; 0: all from the start), ``held
 16 points of ``sampling.Sobol`` with ``conf/data/streaming.yaml``'s seed), ``members`` (K flows from seeds
 ``seed`` to ``seed + K - 1`` on the same data; K > 1 also prints the bias2 of their averaged sample
 means: how much of the error is the optimizer's rather than the data's; 1), ``per_condition``
-(``1``: the last flow's bias2 at every held-out condition; 0), ``vweight`` (the power p of
-``model.variance_weight_power``: a variance network trained with the flow weighs each row by its
-predicted total variance^-p; 0)::
+(``1``: the last flow's bias2 at every held-out condition; 0), ``vweight`` (p: a variance network trained with the flow weighs each row by its predicted total
+variance^-p, as the ``variance_weight_power`` option of ``model=flow`` did in commit 6dd1f14; 0)::
 
     python reports/generative/flow_offline.py steps=12000 law=p0_0.25
 
@@ -141,7 +140,7 @@ def train(member_seed, tag):
     """Train one flow from ``member_seed``; print its bias2 and std error at every quarter."""
     torch.manual_seed(member_seed)
     flow = Flow()
-    # The variance network of model.variance_weight_power (only if used: the other runs draw as before).
+    # The variance network of vweight (only if used: the other runs draw as before).
     vnet = MLP(5, 128, hidden=[hidden] * 3) if vweight else None
     params = [*flow.parameters(), *(vnet.parameters() if vweight else [])]
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=wd)
@@ -158,7 +157,7 @@ def train(member_seed, tag):
         c = X[idx].clone()
         c[:, :4] += cnoise * torch.randn(bs, 4)  # drawn also at cnoise=0, as in the runs of flow_offline.json
         loss = (flow.velocity(xs, s, c) - (x1 - x0)) ** 2
-        if vweight:  # as FlowMatchingSurrogate.variance_weights
+        if vweight:  # as FlowMatchingSurrogate.variance_weights did in commit 6dd1f14
             m, lv = vnet(c).chunk(2, 1)
             w = torch.exp(-vweight * torch.logsumexp(lv.detach(), 1, keepdim=True))
             loss = (loss * w / w.mean()).mean() + (0.5 * lv + 0.5 * (x1 - m) ** 2 * torch.exp(-lv)).mean()

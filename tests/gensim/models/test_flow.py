@@ -26,15 +26,9 @@ def make_flow(**kwargs) -> FlowMatchingSurrogate:
 #: The toy's fields span 3 directions (the mean's and the two fluctuations'): 3 modes hold the
 #: law exactly, so the reduced flow is held to the field flow's bounds. Its default sampler
 #: (4 midpoint steps) is used there.
-#: ``reduced_mean``: the same with a mean network, the flow on the residual; ``reduced_variance``: with
-#: rows weighted by their predicted variance.
+#: ``reduced_mean``: the same with a mean network, the flow on the residual.
 REDUCED = {"space": "reduced", "n_modes": 3, "sampling_steps": 4, "basis_refits": (0, 10, 40)}
-SPACES = {
-    "field": {},
-    "reduced": REDUCED,
-    "reduced_mean": REDUCED | {"mean_weight_decay": 0.01},
-    "reduced_variance": REDUCED | {"variance_weight_power": 0.5},
-}
+SPACES = {"field": {}, "reduced": REDUCED, "reduced_mean": REDUCED | {"mean_weight_decay": 0.01}}
 
 
 @pytest.mark.parametrize("space", list(SPACES))
@@ -154,45 +148,3 @@ def test_mean_network_is_added_to_the_flow_end_point_and_has_its_own_weight_deca
     groups = make_flow(mean_weight_decay=0.5, weight_decay=0.0).configure_optimizers()["optimizer"].param_groups
     assert [g["weight_decay"] for g in groups] == [0.0, 0.5]
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-
-
-def test_variance_weights_are_the_predicted_variance_to_the_minus_power_with_mean_one():
-    model = make_flow(variance_weight_power=0.5)
-    # Two rows with known predicted (mean, log variance) per coordinate: summed variances 8 and 32.
-    mean = torch.zeros(2, model.latent_dim)
-    log_var = torch.log(torch.tensor([[1.0], [4.0]])).expand(2, model.latent_dim)
-    model.variance_net.forward = lambda cond: torch.cat([mean, log_var], dim=1)
-    y = torch.ones(2, model.latent_dim)
-    weight, nll = model.variance_weights(torch.zeros(2, model.n_cond), y, {})
-    expected = torch.tensor([8.0, 32.0]) ** -0.5
-    assert torch.allclose(weight, expected / expected.mean())
-    assert torch.allclose(weight.mean(), torch.tensor(1.0))
-    assert torch.allclose(nll, (0.5 * log_var + 0.5 * torch.exp(-log_var)).mean())
-    assert make_flow().variance_net is None  # off by default (power 0)
-    with pytest.raises(ValueError, match="variance_weight_power"):
-        make_flow(variance_weight_power=-1.0)
-
-
-def test_variance_network_learns_a_condition_dependent_variance(single_threaded):
-    # y ~ N(c_0, sd(c)^2) with sd = 0.2 at c_0 = -1 up to 1.0 at c_0 = 1: the likelihood's fit
-    # gives the variance within 25 % (2 000 steps of 256 rows; the estimate's own noise is ~5 %).
-    torch.manual_seed(0)
-    model = make_flow(variance_weight_power=1.0)
-    optimizer = torch.optim.Adam(model.variance_net.parameters(), lr=3e-3)
-
-    def sd(c: torch.Tensor) -> torch.Tensor:
-        return 0.6 + 0.4 * c[:, :1]
-
-    for _ in range(2000):
-        c = 2 * torch.rand(256, model.n_cond) - 1
-        y = c[:, :1] + sd(c) * torch.randn(256, model.latent_dim)
-        _, nll = model.variance_weights(c, y, {})
-        optimizer.zero_grad()
-        nll.backward()
-        optimizer.step()
-    c = torch.zeros(5, model.n_cond)
-    c[:, 0] = torch.linspace(-0.9, 0.9, 5)
-    with torch.no_grad():
-        log_var = model.variance_net(c).chunk(2, dim=1)[1]
-    ratio = torch.exp(log_var).mean(1) / sd(c)[:, 0] ** 2
-    assert ((ratio - 1).abs() < 0.25).all(), ratio
