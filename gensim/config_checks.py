@@ -162,6 +162,13 @@ RULES: tuple[Rule, ...] = (
     Rule("transport.rcvhwm", True, 1, "messages ZeroMQ queues per receiver", "transport.rcvhwm=64"),
     Rule("transport.tag_threads", True, 1, "threads hashing message tags per receiver", "transport.tag_threads=2"),
     Rule(
+        "transport.wake_interval_s",
+        False,
+        0,
+        "seconds between two wake-ups of the receive thread",
+        "transport.wake_interval_s=0.02",
+    ),
+    Rule(
         "transport.max_message_bytes",
         True,
         1,

@@ -181,7 +181,8 @@ def checkpoint_callbacks(
     -------
     list of Callback
         One :class:`ModelCheckpoint` per trigger (Lightning takes one trigger per callback),
-        each keeping only ``last.ckpt``, and the :class:`StudyCheckpoint`.
+        each keeping only ``last.ckpt``, or, with neither trigger, one that never saves (so that
+        Lightning adds no default one); then the :class:`StudyCheckpoint`.
     """
     if every_n_steps is not None and (isinstance(every_n_steps, bool) or int(every_n_steps) < 1):
         raise ValueError(f"checkpoint.every_n_steps must be an int >= 1 or null (off), got {every_n_steps!r}")
@@ -198,6 +199,12 @@ def checkpoint_callbacks(
         from datetime import timedelta
 
         callbacks.append(ModelCheckpoint(train_time_interval=timedelta(minutes=float(every_minutes)), **common))
+    if not callbacks:
+        # Both triggers off: a ModelCheckpoint that never saves, because without any Lightning
+        # adds its default one, which saved at every pseudo-epoch end (data.steps_per_epoch),
+        # each save with the whole replay buffer (StudyCheckpoint): more often than the default
+        # every_n_steps=500, not never. The final last.ckpt of gensim-train is written anyway.
+        callbacks.append(ModelCheckpoint(dirpath=dirpath, save_top_k=0, every_n_epochs=0, save_last=False))
     callbacks.append(
         StudyCheckpoint(
             run_dir / "checkpoints" / "stream", buffer=buffer, heldout=heldout, buffer_max_bytes=buffer_max_bytes

@@ -20,7 +20,10 @@ The receive thread works in batches to spread its per-message Python over many m
 wake-up takes what ZeroMQ has already queued (up to :data:`DRAIN_MESSAGES` messages or
 :data:`DRAIN_BYTES` bytes), validates every message, and hands the accepted samples of
 consecutive messages with the same sink to that sink's ``add_many`` when it has one
-(:class:`BatchSink`), in arrival order.
+(:class:`BatchSink`), in arrival order. Unless a wake-up took a full batch, the next one comes
+``wake_interval_s`` later at the earliest: messages that arrive one at a time (a simulation's
+steps) then wait in ZeroMQ and come in one batch, and the thread takes Python's interpreter
+lock from the training thread once per batch, not once per message.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import hmac
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -285,6 +289,16 @@ class Receiver:
         ``tag_threads - 1`` helpers, each checking a share of the batch's messages (OpenSSL
         releases the GIL), for batches of at least :data:`PARALLEL_TAG_BYTES` bytes.
         1: everything on the receive thread.
+    wake_interval_s : float
+        Shortest time between two wake-ups of the receive thread, in seconds, unless a wake-up
+        took a full batch (:data:`DRAIN_MESSAGES` messages or :data:`DRAIN_BYTES` bytes, a
+        stream faster than that: it goes on at once). Messages that arrive one at a time are
+        then taken together, so the thread takes the interpreter lock from the training thread
+        about ``1 / wake_interval_s`` times a second instead of once per message (on a 2-core
+        machine, with a 882-node field streamed at 1100 messages a second, once per message
+        made the optimizer steps about 1.6 times slower). It delays each message by at most
+        this much; ZeroMQ queues the messages meanwhile (``rcvhwm`` per connection, then the
+        senders' queues). 0: wake up for every message.
 
     Examples
     --------
@@ -305,6 +319,7 @@ class Receiver:
         n_steps: int | None = None,
         times: Sequence[float] | np.ndarray | None = None,
         tag_threads: int = 2,
+        wake_interval_s: float = 0.02,
     ) -> None:
         self.fields = tuple(fields)
         if not self.fields:
@@ -371,6 +386,9 @@ class Receiver:
                 f"tag_threads must be an integer >= 1 (1: tags on the receive thread only), got {tag_threads!r}"
             )
         self.tag_threads = int(tag_threads)
+        if not 0 <= wake_interval_s <= 1:
+            raise ValueError(f"wake_interval_s must be in [0, 1] seconds, got {wake_interval_s!r}")
+        self.wake_interval_s = float(wake_interval_s)
         #: Largest single frame ZeroMQ lets through (``ZMQ_MAXMSGSIZE``): the message limit.
         self.hard_frame_bytes = self.max_message_bytes
 
@@ -692,7 +710,13 @@ class Receiver:
         """Receive and handle batches of messages until :meth:`stop`."""
         # A receive timeout instead of poll-then-receive: one call per message, not two.
         sock.setsockopt(zmq.RCVTIMEO, POLL_MS)
+        next_wake = 0.0
         while not self._stop.is_set():
+            # Sleep out the rest of the wake interval (the stop event ends it early), so that
+            # messages arriving one at a time queue in ZeroMQ and come in one batch.
+            delay = next_wake - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
             try:
                 first = self._recv_message(sock, 0)
                 batch = [first]
@@ -715,6 +739,9 @@ class Receiver:
                     break
                 logger.error("gensim receiver: socket error %s", err)
                 continue
+            # A full batch: the stream is faster than the drain, take the next one at once.
+            full = len(batch) >= DRAIN_MESSAGES or nbytes >= DRAIN_BYTES
+            next_wake = 0.0 if full else time.monotonic() + self.wake_interval_s
             self._handle(batch)
 
     def _recv_message(self, sock: zmq.Socket, flags: int) -> tuple[list[zmq.Frame] | _Oversize, int]:

@@ -262,7 +262,23 @@ def test_each_checkpoint_trigger_is_one_model_checkpoint_keeping_last_ckpt(tmp_p
     # Both write the one last.ckpt (no last-v1.ckpt beside it, which resume would not read).
     assert not steps._enable_version_counter and not minutes._enable_version_counter
     assert isinstance(study, StudyCheckpoint)
-    assert len(checkpoint_callbacks(tmp_path, None, None, buffer=False, heldout=False)) == 1  # stream files only
+
+
+def test_no_trigger_means_no_periodic_checkpoint(tmp_path):
+    # Without any ModelCheckpoint Lightning adds its default one, which saves at every epoch
+    # end (a pseudo-epoch of data.steps_per_epoch steps), with the buffer through StudyCheckpoint.
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from gensim.callbacks.checkpointing import StudyCheckpoint
+
+    callbacks = checkpoint_callbacks(tmp_path, None, None, buffer=False, heldout=False)
+    trainer = L.Trainer(callbacks=list(callbacks), default_root_dir=str(tmp_path), logger=False, max_steps=1)
+    (only,) = trainer.checkpoint_callbacks
+    assert isinstance(only, ModelCheckpoint) and only in callbacks
+    assert (only._every_n_train_steps, only._every_n_epochs, only._train_time_interval) == (0, 0, None)
+    assert not only.save_last and only.save_top_k == 0
+    assert isinstance(callbacks[-1], StudyCheckpoint)  # the final last.ckpt still gets the stream files
 
 
 def test_resume_paths_that_cannot_be_resumed_say_why(tmp_path):

@@ -223,3 +223,30 @@ def test_tag_threads_must_be_a_positive_integer():
 
     with pytest.raises(ValueError, match="tag_threads must be an integer >= 1"):
         Receiver(SPECS, TOKEN, tag_threads=0)
+
+
+def test_messages_sent_one_at_a_time_within_the_wake_interval_come_in_one_batch(make_receiver, raw_push):  # noqa: F811
+    # After a wake-up the receive thread sleeps out wake_interval_s (1 s here): the messages
+    # sent one by one meanwhile queue in ZeroMQ and are taken together, in order, by one
+    # add_many call, instead of one wake-up (and one sink call) each.
+    rx = make_receiver(wake_interval_s=1.0)
+    rec = Recorder()
+    rx.register(1, PARAMS, rec.sink)
+    sock = raw_push(rx.address)
+    sock.send_multipart(valid_frames(1, 0))
+    assert wait_until(lambda: rec.steps == [0])
+    for step in range(1, 6):
+        sock.send_multipart(valid_frames(1, step))
+    sock.send_multipart(end_frames(1, 6))
+    assert rx.wait_finished([1], timeout=10)
+    assert rec.calls == [[0], [1, 2, 3, 4, 5]]
+
+
+@pytest.mark.parametrize("bad", [-0.01, 1.5, float("nan")])
+def test_wake_interval_must_be_between_0_and_1_second(bad):
+    from test_receiver import SPECS
+
+    from gensim.transport import Receiver
+
+    with pytest.raises(ValueError, match="wake_interval_s must be in"):
+        Receiver(SPECS, TOKEN, wake_interval_s=bad)
