@@ -229,10 +229,15 @@ def test_messages_sent_one_at_a_time_within_the_wake_interval_come_in_one_batch(
     # After a wake-up the receive thread sleeps out wake_interval_s (1 s here): the messages
     # sent one by one meanwhile queue in ZeroMQ and are taken together, in order, by one
     # add_many call, instead of one wake-up (and one sink call) each.
+    from gensim.transport.receiver import RATE_WINDOW_S
+
     rx = make_receiver(wake_interval_s=1.0)
     rec = Recorder()
     rx.register(1, PARAMS, rec.sink)
     sock = raw_push(rx.address)
+    # After a first rate window with no message, the stream counts as slow (1 message in more
+    # than RATE_WINDOW_S: far below a full batch per second).
+    time.sleep(RATE_WINDOW_S + 0.05)
     sock.send_multipart(valid_frames(1, 0))
     assert wait_until(lambda: rec.steps == [0])
     for step in range(1, 6):
@@ -240,6 +245,25 @@ def test_messages_sent_one_at_a_time_within_the_wake_interval_come_in_one_batch(
     sock.send_multipart(end_frames(1, 6))
     assert rx.wait_finished([1], timeout=10)
     assert rec.calls == [[0], [1, 2, 3, 4, 5]]
+
+
+def test_only_a_slow_stream_waits_out_the_wake_interval():
+    # 20 ms and batches of DRAIN_MESSAGES: a stream waits while it brings fewer than
+    # DRAIN_MESSAGES per 20 ms (3 200 messages/s), and never after a full batch, nor before its
+    # rate is measured; 0 turns the wait off.
+    from test_receiver import SPECS
+
+    from gensim.transport import Receiver
+    from gensim.transport.receiver import DRAIN_BYTES, DRAIN_MESSAGES
+
+    rx = Receiver(SPECS, TOKEN, wake_interval_s=0.02)
+    assert rx.wait_after(1100.0, 1, 1000) == 0.02  # a simulation's steps, one at a time
+    assert rx.wait_after(3100.0, 5, 1000) == 0.02
+    assert rx.wait_after(3300.0, 5, 1000) == 0.0  # at tens of thousands a second: no wait
+    assert rx.wait_after(float("inf"), 1, 1000) == 0.0  # not yet measured
+    assert rx.wait_after(100.0, DRAIN_MESSAGES, 1000) == 0.0  # a full batch
+    assert rx.wait_after(100.0, 2, DRAIN_BYTES) == 0.0
+    assert Receiver(SPECS, TOKEN, wake_interval_s=0.0).wait_after(1.0, 1, 1000) == 0.0
 
 
 @pytest.mark.parametrize("bad", [-0.01, 1.5, float("nan")])
