@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Run outputs that no reader needs (matched against paths relative to the repository).
 DROPPED = re.compile(
-    r"reports/[^/]+/runs/.*(/\.hydra/hydra\.yaml|/logs/hparams\.yaml|\.ckpt|/train\.log"
+    r"reports/.+/runs/.*(/\.hydra/hydra\.yaml|/logs/hparams\.yaml|\.ckpt|/train\.log"
     r"|/workers/.*\.log)$"
 )
 #: npz arrays a report reads back: gensim-report's figure cases.
-KEPT_NPZ = re.compile(r"reports/[^/]+/runs/.*/cases\.npz$")
+KEPT_NPZ = re.compile(r"reports/.+/runs/.*/cases\.npz$")
 
 
 def tracked_reports() -> list[str]:

@@ -1,21 +1,22 @@
-"""heat2d 32 x 32 at 32 to 2048 training simulations: the best neural surrogate against Kriging (issue 13).
+"""A problem at 32 to 2048 training simulations: an on-line neural surrogate against Kriging (issue 13).
 
-For each budget N of ``settings.yaml``:
+A report is a folder of ``reports/budgets/`` (``heat2d``, ``burgers2d``, ``plume2d``) whose ``settings.yaml``
+names the problem, the studies' overrides and the steps per simulation at each budget. For each budget N:
 
 - **neural**: one on-line study, ``gensim-train <study> <neural> launcher.max_simulations=N
   schedule.steps_per_simulation=S`` in ``runs/neural_N`` (``gensim.compare.run_study``: skipped when its
   ``metrics.json`` exists). Its wall time is the study's ``wall_s``: simulations (2 worker processes) and
   training together, from start-up to the end.
 - **Kriging**: ``conf/baselines/default.yaml``'s Kriging fitted on the same N training simulations (the
-  study's ``simulations.json``, re-simulated serially in this process) and scored on the same 16 held-out
-  ones, in ``runs/kriging_N/metrics.json``. Its wall time is ``simulate_s + fit_s``: that re-simulation
-  (training and held-out simulations) and the fit.
+  study's ``simulations.json``, re-simulated ``resimulate_parallel`` at a time in the study's kind of
+  workers) and scored on the same 16 held-out ones, in ``runs/kriging_N/metrics.json``. Its wall time is
+  ``simulate_s + fit_s``: that re-simulation (training and held-out simulations) and the fit.
 
 Then ``results.json``, ``results.md`` and ``error_vs_budget.png`` (held-out error against simulations and
 against wall time, training error shown), every number read from those ``metrics.json``::
 
-    OMP_NUM_THREADS=1 python reports/heat2d_budgets/run.py                # run what is missing, then report
-    python reports/heat2d_budgets/run.py --report-only                    # the report from runs/ only
+    OMP_NUM_THREADS=1 python reports/budgets/run.py reports/budgets/heat2d    # run what is missing, then report
+    python reports/budgets/run.py reports/budgets/heat2d --report-only        # the report from runs/ only
 """
 
 from __future__ import annotations
@@ -37,14 +38,12 @@ from omegaconf import OmegaConf
 
 from gensim.compare import run_study
 from gensim.report.scoring import fit_baseline, score
-from gensim.report.studies import load_study
+from gensim.report.studies import StudyData
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-RUNS = HERE / "runs"
-KRIGING_CONF = HERE.parents[1] / "conf" / "baselines" / "default.yaml"
+KRIGING_CONF = Path(__file__).resolve().parents[2] / "conf" / "baselines" / "default.yaml"
 
 
 def neural_overrides(cfg: dict, budget: int) -> list[str]:
@@ -57,7 +56,7 @@ def neural_overrides(cfg: dict, budget: int) -> list[str]:
     ]
 
 
-def fit_kriging(study_dir: Path, out: Path) -> dict:
+def fit_kriging(study_dir: Path, out: Path, n_parallel: int) -> dict:
     """Kriging on a study's training simulations, scored on its held-out ones; writes ``out/metrics.json``.
 
     Returns the scores of :func:`gensim.report.scoring.fit_baseline` plus ``simulate_s`` (serial
@@ -70,7 +69,7 @@ def fit_kriging(study_dir: Path, out: Path) -> dict:
         return json.loads(path.read_text())
     spec = OmegaConf.load(KRIGING_CONF).kriging
     estimator, layout = instantiate(spec.estimator), instantiate(spec.layout)
-    data = load_study(study_dir)
+    data = StudyData(study_dir, n_parallel=n_parallel)
     start = time.perf_counter()
     train, heldout = data.train, data.heldout  # cached: fit_baseline uses these
     simulate_s = time.perf_counter() - start
@@ -105,11 +104,11 @@ def curve(metrics_csv: Path) -> dict[str, list[float]]:
     return {k: [float(r[col]) for r in rows] for k, col in keys.items()}
 
 
-def collect(cfg: dict) -> list[dict]:
-    """One entry per budget with both methods' numbers, read from the runs' ``metrics.json``."""
+def collect(cfg: dict, here: Path) -> list[dict]:
+    """One entry per budget with both methods' numbers, read from the runs' ``metrics.json`` under ``here``."""
     rows = []
     for budget in sorted(cfg["steps_per_simulation"]):
-        neural_dir, kriging_dir = RUNS / f"neural_{budget}", RUNS / f"kriging_{budget}"
+        neural_dir, kriging_dir = here / "runs" / f"neural_{budget}", here / "runs" / f"kriging_{budget}"
         if not (neural_dir / "metrics.json").exists() or not (kriging_dir / "metrics.json").exists():
             continue
         n = json.loads((neural_dir / "metrics.json").read_text())
@@ -118,7 +117,7 @@ def collect(cfg: dict) -> list[dict]:
             {
                 "budget": budget,
                 "neural": {
-                    "source": str((neural_dir / "metrics.json").relative_to(HERE)),
+                    "source": str((neural_dir / "metrics.json").relative_to(here)),
                     "overrides": neural_overrides(cfg, budget),
                     "steps": n["steps_per_rank"][0],
                     "val_rel_l2_mean": n["val_rel_l2_mean"],
@@ -129,7 +128,7 @@ def collect(cfg: dict) -> list[dict]:
                     "simulations_finished": n["simulations_finished"],
                     "curve": curve(neural_dir / "logs" / "metrics.csv"),
                 },
-                "kriging": {"source": str((kriging_dir / "metrics.json").relative_to(HERE))}
+                "kriging": {"source": str((kriging_dir / "metrics.json").relative_to(here))}
                 | {
                     key: k[key]
                     for key in (
@@ -154,7 +153,7 @@ def collect(cfg: dict) -> list[dict]:
     return rows
 
 
-def figure(rows: list[dict], path: Path) -> None:
+def figure(rows: list[dict], title: str, path: Path) -> None:
     """Held-out (and training) relative L2 against simulations, and held-out against wall time."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13.5, 4.2))
     budgets = [r["budget"] for r in rows]
@@ -181,18 +180,20 @@ def figure(rows: list[dict], path: Path) -> None:
     ax2.set_ylabel("held-out relative L2 (mean)")
     ax2.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside: the plot has no empty corner
     ax2.grid(alpha=0.3, which="both")
-    fig.suptitle("heat2d 32 x 32, 100 steps: on-line pod (affine coefficients) against Kriging")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def markdown(rows: list[dict], cfg: dict, info: dict) -> str:
+def markdown(rows: list[dict], cfg: dict, info: dict, here: Path) -> str:
     """results.md: the tables, generated from ``rows``; each number's ``metrics.json`` is named."""
+    budgets = sorted(cfg["steps_per_simulation"])
     lines = [
-        "# heat2d 32 x 32 at 32 to 2048 simulations: on-line neural surrogate against Kriging",
+        f"# {cfg['title']} at {budgets[0]} to {budgets[-1]} simulations: on-line neural surrogate against Kriging",
         "",
-        "Generated by `OMP_NUM_THREADS=1 python reports/heat2d_budgets/run.py` (settings: `settings.yaml`);",
+        f"Generated by `OMP_NUM_THREADS=1 python reports/budgets/run.py reports/budgets/{here.name}` (settings:",
+        "`settings.yaml`);",
         "every number is read from `runs/neural_N/metrics.json` (the on-line study, its training curve in",
         "`runs/neural_N/logs/metrics.csv`) or `runs/kriging_N/metrics.json`, collected in `results.json`.",
         f"Machine: {info['machine']}, `OMP_NUM_THREADS=1`, shared with other jobs (wall times carry that load).",
@@ -200,9 +201,9 @@ def markdown(rows: list[dict], cfg: dict, info: dict) -> str:
         f"Neural: `gensim-train {' '.join(cfg['study'])} {' '.join(cfg['neural'])} launcher.max_simulations=N "
         "schedule.steps_per_simulation=S`; its wall time is the whole study (2 simulation workers and",
         "training at once). Kriging: `conf/baselines/default.yaml` on the same N training simulations (one",
-        "row per simulation, 100 steps x 1024 values as output, POD then one Gaussian process per mode),",
-        "scored on the same 16 held-out simulations; its wall time is the serial re-simulation of the",
-        "study's simulations in one process plus the fit.",
+        "row per simulation, every step's field as output, POD then one Gaussian process per mode),",
+        "scored on the same 16 held-out simulations; its wall time is the re-simulation of the study's",
+        f"simulations ({cfg['resimulate_parallel']} process(es) at a time) plus the fit.",
         "",
         "| N | neural steps | neural held-out mean | p99 | training mean | training / held-out | study wall (s) |",
         "|---|---|---|---|---|---|---|",
@@ -251,27 +252,31 @@ def markdown(rows: list[dict], cfg: dict, info: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("report", type=Path, help="the report's folder, holding settings.yaml (reports/budgets/heat2d)")
     parser.add_argument("--report-only", action="store_true", help="no study or fit: report what runs/ holds")
     args = parser.parse_args()
-    cfg = yaml.safe_load((HERE / "settings.yaml").read_text())
+    here = args.report.resolve()
+    if not (here / "settings.yaml").is_file():
+        parser.error(f"{here / 'settings.yaml'} does not exist: pass a report folder of reports/budgets/ (heat2d)")
+    cfg = yaml.safe_load((here / "settings.yaml").read_text())
     start = time.perf_counter()
     if not args.report_only:
         for budget in cfg["steps_per_simulation"]:  # in the config's order
-            study_dir = RUNS / f"neural_{budget}"
+            study_dir = here / "runs" / f"neural_{budget}"
             run_study(neural_overrides(cfg, budget), study_dir, timeout_s=cfg["study_timeout_s"])
-            fit_kriging(study_dir, RUNS / f"kriging_{budget}")
+            fit_kriging(study_dir, here / "runs" / f"kriging_{budget}", cfg["resimulate_parallel"])
             print(f"{budget}: done at {time.perf_counter() - start:.0f} s", flush=True)
-    rows = collect(cfg)
+    rows = collect(cfg, here)
     info = {"machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     results = {
         "config": cfg,
         "rows": rows,
         "total_wall_s": sum(r["neural"]["wall_s"] + r["kriging"]["wall_s"] for r in rows),
     }
-    (HERE / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    figure(rows, HERE / "error_vs_budget.png")
-    (HERE / "results.md").write_text(markdown(rows, cfg, info))
-    print((HERE / "results.md").read_text())
+    (here / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    figure(rows, f"{cfg['title']}: on-line {cfg['neural_name']} against Kriging", here / "error_vs_budget.png")
+    (here / "results.md").write_text(markdown(rows, cfg, info, here))
+    print((here / "results.md").read_text())
 
 
 if __name__ == "__main__":
