@@ -28,6 +28,20 @@ ORDER = [
     "burgers512_podlin",
     "burgers512_podlin_s1",
     "burgers512_podlin_s2",
+    "burgers128_det",
+    "burgers128_traj",
+    "burgers128_pod",
+    "burgers128_podlin_h64",
+    "burgers128_podlin_wd01",
+    "burgers128_podlin_wd1",
+    "burgers128_podlin_wd3",
+    "burgers128_pod_wd1",
+    "burgers128_podlin_wd1_s1",
+    "burgers128_podlin_wd1_s2",
+    "burgers128_pod_wd1_s1",
+    "burgers128_pod_wd1_s2",
+    "burgers512_podlin_wd1",
+    "burgers512_pod_wd1",
 ]
 #: The study's overrides, left out of the table (another budget shows).
 STUDY = {"simulation=heat2d", "simulation.grid=32", "launcher.max_simulations=128", "seed=0"}
@@ -39,6 +53,8 @@ KRIGING = [
     "burgers512_kriging",
     "burgers512_kriging_s1",
     "burgers512_kriging_s2",
+    "burgers128_kriging_s1",
+    "burgers128_kriging_s2",
 ]
 
 print("| run | model overrides | steps | held-out mean | held-out p99 | training mean | training / held-out |")
