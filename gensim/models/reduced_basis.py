@@ -29,8 +29,9 @@ def last_linear(net: nn.Module) -> nn.Linear:
 class StreamBasisSurrogate(FieldSurrogate):
     """Base of the surrogates that predict the coefficients of a POD basis fitted to the stream.
 
-    The prediction is ``mean + (c * scale) @ modes`` in normalized field units, with ``c`` (B, k)
-    the output of :meth:`coefficients_of` and the basis (:class:`~gensim.models.components.ReducedBasis`)
+    The prediction is ``mean + (c * unit) @ modes`` in normalized field units, with ``c`` (B, k)
+    the output of :meth:`coefficients_of`, ``unit`` each mode's standard deviation (``whiten``)
+    or 1, and the basis (:class:`~gensim.models.components.ReducedBasis`)
     the ``n_modes`` leading POD modes of a uniform sample of the distinct training rows streamed so
     far (:class:`~gensim.models.training_probe.TrainingProbe`, ``basis_rows`` rows). The basis is
     fitted at the first step and refitted as data arrive: at steps 10, 20, 40, ... (the sample
@@ -39,7 +40,7 @@ class StreamBasisSurrogate(FieldSurrogate):
     prediction does not jump: the old prediction is projected on the new modes.
 
     The loss is the mean squared error of the fields in normalized units, computed on the
-    coefficients (``sum_i scale_i^2 (c_i - a_i)^2 / D`` with ``a`` the target's coefficients),
+    coefficients (``sum_i unit_i^2 (c_i - a_i)^2 / D`` with ``a`` the target's coefficients),
     which differs from the field error by the target's residual off the basis, a constant for the
     network.
 
@@ -69,6 +70,9 @@ class StreamBasisSurrogate(FieldSurrogate):
         Optimizer steps between refits once the early ones are done.
     param_linear : bool
         Coefficients affine in the normalized parameters (see above).
+    whiten : bool
+        Coefficients in units of each mode's standard deviation, or plain projections
+        (:class:`~gensim.models.components.ReducedBasis`).
     """
 
     #: The first refits: the sample grows by a batch per step at first, so the basis is refitted
@@ -85,11 +89,12 @@ class StreamBasisSurrogate(FieldSurrogate):
         basis_rows: int,
         refresh_every: int,
         param_linear: bool,
+        whiten: bool,
     ) -> None:
         super().__init__(fields, n_params, normalizer_warmup_batches, time_features)
         if refresh_every < 1:
             raise ValueError(f"refresh_every must be >= 1 optimizer step, got {refresh_every}")
-        self.basis = ReducedBasis(self.n_out, n_modes)
+        self.basis = ReducedBasis(self.n_out, n_modes, whiten=whiten)
         self.snapshots = TrainingProbe(basis_rows)
         # Outputs of the output layer per mode, mode-major: the coefficients are a fixed linear
         # combination of each mode's values (1: the output itself).
@@ -150,19 +155,19 @@ class StreamBasisSurrogate(FieldSurrogate):
     def refit_basis(self) -> None:
         """Fit the basis to every rank's snapshot sample (normalized) and map the output layer onto it.
 
-        A collective under DDP. With ``P`` the old prediction ``mean + (c * scale) @ modes``, the
-        new coefficients are ``c' = (P - mean') @ modes'.T / scale' = c @ R + s``, linear in ``c``,
+        A collective under DDP. With ``P`` the old prediction ``mean + (c * unit) @ modes``, the
+        new coefficients are ``c' = (P - mean') @ modes'.T / unit' = c @ R + s``, linear in ``c``,
         so the output layer's weight and bias absorb the map: each group of outputs is rotated by
         ``R``, and the shift ``s`` goes to the bias of group 0 (the coefficients' constant part).
         """
         fields = gather_rows(self.snapshots.rows["fields"].to(self.device))
-        old = (self.basis.mean.clone(), self.basis.scale[:, None] * self.basis.modes) if self.basis.fitted else None
+        old = (self.basis.mean.clone(), self.basis.unit[:, None] * self.basis.modes) if self.basis.fitted else None
         self.basis.fit(self.out_norm.normalize(fields))
         if old is None:
             return
-        old_mean, old_scaled_modes = old
-        new_modes_t = self.basis.modes.T / self.basis.scale  # (D, k): projection onto new coefficients
-        rotation = old_scaled_modes @ new_modes_t  # (k, k)
+        old_mean, old_unit_modes = old
+        new_modes_t = self.basis.modes.T / self.basis.unit  # (D, k): projection onto new coefficients
+        rotation = old_unit_modes @ new_modes_t  # (k, k)
         shift = (old_mean - self.basis.mean) @ new_modes_t  # (k,)
         head, k, groups = self.output_layer(), self.basis.n_modes, self.coefficient_groups
         weight = head.weight.view(k, groups, -1)
@@ -177,7 +182,7 @@ class StreamBasisSurrogate(FieldSurrogate):
         if self.refits_now(self.global_step):
             self.refit_basis()
         target = self.basis.project(y)
-        per_sample = ((self.coefficients_of(cond) - target) * self.basis.scale).pow(2).sum(dim=1) / self.n_out
+        per_sample = ((self.coefficients_of(cond) - target) * self.basis.unit).pow(2).sum(dim=1) / self.n_out
         loss = self.batch_mean(per_sample, batch)
         self.log("train_loss", loss, prog_bar=True)
         return loss
@@ -211,6 +216,8 @@ class ReducedBasisSurrogate(StreamBasisSurrogate):
         Optimizer steps between refits once the early ones are done.
     param_linear : bool
         Coefficients affine in the normalized parameters (:class:`StreamBasisSurrogate`).
+    whiten : bool
+        Coefficients in units of each mode's standard deviation (:class:`StreamBasisSurrogate`).
     lr, weight_decay, warmup_steps, final_lr_ratio, normalizer_warmup_batches
         As :class:`~gensim.models.DeterministicSurrogate`.
 
@@ -230,6 +237,7 @@ class ReducedBasisSurrogate(StreamBasisSurrogate):
         basis_rows: int = 2048,
         refresh_every: int = 500,
         param_linear: bool = False,
+        whiten: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 200,
@@ -237,7 +245,15 @@ class ReducedBasisSurrogate(StreamBasisSurrogate):
         normalizer_warmup_batches: int = 100,
     ) -> None:
         super().__init__(
-            fields, n_params, normalizer_warmup_batches, time_features, n_modes, basis_rows, refresh_every, param_linear
+            fields,
+            n_params,
+            normalizer_warmup_batches,
+            time_features,
+            n_modes,
+            basis_rows,
+            refresh_every,
+            param_linear,
+            whiten,
         )
         self.save_hyperparameters(ignore=["net", "fields"])
         self.record_fields()

@@ -45,7 +45,7 @@ class TrajectorySurrogate(StreamBasisSurrogate):
     param_linear : bool
         Coefficients affine in the normalized parameters
         (:class:`~gensim.models.reduced_basis.StreamBasisSurrogate`).
-    n_modes, basis_rows, refresh_every
+    n_modes, basis_rows, refresh_every, whiten
         As :class:`~gensim.models.ReducedBasisSurrogate`.
     lr, weight_decay, warmup_steps, final_lr_ratio, normalizer_warmup_batches
         As :class:`~gensim.models.DeterministicSurrogate`.
@@ -68,6 +68,7 @@ class TrajectorySurrogate(StreamBasisSurrogate):
         n_modes: int = 64,
         basis_rows: int = 2048,
         refresh_every: int = 500,
+        whiten: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 200,
@@ -75,7 +76,15 @@ class TrajectorySurrogate(StreamBasisSurrogate):
         normalizer_warmup_batches: int = 100,
     ) -> None:
         super().__init__(
-            fields, n_params, normalizer_warmup_batches, time_features, n_modes, basis_rows, refresh_every, param_linear
+            fields,
+            n_params,
+            normalizer_warmup_batches,
+            time_features,
+            n_modes,
+            basis_rows,
+            refresh_every,
+            param_linear,
+            whiten,
         )
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")

@@ -46,11 +46,15 @@ def randomized_svd(
 
 
 class ReducedBasis(nn.Module):
-    """``n_modes`` POD modes of a set of snapshots: ``y ~ mean + (c * scale) @ modes``.
+    """``n_modes`` POD modes of a set of snapshots: ``y ~ mean + (c * unit) @ modes``.
 
-    The modes are scaled by the standard deviation of their coefficients over the snapshots
-    (``scale``), so the coefficients ``c`` a network predicts are about unit variance whatever
-    the energy of their mode. The buffers are part of the state dict: a checkpoint restores the
+    With ``whiten`` (the default) the coefficients' ``unit`` is the standard deviation of each
+    mode's coefficients over the snapshots (``scale``), so the coefficients ``c`` a network
+    predicts are about unit variance whatever the energy of their mode. Without it ``unit`` is 1:
+    ``c`` are the plain projections, and a unit step of a network's output layer moves every mode
+    by the same amount in field units (Adam steps each weight by about the learning rate, so
+    whitened coefficients move the leading modes by lr x scale: noisier there, late in training;
+    measured in ``reports/models/README.md``). The buffers are part of the state dict: a checkpoint restores the
     basis exactly. Before the first :meth:`fit` the basis is empty (``fitted`` is False).
 
     Parameters
@@ -61,14 +65,17 @@ class ReducedBasis(nn.Module):
         Modes kept, k.
     seed : int
         Seed of the randomized SVD's test matrix.
+    whiten : bool
+        Coefficients in units of each mode's standard deviation (True) or plain projections.
 
     Shapes
     ------
     decode: c (B, k) -> (B, D); project: y (B, D) -> c (B, k)
     """
 
-    def __init__(self, n_features: int, n_modes: int, seed: int = 0) -> None:
+    def __init__(self, n_features: int, n_modes: int, seed: int = 0, whiten: bool = True) -> None:
         super().__init__()
+        self.whiten = bool(whiten)
         if n_modes < 1 or n_modes > n_features:
             raise ValueError(f"n_modes must be in [1, {n_features}] (the field size), got {n_modes}")
         self.n_modes, self.seed = int(n_modes), int(seed)
@@ -80,6 +87,11 @@ class ReducedBasis(nn.Module):
     @property
     def fitted(self) -> bool:
         return bool(self.n_fits > 0)
+
+    @property
+    def unit(self) -> torch.Tensor:
+        """Field-units size (k,) of a unit coefficient of each mode: ``scale``, or ones without ``whiten``."""
+        return self.scale if self.whiten else torch.ones_like(self.scale)
 
     @torch.no_grad()
     def fit(self, snapshots: torch.Tensor) -> None:
@@ -103,8 +115,8 @@ class ReducedBasis(nn.Module):
 
     def decode(self, c: torch.Tensor) -> torch.Tensor:
         """Fields (B, D) of coefficients (B, k)."""
-        return self.mean + (c * self.scale) @ self.modes
+        return self.mean + (c * self.unit) @ self.modes
 
     def project(self, y: torch.Tensor) -> torch.Tensor:
         """Coefficients (B, k) of the orthogonal projection of fields (B, D) on the basis."""
-        return ((y - self.mean) @ self.modes.T) / self.scale
+        return ((y - self.mean) @ self.modes.T) / self.unit

@@ -51,11 +51,24 @@ def test_basis_decodes_its_projections_and_floors_the_scale_of_missing_modes():
         ReducedBasis(20, 21)
 
 
-@pytest.mark.parametrize("param_linear", [False, True])
-def test_a_refit_maps_the_output_layer_so_the_prediction_stays(param_linear):
+def test_an_unwhitened_basis_gives_the_plain_projections():
+    """whiten=False: the same modes, but coefficients are the orthogonal projections themselves
+    (their std is each mode's scale, not 1), and they decode back to the fields."""
+    x = low_rank(40, 20, 3, seed=1).float() + 5.0
+    whitened, plain = ReducedBasis(20, 5), ReducedBasis(20, 5, whiten=False)
+    whitened.fit(x)
+    plain.fit(x)
+    torch.testing.assert_close(plain.modes, whitened.modes)
+    torch.testing.assert_close(plain.project(x), (x - x.mean(0)) @ plain.modes.T, rtol=0, atol=1e-4)
+    torch.testing.assert_close(plain.project(x)[:, :3].std(0), plain.scale[:3], rtol=1e-4, atol=0)
+    torch.testing.assert_close(plain.decode(plain.project(x)), x, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(("param_linear", "whiten"), [(False, True), (True, True), (True, False)])
+def test_a_refit_maps_the_output_layer_so_the_prediction_stays(param_linear, whiten):
     """With as many modes as field values the new basis spans the old prediction: a refit on other
     snapshots changes the basis but not what the model predicts (with coefficients affine in the
-    parameters too: each group of outputs is mapped)."""
+    parameters too: each group of outputs is mapped; and with plain, unwhitened coefficients)."""
     torch.manual_seed(0)
     sim = DecayingWave(size=8, n_steps=5)
     model = ReducedBasisSurrogate(
@@ -67,6 +80,7 @@ def test_a_refit_maps_the_output_layer_so_the_prediction_stays(param_linear):
         basis_rows=64,
         normalizer_warmup_batches=1,
         param_linear=param_linear,
+        whiten=whiten,
     )
     assert model.output_layer().out_features == 8 * (3 if param_linear else 1)
     first, second = wave_batches(sim, 64, 64, 2, seed=0)
