@@ -20,6 +20,10 @@ ORDER = [
     "traj20k",
     "pod20k_lin",
     "pod512_lin",
+    "pod512_lin_rerun",
+    "pod512_lin_norefit",
+    "pod512_lin_96k",
+    "pod512_lin_96k_plain",
     "traj512",
     "conv6k",
     "conv3k_l8",
@@ -66,8 +70,8 @@ for name in ORDER:
     overrides = [o.strip("- \n") for o in (RUNS / name / "overrides.yaml").read_text().splitlines()]
     overrides = [o for o in overrides if o not in STUDY]
     print(
-        f"| {name} | `{' '.join(overrides)}` | {m['steps_per_rank'][0]} | {m['val_rel_l2_mean']:.5f} | "
-        f"{m['val_rel_l2_p99']:.5f} | {m['train_rel_l2_mean']:.5f} | "
+        f"| {name} | `{' '.join(overrides)}` | {m['steps_per_rank'][0]} | {m['val_rel_l2_mean']:.3g} | "
+        f"{m['val_rel_l2_p99']:.3g} | {m['train_rel_l2_mean']:.3g} | "
         f"{m['train_rel_l2_mean'] / m['val_rel_l2_mean']:.2f} |"
     )
 print()
