@@ -186,7 +186,11 @@ class LauncherSpy(L.Callback):
 
 
 def test_loss_driven_loop_tells_the_sampler_and_paces_the_launcher(tmp_path):
-    sampler = ActiveSampler(DecayingWave().space, seed=0, acquisition=LossAcquisition(), n_initial=8, ramp=4)
+    # Acquisition from the 4th point told, at once (ramp 0): the 8 simulations before training are
+    # told within the first tells, so every point drawn after them can be acquired. With
+    # n_initial=8, ramp=4 a clean-clone CI run drew all 24 before the ramp had given a whole
+    # point: a slot frees when a simulation ends, before that simulation is scored and told.
+    sampler = ActiveSampler(DecayingWave().space, seed=0, acquisition=LossAcquisition(), n_initial=4, ramp=0)
     dm = make_datamodule(tmp_path, sampler)
     active, spy = ActiveLearning(tell_every_n_steps=5), LauncherSpy()
     # The budget is released by step 60, as at 120 steps with release_until=0.5, and training goes
