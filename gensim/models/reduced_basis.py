@@ -244,17 +244,8 @@ class ReducedBasisSurrogate(StreamBasisSurrogate):
         final_lr_ratio: float = 0.01,
         normalizer_warmup_batches: int = 100,
     ) -> None:
-        super().__init__(
-            fields,
-            n_params,
-            normalizer_warmup_batches,
-            time_features,
-            n_modes,
-            basis_rows,
-            refresh_every,
-            param_linear,
-            whiten,
-        )
+        basis = (n_modes, basis_rows, refresh_every, param_linear, whiten)
+        super().__init__(fields, n_params, normalizer_warmup_batches, time_features, *basis)
         self.save_hyperparameters(ignore=["net", "fields"])
         self.record_fields()
         self.coefficients = net(self.n_cond, int(n_modes) * self.coefficient_groups)

@@ -75,17 +75,8 @@ class TrajectorySurrogate(StreamBasisSurrogate):
         final_lr_ratio: float = 0.01,
         normalizer_warmup_batches: int = 100,
     ) -> None:
-        super().__init__(
-            fields,
-            n_params,
-            normalizer_warmup_batches,
-            time_features,
-            n_modes,
-            basis_rows,
-            refresh_every,
-            param_linear,
-            whiten,
-        )
+        basis = (n_modes, basis_rows, refresh_every, param_linear, whiten)
+        super().__init__(fields, n_params, normalizer_warmup_batches, time_features, *basis)
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
         self.save_hyperparameters(ignore=["net", "time_net", "fields"])
