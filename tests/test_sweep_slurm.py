@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from waiting import wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(360)]
 
@@ -46,6 +47,18 @@ TINY = [
 JOB_NAME = "gensim-sweep-test"
 
 
+def _active_jobs(cluster) -> list[str]:
+    """Ids of this sweep's jobs that are pending, running or completing on ``cluster``."""
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "--name", JOB_NAME, "-t", "PD,R,CG", "-o", "%i"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return out.split()
+
+
 def test_sweep_of_two_studies_runs_as_slurm_jobs(slurm_cluster, tmp_path: Path) -> None:
     require("hydra_plugins.hydra_submitit_launcher")
     sweep_dir = tmp_path / "multirun"
@@ -70,6 +83,10 @@ def test_sweep_of_two_studies_runs_as_slurm_jobs(slurm_cluster, tmp_path: Path) 
     )
     try:
         out, _ = proc.communicate(timeout=300)
+        # submitit returns once each task has written its result, while SLURM may still be
+        # ending the task (COMPLETING): let the jobs end before the clean-up below, which would
+        # otherwise cancel a job that was about to complete (seen in CI).
+        wait_until(lambda: not _active_jobs(slurm_cluster), timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
