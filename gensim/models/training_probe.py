@@ -61,7 +61,8 @@ class TrainingProbe:
     buffer drew it, and a row drawn again changes nothing (its hash is the same), so the sample
     is a uniform one of the rows trained on so far, deterministic given them. It covers the whole
     stream as data arrive: new rows replace sampled ones with probability ``capacity / seen``.
-    Checking a batch costs one hash and comparison per row; a row is copied (from the device)
+    Checking a batch costs one hash and comparison per row (against the largest hash kept, once
+    the sample is full; a set lookup for the few rows below it); a row is copied (from the device)
     only when it enters the sample, into the slot of the row it evicts, about
     ``capacity * ln(seen / capacity)`` times in a study.
 
@@ -89,6 +90,8 @@ class TrainingProbe:
         self.hashes = np.zeros(0, np.uint64)
         self.rows: dict[str, torch.Tensor] = {}
         self._storage: dict[str, torch.Tensor] = {}  # capacity rows, the first n in use
+        self._members: set[int] = set()  # the hashes kept, for membership tests
+        self._largest = np.uint64(0)  # the largest hash kept, once the sample is full
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -109,21 +112,28 @@ class TrainingProbe:
         """
         h = row_keys(batch)
         n = len(self.hashes)
-        new = ~np.isin(h, self.hashes)
-        if n >= self.capacity:
-            new &= h < self.hashes.max()
-        # A row drawn twice in one batch enters once.
-        candidates = np.flatnonzero(new)
-        candidates = candidates[np.unique(h[candidates], return_index=True)[1]]
-        if candidates.size == 0:
+        # Once the sample is full only rows below its largest hash can enter: after the first
+        # few hundred steps that is a handful per batch, so the set lookups and the sort below
+        # run on a handful (a sort of the whole sample at every step cost about 1 ms a step).
+        candidates = np.flatnonzero(h < self._largest) if n >= self.capacity else np.arange(h.size)
+        # Rows not in the sample yet; a row drawn twice in one batch enters once (its first draw).
+        first: dict[int, int] = {}
+        for i, key in zip(candidates.tolist(), h[candidates].tolist()):
+            if key not in self._members and key not in first:
+                first[key] = i
+        if not first:
             return 0
+        candidates = np.fromiter(first.values(), np.int64, len(first))
+        candidates = candidates[np.argsort(h[candidates], kind="stable")]
         # The capacity smallest of the sample and the candidates: which candidates enter, and
         # (once full) which slots they take, those of the largest hashes in the sample.
         merged = np.concatenate([self.hashes, h[candidates]])
         kept = np.argsort(merged, kind="stable")[: self.capacity]
         entering = candidates[np.sort(kept[kept >= n]) - n]
         free = np.arange(n, min(n + entering.size, self.capacity))
-        evicted = np.setdiff1d(np.arange(n), kept[kept < n])
+        stays = np.zeros(n, bool)
+        stays[kept[kept < n]] = True
+        evicted = np.flatnonzero(~stays)
         slots = np.concatenate([free, evicted])[: entering.size]
         index = torch.from_numpy(entering)
         for k in self.keys:
@@ -132,7 +142,11 @@ class TrainingProbe:
                 self._storage[k] = taken.new_zeros((self.capacity, *taken.shape[1:]))
             self._storage[k][torch.from_numpy(slots)] = taken
         hashes = np.concatenate([self.hashes, np.zeros(free.size, np.uint64)])
+        self._members.difference_update(hashes[slots[free.size :]].tolist())  # the evicted rows' hashes
         hashes[slots] = h[entering]
+        self._members.update(h[entering].tolist())
         self.hashes = hashes
+        if len(hashes) >= self.capacity:
+            self._largest = hashes.max()
         self.rows = {k: v[: len(hashes)] for k, v in self._storage.items()}
         return int(entering.size)
