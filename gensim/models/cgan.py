@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from gensim.models.base import warmup_cosine
+from gensim.models.base import fused_adam, warmup_cosine
 from gensim.models.components import Critic, Decoder
 from gensim.models.components.decoder import NetFactory
 from gensim.models.generative import DistributionCheck, GenerativeSurrogate
@@ -223,6 +223,9 @@ class ConditionalGAN(GenerativeSurrogate):
 
     def configure_optimizers(self):
         betas = tuple(self.hparams.betas)
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=betas)
-        opt_c = torch.optim.Adam(self.critic.parameters(), lr=self.hparams.critic_lr or self.hparams.lr, betas=betas)
+        fused = fused_adam(self)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=betas, **fused)
+        opt_c = torch.optim.Adam(
+            self.critic.parameters(), lr=self.hparams.critic_lr or self.hparams.lr, betas=betas, **fused
+        )
         return [opt_g, opt_c]

@@ -50,7 +50,7 @@ from flow_matching.utils import ModelWrapper
 from torch import nn
 
 from gensim.data.ranks import gather_rows
-from gensim.models.base import as_field_specs
+from gensim.models.base import as_field_specs, fused_adam
 from gensim.models.components import Decoder, ReducedBasis
 from gensim.models.components.decoder import NetFactory
 from gensim.models.generative import DistributionCheck, GenerativeSurrogate
@@ -304,4 +304,4 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
             },
             {"params": list(self.mean_net.parameters()), "weight_decay": self.hparams.mean_weight_decay},
         ]
-        return self.scheduled(torch.optim.AdamW(groups, lr=self.hparams.lr))
+        return self.scheduled(torch.optim.AdamW(groups, lr=self.hparams.lr, **fused_adam(self)))

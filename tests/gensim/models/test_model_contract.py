@@ -96,6 +96,8 @@ def test_model_contract(name, overrides, tmp_path, single_threaded):
         assert model.time_features == ("t", "log_t")
     assert isinstance(model, FieldSurrogate)
     trainer = fit(model, simulation, tmp_path)
+    # Adam's fused kernel on the CPU (gensim.models.base.fused_adam): a sixth of a small model's step.
+    assert trainer.optimizers and all(opt.defaults.get("fused") for opt in trainer.optimizers)
     d = sum(f.size for f in simulation.fields)
     probe = batches(simulation, 1, seed=1)[0]
     model.eval()
