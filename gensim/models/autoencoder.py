@@ -79,7 +79,7 @@ class Autoencoder(FieldSurrogate):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         _, y = self.normalized_batch(batch)
         loss = self.batch_mean((self.decoder(z=self.encoder(y)) - y).pow(2).mean(dim=1), batch)
-        self.log("train_loss", loss, prog_bar=True)
+        self.log_step({"train_loss": loss}, prog_bar=True)
         return loss
 
     #: Reconstruction errors, gathered over ranks by the base class like the surrogates' errors.

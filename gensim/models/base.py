@@ -158,6 +158,29 @@ class FieldSurrogate(L.LightningModule):
         self.out_norm.update(y)
         return cond, self.out_norm.normalize(y)
 
+    def log_step(self, metrics: dict[str, torch.Tensor], prog_bar: bool = False) -> None:
+        """Log per-step training metrics at the steps whose values the logger writes.
+
+        Lightning writes a step's metrics every ``trainer.log_every_n_steps`` steps and drops the
+        others, but ``self.log`` costs about 0.6 ms a call on the CPU whether or not the value is
+        written: a fifth of a small model's step. Logging at the written steps and at the last
+        step (``trainer.max_steps``) leaves the logs as they were and ``trainer.callback_metrics``
+        with the final values; the progress bar shows the loss of the last written step.
+
+        Parameters
+        ----------
+        metrics : dict of str to Tensor
+            Scalar metrics of this step, e.g. ``{"train_loss": loss}``.
+        prog_bar : bool
+            Show them in the progress bar too.
+        """
+        if self._trainer is not None:
+            last = 0 < self.trainer.max_steps <= self.global_step + 1
+            if not (last or self.trainer._logger_connector.should_update_logs):
+                return
+        for name, value in metrics.items():
+            self.log(name, value, prog_bar=prog_bar)
+
     @staticmethod
     def batch_mean(per_sample: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean of a per-sample loss over the batch, with the buffer's importance weights if any.

@@ -191,7 +191,7 @@ class ConditionalVAE(GenerativeSurrogate):
                 0.5 * ((first - y).norm(dim=1) + (second - y).norm(dim=1)) - 0.5 * (first - second).norm(dim=1), batch
             )
             loss = loss + self.hparams.energy_score_weight * score / (s.detach() * math.sqrt(self.n_out))
-            self.log("train_prior_energy_score", score.detach())
-        self.log("train_loss", loss, prog_bar=True)
-        self.log_dict({"train_mse": sq_err / self.n_out, "train_kl": kl, "noise_std": s.detach()})
+            self.log_step({"train_prior_energy_score": score.detach()})
+        self.log_step({"train_loss": loss}, prog_bar=True)
+        self.log_step({"train_mse": sq_err / self.n_out, "train_kl": kl, "noise_std": s.detach()})
         return loss

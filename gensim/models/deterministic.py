@@ -41,7 +41,7 @@ class RegressionSurrogate(FieldSurrogate):
         cond, y = self.normalized_batch(batch)
         # Per-sample squared error, so that a replay policy's importance weights apply per sample.
         loss = self.batch_mean((self.normalized_prediction(cond) - y).pow(2).mean(dim=1), batch)
-        self.log("train_loss", loss, prog_bar=True)
+        self.log_step({"train_loss": loss}, prog_bar=True)
         return loss
 
 

@@ -286,10 +286,10 @@ class FlowMatchingSurrogate(GenerativeSurrogate):
         sample = self.path.sample(x_0=torch.randn_like(y), x_1=y, t=s)
         # Per-sample squared error of the velocity, averaged with the buffer's importance weights.
         loss = self.batch_mean(((self.velocity(sample.x_t, s, cond) - sample.dx_t) ** 2).mean(1), batch)
-        self.log("train_loss", loss, prog_bar=True)
+        self.log_step({"train_loss": loss}, prog_bar=True)
         if mean_loss is None:
             return loss
-        self.log("train_mean_loss", mean_loss)
+        self.log_step({"train_mean_loss": mean_loss})
         return loss + mean_loss
 
     def configure_optimizers(self):

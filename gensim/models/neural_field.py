@@ -218,5 +218,5 @@ class NeuralFieldSurrogate(FieldSurrogate):
         target = self.out_norm.normalize(values)
         pred = self._normalized(cond, self.coords[index])
         loss = self.batch_mean((pred - target).pow(2).mean(dim=(1, 2)), batch)
-        self.log("train_loss", loss, prog_bar=True)
+        self.log_step({"train_loss": loss}, prog_bar=True)
         return loss

@@ -184,7 +184,7 @@ class StreamBasisSurrogate(FieldSurrogate):
         target = self.basis.project(y)
         per_sample = ((self.coefficients_of(cond) - target) * self.basis.unit).pow(2).sum(dim=1) / self.n_out
         loss = self.batch_mean(per_sample, batch)
-        self.log("train_loss", loss, prog_bar=True)
+        self.log_step({"train_loss": loss}, prog_bar=True)
         return loss
 
 

@@ -6,6 +6,7 @@ the same config to identical outputs. A new model file in conf/model/ is checked
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import lightning as L
@@ -123,3 +124,39 @@ def test_model_contract(name, overrides, tmp_path, single_threaded):
         if hasattr(model, "sample"):
             again = restored.sample(probe["params"], probe["t"], 3, generator=torch.Generator().manual_seed(0))
             assert torch.equal(again, draws)
+
+
+class _Losses(L.Callback):
+    """The training loss of every step, as the training step returned it."""
+
+    def __init__(self) -> None:
+        self.losses: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses[trainer.global_step - 1] = float(outputs["loss"])
+
+
+@pytest.mark.parametrize("name", ["deterministic", "pod", "cvae", "flow"])
+def test_training_loss_is_logged_at_every_written_step_with_that_steps_value(name, tmp_path, single_threaded):
+    """``FieldSurrogate.log_step`` logs only where Lightning writes (every ``log_every_n_steps``):
+    the CSV must still hold the loss of each of those steps, and of no other step."""
+    torch.manual_seed(0)
+    model, simulation = build(name)
+    losses = _Losses()
+    trainer = L.Trainer(
+        max_steps=23,
+        log_every_n_steps=5,
+        logger=L.pytorch.loggers.CSVLogger(tmp_path, name="logs", version=0),
+        callbacks=[losses],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        limit_val_batches=0,
+    )
+    trainer.fit(model, DataLoader(batches(simulation, 23, seed=0), batch_size=None))
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train_loss")]
+    assert [int(r["step"]) for r in rows] == [4, 9, 14, 19]
+    for r in rows:
+        assert float(r["train_loss"]) == pytest.approx(losses.losses[int(r["step"])], rel=1e-6)
