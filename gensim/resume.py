@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gensim.callbacks.checkpointing import CHECKPOINT_KEY, load_state, stream_files, tensors_to_arrays
+from gensim.callbacks.checkpointing import CHECKPOINT_KEY, load_state, saved_steps, stream_files, tensors_to_arrays
 
 log = logging.getLogger("gensim.resume")
 
@@ -197,6 +197,12 @@ def restore(ckpt_path: str | Path, datamodule, rank: int) -> dict:
     state["buffer"] = load_state(own[0]) if study["buffer"] else None
     others = [load_state(stream_files(directory, r, step)[1])["delivered"] for r in range(world) if r != rank]
     datamodule.load_stream_state_dict(state, others)
+    # Stream files of later steps are a save the killed run made but never completed with its
+    # last.ckpt: the resumed run writes those steps again, and rank 0 must not take the stale
+    # ones for the new (StudyCheckpoint.wait_for_peers).
+    for later in (s for s in saved_steps(directory, rank) if s > step):
+        for path in stream_files(directory, rank, later):
+            path.unlink(missing_ok=True)
     log.info(
         "resuming from %s at step %d (buffer %s, held-out set %s)",
         ckpt_path,

@@ -11,18 +11,31 @@ callbacks' state and the data module's :meth:`~gensim.data.StreamingDataModule.s
   (simulation, step) pairs taken. Every rank owns a buffer, so every rank writes its own files.
 
 A resumed study reads them back with :func:`gensim.resume.restore`.
+
+By default (``asynchronous``) the files are written by a background thread while training goes
+on: a save costs the training thread a copy of the state, not its serialization and writing
+(``reports/online_offline/README.md``). The order that makes a checkpoint whole is kept: on
+rank 0, ``last.ckpt`` is written after its own stream files and once every other rank's
+``delivered`` file of the same step exists (:class:`StreamFilesFirst`), so a study killed at any
+moment leaves a ``last.ckpt`` whose stream files are all there. At most one save is in flight
+per rank: the next one waits for it, and so do the end of ``fit`` and a failure.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 log = logging.getLogger("gensim.callbacks")
@@ -35,6 +48,11 @@ def stream_files(directory: Path, rank: int, step: int) -> tuple[Path, Path]:
     """The (buffer, delivered) files of ``rank`` at global step ``step`` in ``directory``."""
     stem = f"rank{rank}-step{step:09d}"
     return directory / f"{stem}.buffer.ckpt", directory / f"{stem}.delivered.ckpt"
+
+
+def saved_steps(directory: Path, rank: int) -> list[int]:
+    """The steps of ``rank``'s stream files in ``directory``, ascending."""
+    return sorted({int(p.name.split("-step")[1].split(".")[0]) for p in directory.glob(f"rank{rank}-step*.ckpt")})
 
 
 def arrays_to_tensors(obj: Any) -> Any:
@@ -101,6 +119,13 @@ class StudyCheckpoint(Callback):
     keep : int
         Stream files kept per rank (the newest steps): 2, so the files of the previous
         checkpoint remain while the new ``last.ckpt`` is being written.
+    asynchronous : bool
+        During ``fit``, write the files (and, on rank 0, ``last.ckpt``) on a background thread;
+        see the module docstring. Outside ``fit`` (the final save of ``gensim-train``) and
+        without it, each save is written before it returns.
+    peer_timeout_s : float
+        How long rank 0's writer waits for the other ranks' stream files of a step before it
+        gives up that ``last.ckpt`` (the previous one stays, whole) and logs an error.
     """
 
     def __init__(
@@ -110,6 +135,8 @@ class StudyCheckpoint(Callback):
         heldout: bool = True,
         buffer_max_bytes: float = 1e9,
         keep: int = 2,
+        asynchronous: bool = True,
+        peer_timeout_s: float = 600.0,
     ) -> None:
         if buffer not in (True, False, "auto"):
             raise ValueError(f"checkpoint.buffer must be true, false or auto, got {buffer!r}")
@@ -117,9 +144,44 @@ class StudyCheckpoint(Callback):
         self._buffer_choice, self.buffer_max_bytes = buffer, float(buffer_max_bytes)
         self.buffer: bool | None = None if buffer == "auto" else bool(buffer)
         self.heldout, self.keep = bool(heldout), int(keep)
+        self.asynchronous, self.peer_timeout_s = bool(asynchronous), float(peer_timeout_s)
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
 
+    # -- the background writer ---------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.asynchronous and stage == "fit" and self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gensim-checkpoint")
+            # Rank 0's last.ckpt goes through the same writer, after the stream files.
+            trainer.strategy.checkpoint_io = StreamFilesFirst(trainer.strategy.checkpoint_io, self)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._writer is not None:
+            try:
+                self.flush()
+            finally:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+
+    def flush(self) -> None:
+        """Wait until the files of every save so far are written; re-raise a failed write's error."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def write(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the background writer after the writes submitted before it, or now
+        when there is no writer (outside ``fit``, or ``asynchronous`` off)."""
+        if self._writer is None:
+            job()
+        else:
+            self._pending.append(self._writer.submit(job))
+
+    # -- the save ------------------------------------------------------------------------------
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # Called on every rank by Trainer.save_checkpoint (rank 0 alone writes last.ckpt).
+        # One save in flight at most: its copy of the buffer is the memory it holds.
+        self.flush()
         dm = trainer.datamodule
         step, rank = int(trainer.global_step), int(trainer.global_rank)
         if self.buffer is None:  # "auto": every rank's buffer has the same capacity, so the same answer
@@ -133,13 +195,10 @@ class StudyCheckpoint(Callback):
                     nbytes,
                     self.buffer_max_bytes,
                 )
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # A snapshot: copies of the arrays, taken under the buffer's and the stream's locks.
         state = dm.stream_state_dict(with_buffer=self.buffer)
-        buffer_file, delivered_file = stream_files(self.directory, rank, step)
-        if self.buffer:
-            save_state(state["buffer"], buffer_file)
-        save_state({k: v for k, v in state.items() if k != "buffer"}, delivered_file)
-        self._prune(rank)
+        with_buffer = self.buffer
+        self.write(lambda: self._write_stream(state, rank, step, with_buffer))
         checkpoint[CHECKPOINT_KEY] = {
             "stream_step": step,
             "world_size": int(trainer.world_size),
@@ -148,12 +207,91 @@ class StudyCheckpoint(Callback):
             "heldout": arrays_to_tensors(dm.heldout_state_dict()) if self.heldout and rank == 0 else None,
         }
 
+    def _write_stream(self, state: dict, rank: int, step: int, with_buffer: bool) -> None:
+        """Write one rank's stream files of ``step`` (the buffer first: the delivered file is the
+        mark that both are whole), then prune the older ones."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        buffer_file, delivered_file = stream_files(self.directory, rank, step)
+        if with_buffer:
+            save_state(state["buffer"], buffer_file)
+        save_state({k: v for k, v in state.items() if k != "buffer"}, delivered_file)
+        self._prune(rank)
+        log.debug("rank %d: stream files of step %d written in %.2f s", rank, step, time.perf_counter() - start)
+
+    def wait_for_peers(self, step: int, world_size: int) -> bool:
+        """Whether every rank wrote its stream files of ``step``: rank 0's own (written before,
+        unless that write failed), the others' within ``peer_timeout_s``."""
+        if not stream_files(self.directory, 0, step)[1].is_file():  # its write failed: flush raises it
+            log.error("last.ckpt of step %d not written: rank 0's stream files of that step are missing", step)
+            return False
+        deadline = time.monotonic() + self.peer_timeout_s
+        missing = [r for r in range(1, world_size) if not stream_files(self.directory, r, step)[1].is_file()]
+        while missing:
+            if time.monotonic() > deadline:
+                log.error(
+                    "last.ckpt of step %d not written: ranks %s wrote no stream files of that step within "
+                    "%.0f s; the previous last.ckpt stays (a resume starts from it)",
+                    step,
+                    missing,
+                    self.peer_timeout_s,
+                )
+                return False
+            time.sleep(0.05)
+            missing = [r for r in missing if not stream_files(self.directory, r, step)[1].is_file()]
+        return True
+
     def _prune(self, rank: int) -> None:
         """Delete this rank's stream files but for the ``keep`` newest steps."""
-        steps = sorted({p.name.split("-step")[1].split(".")[0] for p in self.directory.glob(f"rank{rank}-step*.ckpt")})
-        for old in steps[: -self.keep]:
-            for path in stream_files(self.directory, rank, int(old)):
+        for old in saved_steps(self.directory, rank)[: -self.keep]:
+            for path in stream_files(self.directory, rank, old):
                 path.unlink(missing_ok=True)
+
+
+class StreamFilesFirst(CheckpointIO):
+    """Rank 0's checkpoint writer during ``fit`` with :class:`StudyCheckpoint` ``asynchronous``:
+    ``last.ckpt`` goes to the study's background writer after the stream files of its step, and
+    only once the other ranks' stream files of that step exist.
+
+    Parameters
+    ----------
+    base : CheckpointIO
+        The strategy's writer (Lightning's ``TorchCheckpointIO`` by default), which writes the file.
+    study : StudyCheckpoint
+    """
+
+    def __init__(self, base: CheckpointIO, study: StudyCheckpoint) -> None:
+        self.base, self.study = base, study
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        # A point-in-time copy: training goes on changing the weights and optimizer moments in
+        # place (tensors are cloned by deepcopy). The study entry is built afresh at each save.
+        study_state = checkpoint.get(CHECKPOINT_KEY)
+        snapshot = copy.deepcopy({k: v for k, v in checkpoint.items() if k != CHECKPOINT_KEY})
+        if study_state is not None:
+            snapshot[CHECKPOINT_KEY] = study_state
+
+        def job() -> None:
+            if study_state is not None and not self.study.wait_for_peers(
+                int(study_state["stream_step"]), int(study_state["world_size"])
+            ):
+                return
+            self.base.save_checkpoint(snapshot, path, storage_options=storage_options)
+
+        self.study.write(job)
+
+    def load_checkpoint(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.study.flush()
+        return self.base.load_checkpoint(*args, **kwargs)
+
+    def remove_checkpoint(self, path) -> None:
+        self.study.write(lambda: self.base.remove_checkpoint(path))
+
+    def teardown(self) -> None:
+        try:
+            self.study.flush()
+        finally:
+            self.base.teardown()
 
 
 def checkpoint_callbacks(
@@ -163,6 +301,7 @@ def checkpoint_callbacks(
     buffer: bool | str,
     heldout: bool,
     buffer_max_bytes: float = 1e9,
+    asynchronous: bool = True,
 ) -> list[Callback]:
     """The checkpoint callbacks of a study (the ``checkpoint`` config group, ``conf/checkpoint/default.yaml``).
 
@@ -174,7 +313,7 @@ def checkpoint_callbacks(
         Save every that many optimizer steps.
     every_minutes : float or None
         Save every that many minutes of training (checked after each step).
-    buffer, heldout, buffer_max_bytes
+    buffer, heldout, buffer_max_bytes, asynchronous
         See :class:`StudyCheckpoint`.
 
     Returns
@@ -207,7 +346,11 @@ def checkpoint_callbacks(
         callbacks.append(ModelCheckpoint(dirpath=dirpath, save_top_k=0, every_n_epochs=0, save_last=False))
     callbacks.append(
         StudyCheckpoint(
-            run_dir / "checkpoints" / "stream", buffer=buffer, heldout=heldout, buffer_max_bytes=buffer_max_bytes
+            run_dir / "checkpoints" / "stream",
+            buffer=buffer,
+            heldout=heldout,
+            buffer_max_bytes=buffer_max_bytes,
+            asynchronous=asynchronous,
         )
     )
     return callbacks

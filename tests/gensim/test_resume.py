@@ -234,6 +234,40 @@ def test_study_checkpoint_writes_each_ranks_stream_and_keeps_the_two_newest(tmp_
     assert kept == sorted(expected)
 
 
+def test_restore_deletes_the_stream_files_a_killed_run_wrote_after_its_last_ckpt(tmp_path):
+    # A run killed between its stream files of step 20 and the last.ckpt of step 20 leaves
+    # them beside last.ckpt of step 10; the resumed run writes step 20 again, and rank 0 must
+    # not take the stale files for the new ones (StudyCheckpoint.wait_for_peers).
+    from types import SimpleNamespace
+
+    import torch
+
+    from gensim.callbacks.checkpointing import CHECKPOINT_KEY, StudyCheckpoint, saved_steps
+    from gensim.resume import restore
+
+    dm = small_datamodule(tmp_path)
+    dm.train_sink.add_many([sample(0, 0), sample(0, 1)])
+    stream = tmp_path / "checkpoints" / "stream"
+    callback = StudyCheckpoint(stream, buffer=True, heldout=False)
+    saved = {}
+    for step in (10, 20):
+        callback.on_save_checkpoint(
+            SimpleNamespace(datamodule=dm, global_step=step, global_rank=0, world_size=1), None, saved
+        )
+        if step == 10:
+            ckpt = {
+                "StreamingDataModule": dm.state_dict(),
+                CHECKPOINT_KEY: dict(saved[CHECKPOINT_KEY]),
+                "global_step": 10,
+            }
+    torch.save(ckpt, tmp_path / "checkpoints" / "last.ckpt")
+    assert saved_steps(stream, 0) == [10, 20]
+    again = small_datamodule(tmp_path)
+    assert restore(tmp_path / "checkpoints" / "last.ckpt", again, rank=0)["global_step"] == 10
+    assert saved_steps(stream, 0) == [10]
+    assert len(again.buffer) == 2
+
+
 # -- config ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "kwargs,match", [({"every_n_steps": 0}, "every_n_steps"), ({"every_minutes": -1.0}, "every_minutes")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,9 @@ TINY_DDP = [
     "trainer=ddp",
     "trainer.devices=2",
     "trainer.accelerator=cpu",
+    # Periodic checkpoints while both ranks train: written in the background, last.ckpt after
+    # both ranks' stream files (test_both_ranks_checkpoint_in_the_background_and_the_study_resumes).
+    "checkpoint.every_n_steps=30",
 ]
 
 
@@ -174,3 +178,34 @@ def test_a_rank_without_data_for_a_while_neither_hangs_nor_desynchronizes(tmp_pa
     # A FIFO uses every sample at most once: no rank trained on more samples than it received.
     assert m["train_samples_per_rank"][0] <= m["samples_received_per_rank"][0]
     assert m["train_samples_per_rank"][1] <= m["samples_received_per_rank"][1]
+
+
+def test_both_ranks_checkpoint_in_the_background_and_the_study_resumes(ddp_run, tmp_path):
+    from gensim.callbacks.checkpointing import CHECKPOINT_KEY, saved_steps
+
+    run_dir, _ = ddp_run
+    stream = run_dir / "checkpoints" / "stream"
+    # Saves at 30, 60, 90, 120 (then the final one at 120): the two newest steps of each rank kept.
+    assert saved_steps(stream, 0) == saved_steps(stream, 1) == [90, 120]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state[CHECKPOINT_KEY]["stream_step"] == 120 and state[CHECKPOINT_KEY]["world_size"] == 2
+    # Continue the finished study (its budget is spent: each rank trains on its restored buffer).
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "gensim.train", f"resume={copy}", "trainer.max_steps=150"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=240,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    m = json.loads((copy / "metrics.json").read_text())
+    assert m["steps_per_rank"] == [150, 150]
+    assert (
+        saved_steps(copy / "checkpoints" / "stream", 0) == saved_steps(copy / "checkpoints" / "stream", 1) == [120, 150]
+    )
