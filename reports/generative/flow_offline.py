@@ -18,7 +18,15 @@ available evenly over the first ``stream`` steps; 0: all from the start), ``held
 ``seed`` to ``seed + K - 1`` on the same data; K > 1 also prints the bias2 of their averaged sample
 means: how much of the error is the optimizer's rather than the data's; 1), ``per_condition``
 (``1``: the last flow's bias2 at every held-out condition; 0), ``vweight`` (p: a variance network trained with the flow weighs each row by its predicted total
-variance^-p, as the ``variance_weight_power`` option of ``model=flow`` did in commit 6dd1f14; 0)::
+variance^-p, as the ``variance_weight_power`` option of ``model=flow`` did in commit 6dd1f14; 0),
+``mean`` (``1``: a least-squares mean network, 256 x 3 with AdamW weight decay ``mwd`` (1.0), trained
+beside the flow, which learns the law of the residual about it, as ``model.mean_weight_decay`` does;
+also prints the mean network's own bias2; 0), ``odd`` (``1``, with ``mean``: the velocity made odd in
+x, ``(v(x) - v(-x)) / 2``, so that the flow's law is symmetric about 0 and the samples' mean is the
+mean network's; 0), ``meanin`` (the condition columns the mean network sees, of ``0,1,2,3,4`` =
+log10 D, damping, noise, corr_length, t: ``0,1,4`` is the oracle that knows the mean depends on D,
+damping and t only), ``glasso`` (a group-lasso penalty on the mean network's first-layer weights of
+each input, which lets it learn to ignore inputs; 0)::
 
     python reports/generative/flow_offline.py steps=12000 law=p0_0.25
 
@@ -52,6 +60,9 @@ hidden, wd = int(args.get("hidden", 128)), float(args.get("wd", 0))
 heldout = args.get("heldout", "random")
 vweight = float(args.get("vweight", 0))
 members, per_condition = int(args.get("members", 1)), args.get("per_condition", "0") == "1"
+with_mean, odd = args.get("mean", "0") == "1", args.get("odd", "0") == "1"
+mwd, glasso = float(args.get("mwd", 1.0)), float(args.get("glasso", 0))
+mean_inputs = [int(i) for i in args.get("meanin", "0,1,2,3,4").split(",")]
 
 sim = StochasticHeat(grid=32)
 rng = np.random.default_rng(0)
@@ -108,19 +119,24 @@ class Flow(ModelWrapper):
         self.net = MLP(5 + 16 + 64, 128, hidden=[hidden] * 3)
 
     def velocity(self, x, s, c):
-        g, h = self.net(torch.cat([c, self.emb(s), x], 1)).chunk(2, 1)
-        return g * x + h
+        if not odd:
+            g, h = self.net(torch.cat([c, self.emb(s), x], 1)).chunk(2, 1)
+            return g * x + h
+        # (v(x) - v(-x)) / 2 in one evaluation of the net on [x; -x]
+        n, ce = len(x), torch.cat([c, self.emb(s)], 1)
+        g, h = self.net(torch.cat([torch.cat([ce, ce]), torch.cat([x, -x])], 1)).chunk(2, 1)
+        return 0.5 * (x * (g[:n] + g[n:]) + h[:n] - h[n:])
 
     def forward(self, x, t, **extras):
         return self.velocity(x, t.expand(x.shape[0]), extras["cond"])
 
 
 @torch.no_grad()
-def sample_means(flow):
+def sample_means(flow, mean_net=None):
     """Each held-out condition's sample mean minus the exact mean, in exact std units (32, 1024);
-    the mean relative error of the pixel std (32,)."""
+    the mean relative error of the pixel std (32,); the mean network's error as the first (or None)."""
     solver = ODESolver(velocity_model=flow)
-    err, se = [], []
+    err, se, mean_err = [], [], []
     for i in range(len(HX)):
         z = torch.randn(2048, 64)
         x = solver.sample(
@@ -130,10 +146,14 @@ def sample_means(flow):
             time_grid=torch.linspace(0, 1, 5),
             cond=HX[i : i + 1].expand(2048, -1),
         )
+        if mean_net is not None:
+            m = mean_net(HX[i : i + 1, mean_inputs])
+            x = x + m
+            mean_err.append(((basis.decode(m)[0].double() * sd + mu - ex_m[i]) / ex_s[i]).numpy())
         f = basis.decode(x).double() * sd + mu
         err.append(((f.mean(0) - ex_m[i]) / ex_s[i]).numpy())
         se.append(float((f.std(0) / ex_s[i] - 1).abs().mean()))
-    return np.array(err), np.array(se)
+    return np.array(err), np.array(se), (np.array(mean_err) if mean_net is not None else None)
 
 
 def train(member_seed, tag):
@@ -143,7 +163,12 @@ def train(member_seed, tag):
     # The variance network of vweight (only if used: the other runs draw as before).
     vnet = MLP(5, 128, hidden=[hidden] * 3) if vweight else None
     params = [*flow.parameters(), *(vnet.parameters() if vweight else [])]
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=wd)
+    mean_net = MLP(len(mean_inputs), 64, hidden=[256] * 3) if with_mean else None
+    groups = [{"params": params}] + (
+        [{"params": list(mean_net.parameters()), "weight_decay": mwd}] if with_mean else []
+    )
+    opt = torch.optim.AdamW(groups, lr=1e-3, weight_decay=wd)
+    first = mean_net.layers[0].weight if with_mean else None  # (256, inputs): a column per input
     t0 = time.time()
     for k in range(steps):
         for g in opt.param_groups:
@@ -156,6 +181,13 @@ def train(member_seed, tag):
         xs = (1 - s[:, None]) * x0 + s[:, None] * x1
         c = X[idx].clone()
         c[:, :4] += cnoise * torch.randn(bs, 4)  # drawn also at cnoise=0, as in the runs of flow_offline.json
+        mean_loss = 0.0
+        if with_mean:  # least squares on the field, as model.mean_weight_decay; the flow on the residual
+            m = mean_net(c[:, mean_inputs])
+            mean_loss = (((m - x1) ** 2) * basis.scale**2).sum(1).mean() / N.shape[1]
+            mean_loss = mean_loss + glasso * first.norm(dim=0).sum()
+            x1 = x1 - m.detach()
+            xs = (1 - s[:, None]) * x0 + s[:, None] * x1
         loss = (flow.velocity(xs, s, c) - (x1 - x0)) ** 2
         if vweight:  # as FlowMatchingSurrogate.variance_weights did in commit 6dd1f14
             m, lv = vnet(c).chunk(2, 1)
@@ -163,14 +195,18 @@ def train(member_seed, tag):
             loss = (loss * w / w.mean()).mean() + (0.5 * lv + 0.5 * (x1 - m) ** 2 * torch.exp(-lv)).mean()
         else:
             loss = loss.mean()
+        loss = loss + mean_loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         if (k + 1) % (steps // 4) == 0:
-            err, se = sample_means(flow)
+            err, se, mean_err = sample_means(flow, mean_net)
             # bias2 less its Monte Carlo part (1 / 2 048)
             b2 = float((err**2).mean()) - 1 / 2048
-            print(tag, k + 1, f"bias2 {b2:.5f} std_err {se.mean():.4f} {time.time() - t0:.0f}s", flush=True)
+            extra = ""
+            if with_mean:  # the mean network's own error, and the norm of its weights of each input
+                extra = f" mean_net_bias2 {float((mean_err**2).mean()):.5f} input_norms {[round(v, 3) for v in first.norm(dim=0).tolist()]}"
+            print(tag, k + 1, f"bias2 {b2:.5f} std_err {se.mean():.4f}{extra} {time.time() - t0:.0f}s", flush=True)
     return err
 
 
