@@ -152,8 +152,10 @@ class StudyCheckpoint(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.asynchronous and stage == "fit" and self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gensim-checkpoint")
-            # Rank 0's last.ckpt goes through the same writer, after the stream files.
-            trainer.strategy.checkpoint_io = StreamFilesFirst(trainer.strategy.checkpoint_io, self)
+            # Rank 0's last.ckpt goes through the same writer, after the stream files (wrapped
+            # once: a second fit of the same trainer finds the wrapper in place).
+            if not isinstance(trainer.strategy.checkpoint_io, StreamFilesFirst):
+                trainer.strategy.checkpoint_io = StreamFilesFirst(trainer.strategy.checkpoint_io, self)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._writer is not None:

@@ -16,7 +16,13 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from torch.utils.data import DataLoader, TensorDataset
 
 import gensim.callbacks.checkpointing as checkpointing
-from gensim.callbacks.checkpointing import CHECKPOINT_KEY, StudyCheckpoint, checkpoint_callbacks, stream_files
+from gensim.callbacks.checkpointing import (
+    CHECKPOINT_KEY,
+    StreamFilesFirst,
+    StudyCheckpoint,
+    checkpoint_callbacks,
+    stream_files,
+)
 
 MAX_STEPS, EVERY = 12, 3
 
@@ -86,30 +92,35 @@ def slow_writes(monkeypatch, fail: bool = False) -> list[tuple[str, str]]:
     return log
 
 
-def fit(tmp_path, asynchronous: bool = True) -> tuple[Tiny, RecordingIO]:
-    callbacks = checkpoint_callbacks(
-        tmp_path, every_n_steps=EVERY, every_minutes=None, buffer=True, heldout=True, asynchronous=asynchronous
-    )
-    io = RecordingIO(tmp_path / "checkpoints" / "stream")
-    model = Tiny()
-    trainer = L.Trainer(
-        callbacks=callbacks,
-        plugins=[io],
-        max_steps=MAX_STEPS,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
+def fit(tmp_path, asynchronous: bool = True, max_steps: int = MAX_STEPS, trainer=None) -> tuple[Tiny, RecordingIO]:
+    """Fit a Tiny model with the study's checkpoints; ``trainer``: (trainer, io, model) of an
+    earlier fit to continue with ``max_steps``."""
+    if trainer is None:
+        callbacks = checkpoint_callbacks(
+            tmp_path, every_n_steps=EVERY, every_minutes=None, buffer=True, heldout=True, asynchronous=asynchronous
+        )
+        io, model = RecordingIO(tmp_path / "checkpoints" / "stream"), Tiny()
+        trainer = L.Trainer(
+            callbacks=callbacks,
+            plugins=[io],
+            max_steps=max_steps,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=str(tmp_path),
+        )
+    else:
+        trainer, io, model = trainer
+        trainer.fit_loop.epoch_loop.max_steps = max_steps
     trainer.fit(model, datamodule=TinyStream())
-    return model, io
+    return model, io, trainer
 
 
 def test_saves_are_written_off_the_training_thread_point_in_time_and_last_ckpt_after_its_stream_files(
     tmp_path, monkeypatch
 ):
     log = slow_writes(monkeypatch)
-    model, io = fit(tmp_path)
+    model, io, _ = fit(tmp_path)
     steps = list(range(EVERY, MAX_STEPS + 1, EVERY))
     assert [w["step"] for w in io.writes] == steps  # every save reached last.ckpt, in order
     assert {thread for _, thread in log} | {w["thread"] for w in io.writes} == {"gensim-checkpoint_0"}
@@ -130,10 +141,21 @@ def test_saves_are_written_off_the_training_thread_point_in_time_and_last_ckpt_a
 
 def test_without_asynchronous_the_training_thread_writes(tmp_path, monkeypatch):
     log = slow_writes(monkeypatch)
-    _, io = fit(tmp_path, asynchronous=False)
+    _, io, _ = fit(tmp_path, asynchronous=False)
     main = threading.current_thread().name
     assert log and {thread for _, thread in log} == {main}
     assert io.writes and {w["thread"] for w in io.writes} == {main}
+
+
+def test_a_second_fit_of_the_same_trainer_writes_each_checkpoint_once_in_order(tmp_path, monkeypatch):
+    log = slow_writes(monkeypatch)
+    model, io, trainer = fit(tmp_path, max_steps=2 * EVERY)
+    fit(tmp_path, max_steps=MAX_STEPS, trainer=(trainer, io, model))
+    assert [w["step"] for w in io.writes] == list(range(EVERY, MAX_STEPS + 1, EVERY))
+    assert all(w["stream_files_there"] and w["thread"] == "gensim-checkpoint_0" for w in io.writes)
+    assert len(log) == 2 * len(io.writes)
+    # One wrapper around Lightning's writer, not one more per fit.
+    assert isinstance(trainer.strategy.checkpoint_io, StreamFilesFirst) and trainer.strategy.checkpoint_io.base is io
 
 
 def test_a_failed_background_write_stops_the_study_with_its_error_and_keeps_no_last_ckpt(tmp_path, monkeypatch):
