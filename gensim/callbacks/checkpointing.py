@@ -296,6 +296,18 @@ class StreamFilesFirst(CheckpointIO):
             self.base.teardown()
 
 
+class PeriodicCheckpoint(ModelCheckpoint):
+    """Lightning's :class:`ModelCheckpoint` without its save at the end of training.
+
+    ``gensim-train`` writes the final ``last.ckpt`` itself after ``fit`` (with every rank's
+    stream), so the end-of-training save that ``save_last`` adds to each trigger was a second
+    and third save of the same step (seen: saves at steps 3, 6, 9, 12, 12 with both triggers on).
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass
+
+
 def checkpoint_callbacks(
     run_dir: Path,
     every_n_steps: int | None,
@@ -321,7 +333,7 @@ def checkpoint_callbacks(
     Returns
     -------
     list of Callback
-        One :class:`ModelCheckpoint` per trigger (Lightning takes one trigger per callback),
+        One :class:`PeriodicCheckpoint` per trigger (Lightning takes one trigger per callback),
         each keeping only ``last.ckpt``, or, with neither trigger, one that never saves (so that
         Lightning adds no default one); then the :class:`StudyCheckpoint`.
     """
@@ -335,11 +347,11 @@ def checkpoint_callbacks(
     common = {"dirpath": dirpath, "save_last": True, "save_top_k": 0, "enable_version_counter": False}
     callbacks: list[Callback] = []
     if every_n_steps is not None:
-        callbacks.append(ModelCheckpoint(every_n_train_steps=int(every_n_steps), **common))
+        callbacks.append(PeriodicCheckpoint(every_n_train_steps=int(every_n_steps), **common))
     if every_minutes is not None:
         from datetime import timedelta
 
-        callbacks.append(ModelCheckpoint(train_time_interval=timedelta(minutes=float(every_minutes)), **common))
+        callbacks.append(PeriodicCheckpoint(train_time_interval=timedelta(minutes=float(every_minutes)), **common))
     if not callbacks:
         # Both triggers off: a ModelCheckpoint that never saves, because without any Lightning
         # adds its default one, which saved at every pseudo-epoch end (data.steps_per_epoch),

@@ -92,12 +92,19 @@ def slow_writes(monkeypatch, fail: bool = False) -> list[tuple[str, str]]:
     return log
 
 
-def fit(tmp_path, asynchronous: bool = True, max_steps: int = MAX_STEPS, trainer=None) -> tuple[Tiny, RecordingIO]:
+def fit(
+    tmp_path, asynchronous: bool = True, max_steps: int = MAX_STEPS, trainer=None, every_minutes: float | None = None
+) -> tuple[Tiny, RecordingIO]:
     """Fit a Tiny model with the study's checkpoints; ``trainer``: (trainer, io, model) of an
     earlier fit to continue with ``max_steps``."""
     if trainer is None:
         callbacks = checkpoint_callbacks(
-            tmp_path, every_n_steps=EVERY, every_minutes=None, buffer=True, heldout=True, asynchronous=asynchronous
+            tmp_path,
+            every_n_steps=EVERY,
+            every_minutes=every_minutes,
+            buffer=True,
+            heldout=True,
+            asynchronous=asynchronous,
         )
         io, model = RecordingIO(tmp_path / "checkpoints" / "stream"), Tiny()
         trainer = L.Trainer(
@@ -145,6 +152,14 @@ def test_without_asynchronous_the_training_thread_writes(tmp_path, monkeypatch):
     main = threading.current_thread().name
     assert log and {thread for _, thread in log} == {main}
     assert io.writes and {w["thread"] for w in io.writes} == {main}
+
+
+def test_the_end_of_training_adds_no_second_save_of_the_last_step(tmp_path, monkeypatch):
+    # With both triggers on (the default), Lightning's save_last also saved at the end of
+    # training: steps 3, 6, 9, 12, 12; gensim-train writes the final checkpoint itself.
+    slow_writes(monkeypatch)
+    _, io, _ = fit(tmp_path, every_minutes=10.0)
+    assert [w["step"] for w in io.writes] == list(range(EVERY, MAX_STEPS + 1, EVERY))
 
 
 def test_a_second_fit_of_the_same_trainer_writes_each_checkpoint_once_in_order(tmp_path, monkeypatch):
