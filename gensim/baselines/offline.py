@@ -290,6 +290,9 @@ class OfflineSurrogate(RegressorMixin, BaseEstimator):
     clock_start : float, optional
         ``time.perf_counter()`` reading from which the log's ``elapsed_s`` counts (e.g. the start
         of the simulations of an off-line pipeline); None: the start of training.
+    callbacks : sequence of lightning.Callback, optional
+        Further callbacks of the trainer, e.g. the on-line study's weight average
+        (:class:`gensim.callbacks.WeightAverage`), so that both pipelines train alike.
 
     Attributes
     ----------
@@ -310,6 +313,7 @@ class OfflineSurrogate(RegressorMixin, BaseEstimator):
         seed: int = 0,
         log_dir: str | None = None,
         clock_start: float | None = None,
+        callbacks: Sequence[L.Callback] = (),
     ) -> None:
         self.model = model
         self.trainer = trainer
@@ -320,6 +324,7 @@ class OfflineSurrogate(RegressorMixin, BaseEstimator):
         self.seed = seed
         self.log_dir = log_dir
         self.clock_start = clock_start
+        self.callbacks = callbacks
 
     @staticmethod
     def _dataset(X: np.ndarray, Y: np.ndarray) -> StackDataset:
@@ -373,7 +378,7 @@ class OfflineSurrogate(RegressorMixin, BaseEstimator):
             enable_checkpointing=False,
             enable_progress_bar=False,
             default_root_dir=self.log_dir,
-            callbacks=[WallClock(self.clock_start)],
+            callbacks=[WallClock(self.clock_start), *self.callbacks],
             # Validation by steps, as the on-line study validates after each pseudo-epoch.
             val_check_interval=min(self.val_every_n_steps, self.max_steps),
         )

@@ -4,6 +4,7 @@ from gensim.callbacks.active_learning import ActiveLearning, SimulationPacing, S
 from gensim.callbacks.buffer_stats import BufferStats
 from gensim.callbacks.ensemble import EnsembleProgressBar, StopWhenStreamExhausted, TrainingThroughput, TrainUntilBudget
 from gensim.callbacks.wall_clock import WallClock
+from gensim.callbacks.weight_average import WeightAverage
 
 __all__ = [
     "ActiveLearning",
@@ -15,4 +16,5 @@ __all__ = [
     "TrainingThroughput",
     "TrainUntilBudget",
     "WallClock",
+    "WeightAverage",
 ]

@@ -12,7 +12,7 @@ import torch
 from gensim.data.ranks import gather_rows
 from gensim.data.streaming import rows_per_chunk
 from gensim.metrics import relative_l2, summarize_errors
-from gensim.models.components import RunningNormalizer
+from gensim.models.components import ReducedBasis, RunningNormalizer
 from gensim.models.training_probe import TrainingProbe
 from gensim.simulations.base import FieldSpec
 
@@ -157,6 +157,21 @@ class FieldSurrogate(L.LightningModule):
         cond, y = self.normalized_condition(batch), batch["fields"]
         self.out_norm.update(y)
         return cond, self.out_norm.normalize(y)
+
+    @property
+    def weights_version(self) -> int:
+        """A count that changes whenever the meaning of the weights does.
+
+        The weights act on normalized inputs and predict normalized fields, or coefficients of a
+        basis fitted to the stream: while the normalizers learn, and at every refit of a basis
+        (whose output layer is then mapped onto the new basis), weights taken before and after
+        are in different units. A weight average (:class:`gensim.callbacks.WeightAverage`)
+        restarts when this count changes. It is the sum of the normalizers' and bases' own
+        counts, read without waiting for the device.
+        """
+        if not hasattr(self, "_versioned"):
+            self._versioned = [m for m in self.modules() if isinstance(m, (RunningNormalizer, ReducedBasis))]
+        return sum(m.version for m in self._versioned)
 
     def log_step(self, metrics: dict[str, torch.Tensor], prog_bar: bool = False) -> None:
         """Log per-step training metrics at the steps whose values the logger writes.

@@ -7,7 +7,8 @@ Two ways to get a surrogate from a budget of simulations, on the same machine an
 - **off-line**: simulate every simulation first, ``n_parallel`` = 1 at a time in this process
   (the same parameter vectors and seeds as the on-line study, re-simulated from its
   ``simulations.json``), then train the same model with the same trainer, steps and batch
-  size on shuffled passes over the stored data (:class:`gensim.baselines.OfflineSurrogate`).
+  size on shuffled passes over the stored data (:class:`gensim.baselines.OfflineSurrogate`), and
+  the same weight average when the study has one (``callbacks=weight_average`` in ``--extra``).
 
 Both pipelines get the same resources: one simulation at a time and one training process
 (``OMP_NUM_THREADS=1``); the off-line pipeline cannot train while it simulates, the on-line one
@@ -45,6 +46,7 @@ import matplotlib
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import WeightAveraging
 
 from gensim.baselines import OfflineSurrogate, SnapshotLayout, study_simulations
 from gensim.compare import run_study
@@ -111,6 +113,10 @@ def offline_pipeline(online_dir: Path, out: Path, seed: int, steps: int) -> dict
         seed=seed,
         log_dir=str(out),
         clock_start=start,
+        # The study's weight average, if any (its other callbacks act on the stream).
+        callbacks=[
+            c for c in map(instantiate, (cfg.get("callbacks") or {}).values()) if isinstance(c, WeightAveraging)
+        ],
     )
     estimator.fit(*layout.xy(train), eval_set=layout.xy(heldout))
     wall_s = time.perf_counter() - start

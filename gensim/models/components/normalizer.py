@@ -85,6 +85,11 @@ class RunningNormalizer(nn.Module):
         """True once ``warmup_batches`` updates were taken."""
         return self._updates >= self.warmup_batches
 
+    @property
+    def version(self) -> int:
+        """Updates taken: it changes whenever the statistics do (read without a device wait)."""
+        return self._updates
+
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
         """Merge a batch into the statistics (Chan et al.'s parallel update); no-op once frozen.

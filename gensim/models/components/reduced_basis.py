@@ -83,6 +83,13 @@ class ReducedBasis(nn.Module):
         self.register_buffer("modes", torch.zeros(n_modes, n_features))
         self.register_buffer("scale", torch.ones(n_modes))
         self.register_buffer("n_fits", torch.zeros((), dtype=torch.int64))
+        # Fits in this process, in Python: ``version`` must not wait for the device at every step.
+        self._fits_here = 0
+
+    @property
+    def version(self) -> int:
+        """Fits taken in this process: it changes whenever the basis does."""
+        return self._fits_here
 
     @property
     def fitted(self) -> bool:
@@ -112,6 +119,7 @@ class ReducedBasis(nn.Module):
         self.scale[:k] = scale
         self.scale.clamp_(min=float(self.scale[0]) * 1e-6 + 1e-12)
         self.n_fits += 1
+        self._fits_here += 1
 
     def decode(self, c: torch.Tensor) -> torch.Tensor:
         """Fields (B, D) of coefficients (B, k)."""
