@@ -3,8 +3,10 @@
 On-line training has no end it can plan for: the stream may stop at any time and the learning
 rate is still high when the surrogate is needed (a validation, a checkpoint, the end of the
 budget). An average of the recent weights removes most of the step-to-step noise that a decayed
-learning rate would: in `reports/online_offline` it turned the on-line held-out curve, which
-rose again between validations in half of the runs, into a monotone one.
+learning rate would: in `reports/online_offline` (plate_heat, 768 simulations, 24 validations a
+study) the on-line held-out error rose between two validations 0 to 5 times a study without it
+and at most once with it, and reached the off-line pipeline's error after 2750 steps in the
+median of 7 seeds instead of 3500.
 """
 
 from __future__ import annotations
