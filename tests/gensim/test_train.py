@@ -176,5 +176,5 @@ def test_a_weight_averaged_study_reports_and_saves_the_average_and_resumes(tmp_p
     assert resumed["steps_per_rank"] == [400]
     # Weights mixed across a basis refit score above the trivial predictor; the resumed tiny pod
     # study gave 0.55x and 0.61x it (0.188 and 0.207 against 0.34; 0.57x without the average;
-    # 400 uninterrupted steps gave 0.40x and 0.43x, with and without it).
+    # 400 uninterrupted steps gave 0.43x and 0.40x, with and without it).
     assert resumed["val_rel_l2_mean"] < 0.8 * resumed["trivial_rel_l2_mean"]
