@@ -209,3 +209,21 @@ def test_both_ranks_checkpoint_in_the_background_and_the_study_resumes(ddp_run, 
     assert (
         saved_steps(copy / "checkpoints" / "stream", 0) == saved_steps(copy / "checkpoints" / "stream", 1) == [120, 150]
     )
+
+
+def test_a_weight_average_is_the_same_on_both_ranks_and_is_what_the_study_scores(tmp_path):
+    """``callbacks=weight_average`` under DDP: each rank averages its own copy of the (identical)
+    weights. The sharded validations gather both ranks' errors, so they equal a single-process
+    evaluation of rank 0's checkpointed average only if both ranks held the same average."""
+    run_dir = tmp_path / "run"
+    run_study(run_dir, *TINY_DDP, "callbacks=weight_average")
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["steps_per_rank"] == [120, 120]
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert {"current_model_state", "averaging_state"} <= ckpt.keys()
+    single = evaluate_checkpoint(run_dir)
+    assert math.isclose(m["val_rel_l2_mean"], single["mean"], rel_tol=1e-5), (m["val_rel_l2_mean"], single)
+    rows = (run_dir / "logs" / "metrics.csv").read_text().splitlines()
+    col = rows[0].split(",").index("val_rel_l2_mean")
+    logged = [float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]]
+    assert math.isclose(logged[-1], single["mean"], rel_tol=1e-5), (logged[-1], single["mean"])
