@@ -42,14 +42,13 @@ class WeightAverage(WeightAveraging):
     ----------
     decay : float
         Weight of the previous average at each step, in [0, 1): the average spans about
-        ``1 / (1 - decay)`` steps.
+        ``1 / (1 - decay)`` steps (``conf/callbacks/weight_average.yaml``: 0.99).
     """
 
-    def __init__(self, decay: float = 0.99) -> None:
+    def __init__(self, decay: float) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1) (the average spans about 1 / (1 - decay) steps), got {decay}")
         super().__init__(use_buffers=False, multi_avg_fn=get_ema_multi_avg_fn(decay))
-        self.decay = float(decay)
         self._version: int | None = None
 
     def on_train_batch_end(
